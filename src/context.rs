@@ -1,0 +1,313 @@
+//! Device setup: opening an adapter and device, or wrapping a user's, and capturing wgpu errors.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::kernels::Kernels;
+
+/// How [`Context::with_options`] picks an adapter. [`ContextOptions::from_env`] (the default)
+/// reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` like wgpu's own examples.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// Backends to consider; `None` means all (or what `WGPU_BACKEND` says).
+    pub backends: Option<wgpu::Backends>,
+    /// Pick the first adapter whose name contains this (case-insensitive).
+    pub adapter_name: Option<String>,
+    /// Power preference when no name is given.
+    pub power_preference: wgpu::PowerPreference,
+    /// Use the workgroup-memory reductions even where the adapter has subgroups (for testing the
+    /// fallback path, or to work around a driver).
+    pub disable_subgroups: bool,
+}
+
+impl ContextOptions {
+    /// Options from the environment: `WGPU_BACKEND` (e.g. `vulkan`, `gl`, `metal`, `dx12`),
+    /// `WGPU_ADAPTER_NAME` (substring of the adapter name) and `WGPU_POWER_PREF`.
+    pub fn from_env() -> Self {
+        ContextOptions {
+            backends: wgpu::Backends::from_env(),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+            disable_subgroups: false,
+        }
+    }
+}
+
+/// What adapter a [`Context`] runs on.
+#[derive(Debug, Clone)]
+pub struct AdapterReport {
+    /// Adapter name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Vulkan, Metal, Dx12 or Gl.
+    pub backend: wgpu::Backend,
+    /// Discrete, integrated, virtual GPU or CPU.
+    pub device_type: wgpu::DeviceType,
+    /// Driver name and version, where the backend reports them.
+    pub driver: String,
+    /// Whether the kernels use subgroup operations.
+    pub subgroups: bool,
+    /// Whether GPU timestamp queries are available.
+    pub timestamps: bool,
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({:?}, {:?}, driver: {}, subgroups: {}, timestamps: {})",
+            self.name,
+            self.backend,
+            self.device_type,
+            if self.driver.is_empty() {
+                "unknown"
+            } else {
+                &self.driver
+            },
+            if self.subgroups { "yes" } else { "no" },
+            if self.timestamps { "yes" } else { "no" },
+        )
+    }
+}
+
+pub(crate) struct ContextInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub report: AdapterReport,
+    pub kernels: Kernels,
+    /// Errors wgpu reported outside any error scope, when this crate owns the device.
+    pub uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+/// A wgpu device and queue with this crate's compiled kernels. Cheap to clone (shared).
+///
+/// ```no_run
+/// let ctx = wgpu_batchnorm::Context::new()?;
+/// println!("running on {}", ctx.adapter());
+/// # Ok::<(), wgpu_batchnorm::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) inner: Arc<ContextInner>,
+}
+
+/// Optional features the kernels or the benchmark can use, turned on where the adapter has them.
+fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SUBGROUP
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+}
+
+impl Context {
+    /// Opens the default adapter (honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`), blocking.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// Async form of [`Context::new`].
+    pub async fn new_async() -> Result<Self> {
+        Self::with_options_async(ContextOptions::from_env()).await
+    }
+
+    /// Opens an adapter chosen by `options`, blocking.
+    pub fn with_options(options: ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::with_options_async(options))
+    }
+
+    /// Async form of [`Context::with_options`].
+    pub async fn with_options_async(options: ContextOptions) -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if let Some(backends) = options.backends {
+            desc.backends = backends;
+        }
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = match &options.adapter_name {
+            Some(name) => {
+                let wanted = name.to_lowercase();
+                let adapters = instance.enumerate_adapters(backends).await;
+                let mut available = Vec::new();
+                let mut chosen = None;
+                for adapter in adapters {
+                    let info = adapter.get_info();
+                    if chosen.is_none() && info.name.to_lowercase().contains(&wanted) {
+                        chosen = Some(adapter);
+                    } else {
+                        available.push(format!("{} ({:?})", info.name, info.backend));
+                    }
+                }
+                chosen.ok_or_else(|| Error::AdapterNotFound {
+                    name: name.clone(),
+                    available,
+                })?
+            }
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: options.power_preference,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter {
+                    requested: format!("backends {backends:?}: {e}"),
+                })?,
+        };
+        let features = adapter.features() & wanted_features();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-batchnorm"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        // Errors outside our error scopes must not panic in wgpu's default handler.
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut list) = sink.lock() {
+                list.push(e.to_string());
+            }
+        }));
+        Ok(Self::build(
+            device,
+            queue,
+            options.disable_subgroups,
+            uncaptured,
+        ))
+    }
+
+    /// Wraps a device and queue the caller already owns. The kernels use subgroups if the device
+    /// was created with `Features::SUBGROUP`. The device's uncaptured-error handler is left as
+    /// the caller set it; this crate's calls capture their own errors with error scopes.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self::build(device, queue, false, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    /// Like [`Context::from_device`], with the option to disable subgroup kernels.
+    pub fn from_device_with_options(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        disable_subgroups: bool,
+    ) -> Self {
+        Self::build(
+            device,
+            queue,
+            disable_subgroups,
+            Arc::new(Mutex::new(Vec::new())),
+        )
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        disable_subgroups: bool,
+        uncaptured: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
+        let info = device.adapter_info();
+        let features = device.features();
+        let subgroups = features.contains(wgpu::Features::SUBGROUP) && !disable_subgroups;
+        let report = AdapterReport {
+            name: info.name.clone(),
+            backend: info.backend,
+            device_type: info.device_type,
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            subgroups,
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        };
+        let kernels = Kernels::new(&device, subgroups);
+        Context {
+            inner: Arc::new(ContextInner {
+                device,
+                queue,
+                report,
+                kernels,
+                uncaptured,
+            }),
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter(&self) -> &AdapterReport {
+        &self.inner.report
+    }
+
+    /// How many compute pipelines this context has compiled so far (each kernel variant once).
+    pub fn pipelines_created(&self) -> usize {
+        self.inner.kernels.pipelines_created()
+    }
+
+    pub(crate) fn kernels(&self) -> &Kernels {
+        &self.inner.kernels
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch into
+    /// [`Error::Wgpu`].
+    pub(crate) fn scoped<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let device = &self.inner.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let result = f();
+        let validation_error = pollster::block_on(validation.pop());
+        let oom_error = pollster::block_on(oom.pop());
+        if let Some(e) = validation_error.or(oom_error) {
+            return Err(Error::Wgpu(e.to_string()));
+        }
+        self.take_uncaptured()?;
+        result
+    }
+
+    /// Reports (once) errors that wgpu raised outside any scope on a device this crate opened.
+    pub(crate) fn take_uncaptured(&self) -> Result<()> {
+        let mut list = self
+            .inner
+            .uncaptured
+            .lock()
+            .map_err(|_| Error::Device("error list poisoned".into()))?;
+        if list.is_empty() {
+            Ok(())
+        } else {
+            let msg = list.join("; ");
+            list.clear();
+            Err(Error::Wgpu(msg))
+        }
+    }
+
+    /// Submits `commands` and blocks until the device has finished them.
+    pub(crate) fn submit_and_wait(&self, commands: wgpu::CommandBuffer) -> Result<()> {
+        let index = self.inner.queue.submit(Some(commands));
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Device(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(e.to_string()))?;
+        self.take_uncaptured()
+    }
+}

@@ -1,0 +1,39 @@
+//! Host side of `shaders/normalize.wgsl`: the fused normalize-scale-shift pass.
+
+use super::{Kernel, KernelSpec, Kernels, Plan, Slot};
+
+/// Bindings: params, x, y, stats, affine, running.
+pub(crate) const NORMALIZE: KernelSpec = KernelSpec {
+    name: "normalize",
+    source: include_str!("../../shaders/normalize.wgsl"),
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::ReadWrite,
+        Slot::Read,
+        Slot::Read,
+        Slot::Read,
+    ],
+    reduces: false,
+    workgroup_size: super::WG_TENSOR,
+};
+
+/// Records the pass; `use_running` normalizes with the running statistics (eval mode).
+pub(crate) fn encode(
+    kernels: &Kernels,
+    device: &wgpu::Device,
+    pass: &mut wgpu::ComputePass<'_>,
+    plan: &Plan,
+    group: &wgpu::BindGroup,
+    use_running: bool,
+) {
+    let pipeline = kernels.pipeline(
+        device,
+        Kernel::Normalize,
+        plan.vec4,
+        &[("USE_RUNNING", use_running)],
+    );
+    pass.set_pipeline(&pipeline);
+    pass.set_bind_group(0, group, &[]);
+    pass.dispatch_workgroups(plan.task_grid[0], plan.task_grid[1], 1);
+}

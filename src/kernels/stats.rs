@@ -1,0 +1,42 @@
+//! Host side of `shaders/stats.wgsl` and `shaders/finalize_stats.wgsl`: per-channel batch
+//! statistics as Welford partials, merged into (mean, invstd, M2, biased variance) per channel.
+
+use super::{Kernel, KernelSpec, Kernels, Plan, Slot};
+
+/// Bindings: params, x, partials.
+pub(crate) const STATS: KernelSpec = KernelSpec {
+    name: "stats",
+    source: include_str!("../../shaders/stats.wgsl"),
+    slots: &[Slot::Uniform, Slot::Read, Slot::ReadWrite],
+    reduces: true,
+    workgroup_size: super::WG_TENSOR,
+};
+
+/// Bindings: params, partials, stats.
+pub(crate) const FINALIZE: KernelSpec = KernelSpec {
+    name: "finalize_stats",
+    source: include_str!("../../shaders/finalize_stats.wgsl"),
+    slots: &[Slot::Uniform, Slot::Read, Slot::ReadWrite],
+    reduces: true,
+    workgroup_size: 64,
+};
+
+/// Records both statistics passes.
+pub(crate) fn encode(
+    kernels: &Kernels,
+    device: &wgpu::Device,
+    pass: &mut wgpu::ComputePass<'_>,
+    plan: &Plan,
+    stats_group: &wgpu::BindGroup,
+    finalize_group: &wgpu::BindGroup,
+) {
+    let stats = kernels.pipeline(device, Kernel::Stats, plan.vec4, &[]);
+    pass.set_pipeline(&stats);
+    pass.set_bind_group(0, stats_group, &[]);
+    pass.dispatch_workgroups(plan.task_grid[0], plan.task_grid[1], 1);
+
+    let finalize = kernels.pipeline(device, Kernel::FinalizeStats, false, &[]);
+    pass.set_pipeline(&finalize);
+    pass.set_bind_group(0, finalize_group, &[]);
+    pass.dispatch_workgroups(plan.channel_grid[0], plan.channel_grid[1], 1);
+}

@@ -1,0 +1,43 @@
+//! # wgpu-batchnorm
+//!
+//! PyTorch-exact `nn.BatchNorm1d/2d/3d` on any GPU, through wgpu and WGSL compute shaders:
+//! training mode (batch statistics, biased variance) and eval mode (running statistics),
+//! running-stat updates with momentum or a cumulative average, `affine`,
+//! `track_running_stats`, `eps`.
+//!
+//! ```no_run
+//! use wgpu_batchnorm::{BatchNorm1d, Context, Tensor};
+//!
+//! let ctx = Context::new()?; // honours WGPU_BACKEND and WGPU_ADAPTER_NAME
+//! let mut bn = BatchNorm1d::new(&ctx, 3)?; // nn.BatchNorm1d(3)
+//! let x = Tensor::from_slice(&ctx, &[1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12.], &[4, 3])?;
+//! let y = bn.forward(&x)?.to_vec(&ctx)?; // bn(x)
+//! let running_mean = bn.running_mean()?; // bn.running_mean
+//! # Ok::<(), wgpu_batchnorm::Error>(())
+//! ```
+//!
+//! Users who own a device wrap it with [`Context::from_device`] and record work into their own
+//! encoder with [`BatchNorm::encode_forward`].
+//!
+//! How it runs: a statistics pass writes per-workgroup Welford partials (count, mean, M2), a
+//! small pass merges them per channel with Chan's formula, one fused pass computes
+//! `y = (x - mean) * (invstd * weight) + bias`, and a separate one-workgroup dispatch updates
+//! the running statistics. Every workgroup works inside one channel, so no kernel divides per
+//! element to find a channel.
+
+#![warn(missing_docs)]
+
+mod batchnorm;
+mod context;
+mod error;
+mod kernels;
+pub mod reference;
+mod tensor;
+
+pub use batchnorm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor};
+pub use context::{AdapterReport, Context, ContextOptions};
+pub use error::{Error, Result};
+pub use tensor::{Tensor, TENSOR_USAGE};
+
+/// Re-export of the wgpu version this crate is built on.
+pub use wgpu;

@@ -1,0 +1,190 @@
+//! A CPU reference in f64: PyTorch's batch-norm semantics computed in double precision, the
+//! oracle of this crate's tests and a way for users to check a device.
+//!
+//! ```
+//! use wgpu_batchnorm::reference::ReferenceBatchNorm;
+//! use wgpu_batchnorm::BatchNormOptions;
+//! let mut bn = ReferenceBatchNorm::new(2, BatchNormOptions::default());
+//! let y = bn.forward(&[1.0, 10.0, 3.0, 30.0], &[2, 2]).unwrap();
+//! assert!((y[0] + 1.0).abs() < 1e-5 && (y[2] - 1.0).abs() < 1e-5);
+//! assert_eq!(bn.num_batches_tracked, 1);
+//! ```
+
+use crate::batchnorm::BatchNormOptions;
+use crate::error::{Error, Result};
+
+/// (N, C, S) of a shape (N, C, *spatial); S = 1 for (N, C).
+pub fn split_shape(shape: &[usize]) -> Result<(usize, usize, usize)> {
+    if shape.len() < 2 {
+        return Err(Error::ShapeMismatch {
+            what: "reference input (needs at least (N, C))".into(),
+            expected: vec![0, 0],
+            got: shape.to_vec(),
+        });
+    }
+    Ok((shape[0], shape[1], shape[2..].iter().product()))
+}
+
+fn check_len(x_len: usize, shape: &[usize], what: &str) -> Result<()> {
+    let numel: usize = shape.iter().product();
+    if x_len != numel {
+        return Err(Error::ShapeMismatch {
+            what: what.to_string(),
+            expected: vec![numel],
+            got: vec![x_len],
+        });
+    }
+    Ok(())
+}
+
+/// Per-channel mean and biased variance (divide by n), in f64 with a two-pass algorithm.
+pub fn batch_stats(x: &[f32], shape: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
+    check_len(x.len(), shape, "batch_stats input")?;
+    let (n, c, s) = split_shape(shape)?;
+    let count = (n * s) as f64;
+    let mut mean = vec![0.0f64; c];
+    let mut var = vec![0.0f64; c];
+    for ch in 0..c {
+        let mut sum = 0.0;
+        for b in 0..n {
+            let base = (b * c + ch) * s;
+            sum += x[base..base + s].iter().map(|&v| f64::from(v)).sum::<f64>();
+        }
+        let m = sum / count;
+        let mut m2 = 0.0;
+        for b in 0..n {
+            let base = (b * c + ch) * s;
+            m2 += x[base..base + s]
+                .iter()
+                .map(|&v| (f64::from(v) - m).powi(2))
+                .sum::<f64>();
+        }
+        mean[ch] = m;
+        var[ch] = m2 / count;
+    }
+    Ok((mean, var))
+}
+
+/// `y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]` in f64.
+pub fn normalize(
+    x: &[f32],
+    shape: &[usize],
+    mean: &[f64],
+    var: &[f64],
+    weight: &[f64],
+    bias: &[f64],
+    eps: f64,
+) -> Result<Vec<f64>> {
+    check_len(x.len(), shape, "normalize input")?;
+    let (n, c, s) = split_shape(shape)?;
+    let mut y = vec![0.0f64; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            let invstd = 1.0 / (var[ch] + eps).sqrt();
+            let base = (b * c + ch) * s;
+            for i in base..base + s {
+                y[i] = (f64::from(x[i]) - mean[ch]) * invstd * weight[ch] + bias[ch];
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// max over channels of |mean| / sqrt(var + eps): the conditioning factor the golden tolerances
+/// scale with.
+pub fn kappa(mean: &[f64], var: &[f64], eps: f64) -> Vec<f64> {
+    mean.iter()
+        .zip(var)
+        .map(|(m, v)| m.abs() / (v + eps).sqrt())
+        .collect()
+}
+
+/// A batch-norm module with f64 state that follows PyTorch's semantics step by step.
+#[derive(Clone, Debug)]
+pub struct ReferenceBatchNorm {
+    /// Number of channels.
+    pub num_features: usize,
+    /// Constructor options.
+    pub options: BatchNormOptions,
+    /// Training (true) or eval mode.
+    pub training: bool,
+    /// weight (ones when affine = false).
+    pub weight: Vec<f64>,
+    /// bias (zeros when affine = false).
+    pub bias: Vec<f64>,
+    /// running_mean.
+    pub running_mean: Vec<f64>,
+    /// running_var.
+    pub running_var: Vec<f64>,
+    /// num_batches_tracked.
+    pub num_batches_tracked: u64,
+    /// Statistics (mean, biased var) that normalized the last forward.
+    pub last_stats: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+impl ReferenceBatchNorm {
+    /// A module with PyTorch's initial state (weight 1, bias 0, running 0 / 1), training mode.
+    pub fn new(num_features: usize, options: BatchNormOptions) -> Self {
+        ReferenceBatchNorm {
+            num_features,
+            options,
+            training: true,
+            weight: vec![1.0; num_features],
+            bias: vec![0.0; num_features],
+            running_mean: vec![0.0; num_features],
+            running_var: vec![1.0; num_features],
+            num_batches_tracked: 0,
+            last_stats: None,
+        }
+    }
+
+    /// One forward step: output in f64, buffers updated as PyTorch would. The input must be
+    /// valid for the module (see [`crate::BatchNorm`] for the checks); only lengths are checked.
+    pub fn forward(&mut self, x: &[f32], shape: &[usize]) -> Result<Vec<f64>> {
+        check_len(x.len(), shape, "reference forward input")?;
+        let (n, c, s) = split_shape(shape)?;
+        if c != self.num_features && x.len() > 0 {
+            return Err(Error::ChannelMismatch {
+                what: "running_mean",
+                input_channels: c,
+                num_features: self.num_features,
+            });
+        }
+        let track = self.options.track_running_stats;
+        let use_batch = self.training || !track;
+        if self.training && track {
+            self.num_batches_tracked += 1;
+        }
+        if x.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mean, var) = if use_batch {
+            batch_stats(x, shape)?
+        } else {
+            (self.running_mean.clone(), self.running_var.clone())
+        };
+        let y = normalize(
+            x,
+            shape,
+            &mean,
+            &var,
+            &self.weight,
+            &self.bias,
+            self.options.eps,
+        )?;
+        if self.training && track {
+            let f = match self.options.momentum {
+                Some(m) => m,
+                None => 1.0 / self.num_batches_tracked as f64,
+            };
+            let count = (n * s) as f64;
+            for ch in 0..c {
+                let unbiased = var[ch] * count / (count - 1.0);
+                self.running_mean[ch] = f * mean[ch] + (1.0 - f) * self.running_mean[ch];
+                self.running_var[ch] = f * unbiased + (1.0 - f) * self.running_var[ch];
+            }
+        }
+        self.last_stats = Some((mean, var));
+        Ok(y)
+    }
+}

@@ -1,0 +1,261 @@
+//! f32 GPU tensors: a buffer (or a window of one) holding a contiguous (N, C, *spatial) array.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Usage flags of the buffers this crate creates for tensors.
+pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// A contiguous f32 tensor on the GPU, row-major (NCHW) with the channel axis at 1.
+///
+/// Cloning a tensor clones the handle, not the data.
+///
+/// ```no_run
+/// use wgpu_batchnorm::{Context, Tensor};
+/// let ctx = Context::new()?;
+/// let x = Tensor::from_slice(&ctx, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+/// assert_eq!(x.to_vec(&ctx)?, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// # Ok::<(), wgpu_batchnorm::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    shape: Vec<usize>,
+}
+
+pub(crate) fn numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::TooLarge {
+            what: format!("a tensor of shape {shape:?}"),
+            bytes: u64::MAX,
+            limit: u64::MAX,
+        })
+}
+
+fn byte_len(shape: &[usize]) -> Result<u64> {
+    let n = numel(shape)? as u64;
+    n.checked_mul(4).ok_or_else(|| Error::TooLarge {
+        what: format!("a tensor of shape {shape:?}"),
+        bytes: u64::MAX,
+        limit: u64::MAX,
+    })
+}
+
+fn check_fits(ctx: &Context, shape: &[usize], bytes: u64) -> Result<()> {
+    let limit = ctx.device().limits().max_buffer_size;
+    if bytes > limit {
+        return Err(Error::TooLarge {
+            what: format!("a tensor of shape {shape:?}"),
+            bytes,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// Uploads `data` as a tensor of `shape` (`data.len()` must equal the product of `shape`).
+    pub fn from_slice(ctx: &Context, data: &[f32], shape: &[usize]) -> Result<Self> {
+        let len = numel(shape)?;
+        if data.len() != len {
+            return Err(Error::ShapeMismatch {
+                what: "Tensor::from_slice data length".into(),
+                expected: vec![len],
+                got: vec![data.len()],
+            });
+        }
+        let bytes = byte_len(shape)?;
+        check_fits(ctx, shape, bytes)?;
+        ctx.scoped(|| {
+            // Mapped at creation: the data goes straight into the buffer, no queue staging copy.
+            let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tensor"),
+                size: bytes.max(4),
+                usage: TENSOR_USAGE,
+                mapped_at_creation: true,
+            });
+            if bytes > 0 {
+                buffer
+                    .get_mapped_range_mut(..bytes)
+                    .map_err(|e| Error::Device(e.to_string()))?
+                    .copy_from_slice(bytemuck::cast_slice(data));
+            }
+            buffer.unmap();
+            Ok(Tensor {
+                buffer,
+                offset: 0,
+                shape: shape.to_vec(),
+            })
+        })
+    }
+
+    /// A new tensor of `shape` with unspecified (zero) contents, e.g. for outputs.
+    pub fn empty(ctx: &Context, shape: &[usize]) -> Result<Self> {
+        let bytes = byte_len(shape)?;
+        check_fits(ctx, shape, bytes)?;
+        ctx.scoped(|| {
+            let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tensor"),
+                size: bytes.max(4),
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            });
+            Ok(Tensor {
+                buffer,
+                offset: 0,
+                shape: shape.to_vec(),
+            })
+        })
+    }
+
+    /// Wraps `shape.iter().product()` f32 values of a caller's buffer starting at byte `offset`,
+    /// without copying. The buffer needs `STORAGE` usage (and `COPY_SRC` for [`Tensor::to_vec`]);
+    /// `offset` must be a multiple of the device's `min_storage_buffer_offset_alignment`.
+    pub fn from_buffer(
+        ctx: &Context,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        shape: &[usize],
+    ) -> Result<Self> {
+        let bytes = byte_len(shape)?;
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::InvalidBuffer(
+                "the buffer lacks BufferUsages::STORAGE".into(),
+            ));
+        }
+        let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
+        if offset % align != 0 {
+            return Err(Error::InvalidBuffer(format!(
+                "offset {offset} is not a multiple of min_storage_buffer_offset_alignment ({align})"
+            )));
+        }
+        let end = offset.checked_add(bytes).unwrap_or(u64::MAX);
+        if end > buffer.size() {
+            return Err(Error::InvalidBuffer(format!(
+                "shape {shape:?} needs {bytes} bytes at offset {offset}, but the buffer holds {} bytes",
+                buffer.size()
+            )));
+        }
+        Ok(Tensor {
+            buffer: buffer.clone(),
+            offset,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Reads the tensor back into host memory (blocks until the GPU is done with it).
+    pub fn to_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
+        read_f32(ctx, &self.buffer, self.offset, self.numel())
+    }
+
+    /// The shape, (N, C, *spatial).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Size of the data in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.numel() as u64 * 4
+    }
+
+    /// The underlying buffer.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// Byte offset of the first element in [`Tensor::buffer`].
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The binding of the whole tensor (must be non-empty).
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.size_bytes()),
+        })
+    }
+
+    /// Whether the two tensors' bytes overlap in the same buffer.
+    pub(crate) fn overlaps(&self, other: &Tensor) -> bool {
+        self.buffer == other.buffer
+            && self.offset < other.offset + other.size_bytes().max(1)
+            && other.offset < self.offset + self.size_bytes().max(1)
+    }
+}
+
+/// Copies `len` f32 values at byte `offset` of `buffer` to the host, through a staging buffer.
+pub(crate) fn read_f32(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<f32>> {
+    let bytes = read_bytes(ctx, buffer, offset, len as u64 * 4)?;
+    Ok(bytemuck::pod_collect_to_vec(&bytes))
+}
+
+/// Copies `size` bytes (a multiple of 4) at `offset` of `buffer` to the host.
+pub(crate) fn read_bytes(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    size: u64,
+) -> Result<Vec<u8>> {
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+        return Err(Error::InvalidBuffer(
+            "reading back needs BufferUsages::COPY_SRC".into(),
+        ));
+    }
+    let device = ctx.device();
+    let staging = ctx.scoped(|| {
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("readback"),
+        });
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        ctx.submit_and_wait(encoder.finish())?;
+        Ok(staging)
+    })?;
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        // A failed send means the receiver is gone, and nobody waits for the result.
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Device(e.to_string()))?;
+    match pollster::block_on(rx.receive()) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(Error::Device(format!("map_async failed: {e}"))),
+        None => return Err(Error::Device("map_async callback dropped".into())),
+    }
+    let out = {
+        let view = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Device(e.to_string()))?;
+        view.to_vec()
+    };
+    staging.unmap();
+    Ok(out)
+}
