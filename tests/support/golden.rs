@@ -1,0 +1,366 @@
+//! Replays PyTorch-made golden cases (schema: `tests/data/golden/README`, copied from the
+//! project's shared golden set) against the crate, with the golden README's tolerances.
+//! Shared by `tests/golden.rs` and `examples/golden.rs` (included with `#[path]`).
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use serde_json::Value;
+use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, Flavor, Tensor};
+
+/// The golden README's base tolerance.
+pub const TOL: f64 = 1e-5;
+
+/// One field's comparison: the worst error/allowed ratio (<= 1 passes).
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub step: usize,
+    pub field: &'static str,
+    pub ratio: f64,
+}
+
+/// The result of one case file.
+#[derive(Debug, Clone, Default)]
+pub struct CaseReport {
+    pub name: String,
+    pub checks: Vec<Check>,
+    /// Fields present in the file that were not checked, as "field (n steps)".
+    pub skipped: Vec<String>,
+    /// Problems that fail the case outright (an unexpected error, a count mismatch, ...).
+    pub failures: Vec<String>,
+}
+
+impl CaseReport {
+    pub fn worst(&self) -> Option<&Check> {
+        self.checks
+            .iter()
+            .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
+    }
+
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.checks.iter().all(|c| c.ratio <= 1.0)
+    }
+
+    /// One line: PASS/FAIL, name, worst ratio and where, skipped fields, failures.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "{} {:<36}",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.name
+        );
+        match self.worst() {
+            Some(w) => s += &format!(
+                " worst err/allowed {:.3e} ({} step {})",
+                w.ratio, w.field, w.step
+            ),
+            None => s += " no numeric checks",
+        }
+        if !self.skipped.is_empty() {
+            s += &format!("; skipped: {}", self.skipped.join(", "));
+        }
+        if !self.failures.is_empty() {
+            s += &format!("; FAILURES: {}", self.failures.join("; "));
+        }
+        s
+    }
+}
+
+pub fn f32s(v: &Value) -> Option<Vec<f32>> {
+    v.as_array()
+        .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32).collect())
+}
+
+pub fn f64s(v: &Value) -> Option<Vec<f64>> {
+    v.as_array()
+        .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
+}
+
+fn usizes(v: &Value) -> Option<Vec<usize>> {
+    v.as_array()
+        .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
+}
+
+pub fn flavor_of(module: &str) -> Option<Flavor> {
+    match module {
+        "BatchNorm1d" => Some(Flavor::OneD),
+        "BatchNorm2d" => Some(Flavor::TwoD),
+        "BatchNorm3d" => Some(Flavor::ThreeD),
+        _ => None,
+    }
+}
+
+/// `||got - want||_2 / (TOL * k * ||want||_2)`.
+pub fn rel_l2_ratio(got: &[f32], want: &[f64], k: f64) -> f64 {
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
+    ratio(err, TOL * k * norm)
+}
+
+pub fn ratio(err: f64, allowed: f64) -> f64 {
+    if err.is_nan() {
+        f64::INFINITY
+    } else if allowed > 0.0 {
+        err / allowed
+    } else if err == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Per-channel worst of `|got - want| / allowed(c)`.
+pub fn per_channel_ratio(got: &[f32], want: &[f64], allowed: impl Fn(usize) -> f64) -> f64 {
+    got.iter()
+        .zip(want)
+        .enumerate()
+        .map(|(c, (&g, &w))| ratio((f64::from(g) - w).abs(), allowed(c)))
+        .fold(0.0, f64::max)
+}
+
+/// Replays one file: a case, or a list of error probes (a top-level `probes` array, the schema
+/// of `errors.json`), which counts as one case.
+pub fn replay_file(ctx: &Context, path: &Path) -> CaseReport {
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut report = CaseReport {
+        name,
+        ..Default::default()
+    };
+    let doc: Value = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            report.failures.push(format!("cannot read: {e}"));
+            return report;
+        }
+    };
+    if let Some(probes) = doc["probes"].as_array() {
+        replay_probes(ctx, probes, &mut report);
+        return report;
+    }
+    if let Some(n) = doc["name"].as_str() {
+        report.name = n.to_string();
+    }
+    if let Err(e) = replay_steps(ctx, &doc, &mut report) {
+        report.failures.push(e);
+    }
+    report
+}
+
+fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<(), String> {
+    let flavor = flavor_of(case["module"].as_str().unwrap_or(""))
+        .ok_or_else(|| format!("unknown module {}", case["module"]))?;
+    let shape = usizes(&case["shape"]).ok_or("no shape")?;
+    let c = case["num_features"].as_u64().ok_or("no num_features")? as usize;
+    let options = BatchNormOptions {
+        eps: case["eps"].as_f64().ok_or("no eps")?,
+        momentum: case["momentum"].as_f64(),
+        affine: case["affine"].as_bool().ok_or("no affine")?,
+        track_running_stats: case["track_running_stats"]
+            .as_bool()
+            .ok_or("no track_running_stats")?,
+    };
+    let mut bn = BatchNorm::new(ctx, flavor, c, options).map_err(|e| e.to_string())?;
+    let err = |e: wgpu_batchnorm::Error| e.to_string();
+    if options.affine {
+        bn.set_weight(&f32s(&case["weight"]).ok_or("no weight")?)
+            .map_err(err)?;
+        bn.set_bias(&f32s(&case["bias"]).ok_or("no bias")?)
+            .map_err(err)?;
+    }
+    if options.track_running_stats {
+        bn.set_running_mean(&f32s(&case["running_mean_init"]).ok_or("no running_mean_init")?)
+            .map_err(err)?;
+        bn.set_running_var(&f32s(&case["running_var_init"]).ok_or("no running_var_init")?)
+            .map_err(err)?;
+        let nbt = case["num_batches_tracked_init"].as_u64().unwrap_or(0);
+        bn.set_num_batches_tracked(nbt).map_err(err)?;
+    }
+    let steps = case["steps"].as_array().ok_or("no steps")?;
+    let mut backward_steps = 0;
+    for (i, step) in steps.iter().enumerate() {
+        bn.set_training(step["training"].as_bool().ok_or("step without training")?);
+        let input = f32s(&step["input"]).ok_or("step without input")?;
+        let x = Tensor::from_slice(ctx, &input, &shape).map_err(err)?;
+        let y = bn
+            .forward(&x)
+            .map_err(|e| format!("step {i}: forward failed: {e}"))?;
+        let y = y.to_vec(ctx).map_err(err)?;
+        let kappa = step["kappa"].as_f64().unwrap_or(0.0);
+        let k = 1.0 + kappa / 30.0;
+        let y64 = f64s(&step["output_f64"]).ok_or("no output_f64")?;
+        if y64.len() != y.len() {
+            return Err(format!("step {i}: output_f64 has {} values, not {}", y64.len(), y.len()));
+        }
+        report.checks.push(Check {
+            step: i,
+            field: "output",
+            ratio: rel_l2_ratio(&y, &y64, k),
+        });
+        if options.track_running_stats {
+            let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_else(|| vec![kappa; c]);
+            let rm64 = f64s(&step["running_mean_f64"]).ok_or("no running_mean_f64")?;
+            let rv64 = f64s(&step["running_var_f64"]).ok_or("no running_var_f64")?;
+            let rm = bn.running_mean().map_err(err)?.unwrap_or_default();
+            let rv = bn.running_var().map_err(err)?.unwrap_or_default();
+            report.checks.push(Check {
+                step: i,
+                field: "running_mean",
+                ratio: per_channel_ratio(&rm, &rm64, |ch| {
+                    TOL * (rm64[ch].abs() + rv64[ch].max(0.0).sqrt())
+                }),
+            });
+            report.checks.push(Check {
+                step: i,
+                field: "running_var",
+                ratio: per_channel_ratio(&rv, &rv64, |ch| {
+                    TOL * (1.0 + kappa_c.get(ch).copied().unwrap_or(kappa) / 30.0) * rv64[ch]
+                }),
+            });
+            let want = step["num_batches_tracked"].as_u64();
+            let got = bn.num_batches_tracked().map_err(err)?;
+            if want != got {
+                report.failures.push(format!(
+                    "step {i}: num_batches_tracked {got:?}, expected {want:?}"
+                ));
+            }
+        }
+        if !step["grad_output"].is_null() {
+            backward_steps += 1;
+        }
+    }
+    if backward_steps > 0 {
+        report.skipped.push(format!(
+            "backward fields ({backward_steps} steps; not implemented yet)"
+        ));
+    }
+    Ok(())
+}
+
+fn replay_probes(ctx: &Context, probes: &[Value], report: &mut CaseReport) {
+    for probe in probes {
+        if let Err(e) = replay_probe(ctx, probe) {
+            report
+                .failures
+                .push(format!("{}: {e}", probe["name"].as_str().unwrap_or("?")));
+        }
+    }
+    report.name = format!("{} ({} probes)", report.name, probes.len());
+}
+
+fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
+    let name = probe["name"].as_str().unwrap_or("");
+    let flavor = flavor_of(probe["module"].as_str().unwrap_or(""))
+        .ok_or_else(|| format!("unknown module {}", probe["module"]))?;
+    let c = probe["num_features"].as_u64().ok_or("no num_features")? as usize;
+    let mut options = BatchNormOptions::default();
+    if let Some(kwargs) = probe["kwargs"].as_object() {
+        for (key, value) in kwargs {
+            match key.as_str() {
+                "eps" => options.eps = value.as_f64().ok_or("eps not a number")?,
+                "momentum" => options.momentum = value.as_f64(),
+                "affine" => options.affine = value.as_bool().ok_or("affine not a bool")?,
+                "track_running_stats" => {
+                    options.track_running_stats =
+                        value.as_bool().ok_or("track_running_stats not a bool")?
+                }
+                other => return Err(format!("unsupported constructor argument {other}")),
+            }
+        }
+    }
+    let shape = usizes(&probe["input_shape"]).ok_or("no input_shape")?;
+    let mut bn = BatchNorm::new(ctx, flavor, c, options).map_err(|e| e.to_string())?;
+    bn.set_training(probe["training"].as_bool().unwrap_or(true));
+    let numel: usize = shape.iter().product();
+    let data: Vec<f32> = (0..numel).map(|i| ((i * 7919) % 13) as f32 * 0.25 - 1.5).collect();
+    let x = Tensor::from_slice(ctx, &data, &shape).map_err(|e| e.to_string())?;
+    let before = state(&bn)?;
+    let result = bn.forward(&x);
+    let raises = probe["raises"].as_bool().unwrap_or(false);
+    match (raises, result) {
+        (true, Ok(_)) => Err(format!(
+            "accepted, but torch raises {}: {}",
+            probe["error_type"], probe["message"]
+        )),
+        (true, Err(e)) => {
+            let want = probe["error_type"].as_str().unwrap_or("");
+            if e.torch_kind() != Some(want) {
+                return Err(format!("error kind {:?} ({e}), torch: {want}", e.torch_kind()));
+            }
+            if state(&bn)? != before {
+                return Err(format!("state changed by a rejected forward ({e})"));
+            }
+            Ok(())
+        }
+        (false, Err(e)) => {
+            if name.ends_with("_NOT_CHECKED") && e.torch_kind().is_some() {
+                Ok(())
+            } else {
+                Err(format!("rejected ({e}), torch accepts it"))
+            }
+        }
+        (false, Ok(y)) => {
+            if let Some(want) = usizes(&probe["output_shape"]) {
+                if y.shape() != want.as_slice() {
+                    return Err(format!("output shape {:?}, torch {want:?}", y.shape()));
+                }
+            }
+            let exact = |field: &str, got: Option<Vec<f32>>| -> Result<(), String> {
+                if let Some(want) = f32s(&probe[field]) {
+                    if got.as_deref() != Some(want.as_slice()) {
+                        return Err(format!("{field} {got:?}, torch {want:?}"));
+                    }
+                }
+                Ok(())
+            };
+            exact("running_mean_after", bn.running_mean().map_err(|e| e.to_string())?)?;
+            exact("running_var_after", bn.running_var().map_err(|e| e.to_string())?)?;
+            if let Some(want) = probe["num_batches_tracked_after"].as_u64() {
+                let got = bn.num_batches_tracked().map_err(|e| e.to_string())?;
+                if got != Some(want) {
+                    return Err(format!("num_batches_tracked {got:?}, torch {want}"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+type State = (Option<Vec<f32>>, Option<Vec<f32>>, Option<u64>);
+
+fn state(bn: &BatchNorm) -> Result<State, String> {
+    let e = |e: wgpu_batchnorm::Error| e.to_string();
+    Ok((
+        bn.running_mean().map_err(e)?,
+        bn.running_var().map_err(e)?,
+        bn.num_batches_tracked().map_err(e)?,
+    ))
+}
+
+/// The files of a path: the file itself, or every `*.json` in a folder, sorted.
+pub fn collect(path: &Path) -> Vec<std::path::PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
