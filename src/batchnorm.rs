@@ -75,19 +75,18 @@ impl Default for BatchNormOptions {
     }
 }
 
-/// `nn.BatchNorm1d`: builds a [`BatchNorm`] that takes (N, C) or (N, C, L) input.
-pub struct BatchNorm1d;
-/// `nn.BatchNorm2d`: builds a [`BatchNorm`] that takes (N, C, H, W) input.
-pub struct BatchNorm2d;
-/// `nn.BatchNorm3d`: builds a [`BatchNorm`] that takes (N, C, D, H, W) input.
-pub struct BatchNorm3d;
+macro_rules! flavor {
+    ($(#[$doc:meta])* $ty:ident, $flavor:expr) => {
+        $(#[$doc])*
+        ///
+        /// A [`BatchNorm`] of this flavor; every [`BatchNorm`] method is available through
+        /// `Deref`.
+        pub struct $ty(BatchNorm);
 
-macro_rules! flavor_constructors {
-    ($ty:ident, $flavor:expr) => {
         impl $ty {
             /// `num_features` channels with PyTorch's default options.
-            pub fn new(ctx: &Context, num_features: usize) -> Result<BatchNorm> {
-                BatchNorm::new(ctx, $flavor, num_features, BatchNormOptions::default())
+            pub fn new(ctx: &Context, num_features: usize) -> Result<Self> {
+                Self::with_options(ctx, num_features, BatchNormOptions::default())
             }
 
             /// `num_features` channels with the given options.
@@ -95,16 +94,52 @@ macro_rules! flavor_constructors {
                 ctx: &Context,
                 num_features: usize,
                 options: BatchNormOptions,
-            ) -> Result<BatchNorm> {
-                BatchNorm::new(ctx, $flavor, num_features, options)
+            ) -> Result<Self> {
+                BatchNorm::new(ctx, $flavor, num_features, options).map($ty)
+            }
+
+            /// The flavor-independent module.
+            pub fn into_inner(self) -> BatchNorm {
+                self.0
+            }
+        }
+
+        impl std::ops::Deref for $ty {
+            type Target = BatchNorm;
+            fn deref(&self) -> &BatchNorm {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $ty {
+            fn deref_mut(&mut self) -> &mut BatchNorm {
+                &mut self.0
+            }
+        }
+
+        impl From<$ty> for BatchNorm {
+            fn from(module: $ty) -> BatchNorm {
+                module.0
             }
         }
     };
 }
 
-flavor_constructors!(BatchNorm1d, Flavor::OneD);
-flavor_constructors!(BatchNorm2d, Flavor::TwoD);
-flavor_constructors!(BatchNorm3d, Flavor::ThreeD);
+flavor!(
+    /// `nn.BatchNorm1d`: takes (N, C) or (N, C, L) input.
+    BatchNorm1d,
+    Flavor::OneD
+);
+flavor!(
+    /// `nn.BatchNorm2d`: takes (N, C, H, W) input.
+    BatchNorm2d,
+    Flavor::TwoD
+);
+flavor!(
+    /// `nn.BatchNorm3d`: takes (N, C, D, H, W) input.
+    BatchNorm3d,
+    Flavor::ThreeD
+);
 
 /// Everything that fixes a params buffer's contents.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -378,7 +413,7 @@ impl BatchNorm {
             });
         }
         let (n, c, s) = (n as u32, c as u32, s as u32);
-        let vec4_ok = x_offset % 16 == 0;
+        let vec4_ok = x_offset.is_multiple_of(16);
         let plan = Plan::new(
             n,
             c,

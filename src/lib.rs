@@ -39,5 +39,10 @@ pub use context::{AdapterReport, Context, ContextOptions};
 pub use error::{Error, Result};
 pub use tensor::{Tensor, TENSOR_USAGE};
 
+/// The README's code blocks, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Re-export of the wgpu version this crate is built on.
 pub use wgpu;

@@ -143,7 +143,7 @@ impl ReferenceBatchNorm {
     pub fn forward(&mut self, x: &[f32], shape: &[usize]) -> Result<Vec<f64>> {
         check_len(x.len(), shape, "reference forward input")?;
         let (n, c, s) = split_shape(shape)?;
-        if c != self.num_features && x.len() > 0 {
+        if c != self.num_features && !x.is_empty() {
             return Err(Error::ChannelMismatch {
                 what: "running_mean",
                 input_channels: c,

@@ -129,12 +129,12 @@ impl Tensor {
             ));
         }
         let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(Error::InvalidBuffer(format!(
                 "offset {offset} is not a multiple of min_storage_buffer_offset_alignment ({align})"
             )));
         }
-        let end = offset.checked_add(bytes).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(bytes);
         if end > buffer.size() {
             return Err(Error::InvalidBuffer(format!(
                 "shape {shape:?} needs {bytes} bytes at offset {offset}, but the buffer holds {} bytes",

@@ -270,7 +270,7 @@ impl Plan {
     /// Plans a non-empty (N, C, S) tensor. `vec4_ok` says whether the binding allows vec4 reads
     /// (16-byte aligned offset); `max_grid` is the adapter's per-dimension workgroup limit.
     pub fn new(n: u32, c: u32, s: u32, vec4_ok: bool, max_grid: u32) -> Plan {
-        let vec4 = vec4_ok && s % 4 == 0;
+        let vec4 = vec4_ok && s.is_multiple_of(4);
         let plane = if vec4 { s / 4 } else { s };
         let items = u64::from(n) * u64::from(plane);
         let wg = u64::from(WG_TENSOR);

@@ -1,6 +1,6 @@
-//! Replays PyTorch-made golden cases (schema: `tests/data/golden/README`, copied from the
+//! Replays PyTorch-made golden cases (schema: `tests/data/golden/README.md`, copied from the
 //! project's shared golden set) against the crate, with the golden README's tolerances.
-//! Shared by `tests/golden.rs` and `examples/golden.rs` (included with `#[path]`).
+//! Shared by the tests (as `support::golden`) and `examples/golden.rs` (included with `#[path]`).
 
 #![allow(dead_code)]
 
@@ -50,10 +50,12 @@ impl CaseReport {
             self.name
         );
         match self.worst() {
-            Some(w) => s += &format!(
-                " worst err/allowed {:.3e} ({} step {})",
-                w.ratio, w.field, w.step
-            ),
+            Some(w) => {
+                s += &format!(
+                    " worst err/allowed {:.3e} ({} step {})",
+                    w.ratio, w.field, w.step
+                )
+            }
             None => s += " no numeric checks",
         }
         if !self.skipped.is_empty() {
@@ -67,8 +69,11 @@ impl CaseReport {
 }
 
 pub fn f32s(v: &Value) -> Option<Vec<f32>> {
-    v.as_array()
-        .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32).collect())
+    v.as_array().map(|a| {
+        a.iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+            .collect()
+    })
 }
 
 pub fn f64s(v: &Value) -> Option<Vec<f64>> {
@@ -200,7 +205,11 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
         let k = 1.0 + kappa / 30.0;
         let y64 = f64s(&step["output_f64"]).ok_or("no output_f64")?;
         if y64.len() != y.len() {
-            return Err(format!("step {i}: output_f64 has {} values, not {}", y64.len(), y.len()));
+            return Err(format!(
+                "step {i}: output_f64 has {} values, not {}",
+                y64.len(),
+                y.len()
+            ));
         }
         report.checks.push(Check {
             step: i,
@@ -282,7 +291,9 @@ fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
     let mut bn = BatchNorm::new(ctx, flavor, c, options).map_err(|e| e.to_string())?;
     bn.set_training(probe["training"].as_bool().unwrap_or(true));
     let numel: usize = shape.iter().product();
-    let data: Vec<f32> = (0..numel).map(|i| ((i * 7919) % 13) as f32 * 0.25 - 1.5).collect();
+    let data: Vec<f32> = (0..numel)
+        .map(|i| ((i * 7919) % 13) as f32 * 0.25 - 1.5)
+        .collect();
     let x = Tensor::from_slice(ctx, &data, &shape).map_err(|e| e.to_string())?;
     let before = state(&bn)?;
     let result = bn.forward(&x);
@@ -295,7 +306,10 @@ fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
         (true, Err(e)) => {
             let want = probe["error_type"].as_str().unwrap_or("");
             if e.torch_kind() != Some(want) {
-                return Err(format!("error kind {:?} ({e}), torch: {want}", e.torch_kind()));
+                return Err(format!(
+                    "error kind {:?} ({e}), torch: {want}",
+                    e.torch_kind()
+                ));
             }
             if state(&bn)? != before {
                 return Err(format!("state changed by a rejected forward ({e})"));
@@ -323,8 +337,14 @@ fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
                 }
                 Ok(())
             };
-            exact("running_mean_after", bn.running_mean().map_err(|e| e.to_string())?)?;
-            exact("running_var_after", bn.running_var().map_err(|e| e.to_string())?)?;
+            exact(
+                "running_mean_after",
+                bn.running_mean().map_err(|e| e.to_string())?,
+            )?;
+            exact(
+                "running_var_after",
+                bn.running_var().map_err(|e| e.to_string())?,
+            )?;
             if let Some(want) = probe["num_batches_tracked_after"].as_u64() {
                 let got = bn.num_batches_tracked().map_err(|e| e.to_string())?;
                 if got != Some(want) {

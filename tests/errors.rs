@@ -1,0 +1,278 @@
+//! Invalid input gets a typed error and changes no state; empty batches behave like PyTorch.
+
+mod support;
+
+use wgpu_batchnorm::{
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Context, ContextOptions,
+    Error, Tensor,
+};
+
+type State = (Option<Vec<f32>>, Option<Vec<f32>>, Option<u64>);
+
+fn state(bn: &BatchNorm) -> State {
+    (
+        bn.running_mean().unwrap(),
+        bn.running_var().unwrap(),
+        bn.num_batches_tracked().unwrap(),
+    )
+}
+
+/// A module whose buffers are not at their initial values, so "unchanged" means something.
+fn trained_module(ctx: &Context, options: BatchNormOptions) -> BatchNorm {
+    let mut bn: BatchNorm = BatchNorm2d::with_options(ctx, 3, options).unwrap().into();
+    let x: Vec<f32> = (0..2 * 3 * 4)
+        .map(|i| (i as f32 * 0.37).sin() * 3.0)
+        .collect();
+    bn.forward(&Tensor::from_slice(ctx, &x, &[2, 3, 2, 2]).unwrap())
+        .unwrap();
+    bn
+}
+
+fn input(ctx: &Context, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
+    Tensor::from_slice(ctx, &data, shape).unwrap()
+}
+
+#[track_caller]
+fn assert_rejected(bn: &mut BatchNorm, x: &Tensor, kind: &str, check: impl Fn(&Error) -> bool) {
+    let before = state(bn);
+    let err = bn.forward(x).expect_err("invalid input was accepted");
+    assert!(check(&err), "unexpected error: {err:?}");
+    assert_eq!(err.torch_kind(), Some(kind), "{err}");
+    assert!(!err.to_string().is_empty());
+    assert_eq!(
+        state(bn),
+        before,
+        "state changed by a rejected forward: {err}"
+    );
+}
+
+#[test]
+fn invalid_input_is_a_typed_error_and_changes_nothing() {
+    let ctx = support::context();
+    let mut bn = trained_module(&ctx, BatchNormOptions::default());
+    assert_eq!(bn.num_batches_tracked().unwrap(), Some(1));
+
+    // Wrong rank.
+    assert_rejected(&mut bn, &input(&ctx, &[2, 3, 4]), "ValueError", |e| {
+        matches!(e, Error::InvalidRank { got: 3, .. })
+    });
+    // Wrong channel count, in training and in eval.
+    assert_rejected(&mut bn, &input(&ctx, &[2, 4, 2, 2]), "RuntimeError", |e| {
+        matches!(
+            e,
+            Error::ChannelMismatch {
+                what: "running_mean",
+                input_channels: 4,
+                num_features: 3
+            }
+        )
+    });
+    bn.eval();
+    assert_rejected(&mut bn, &input(&ctx, &[2, 4, 2, 2]), "RuntimeError", |e| {
+        matches!(e, Error::ChannelMismatch { .. })
+    });
+    // One value per channel is fine in eval with tracked buffers...
+    bn.forward(&input(&ctx, &[1, 3, 1, 1])).unwrap();
+    // ...but not in training.
+    bn.train();
+    assert_rejected(&mut bn, &input(&ctx, &[1, 3, 1, 1]), "ValueError", |e| {
+        matches!(e, Error::TooFewValuesPerChannel { .. })
+    });
+    // eps must be positive in training and non-negative in eval.
+    bn.set_eps(0.0);
+    assert_rejected(&mut bn, &input(&ctx, &[2, 3, 2, 2]), "ValueError", |e| {
+        matches!(
+            e,
+            Error::InvalidEps {
+                batch_stats: true,
+                ..
+            }
+        )
+    });
+    bn.eval();
+    bn.forward(&input(&ctx, &[2, 3, 2, 2])).unwrap();
+    bn.set_eps(-1e-5);
+    assert_rejected(&mut bn, &input(&ctx, &[2, 3, 2, 2]), "ValueError", |e| {
+        matches!(
+            e,
+            Error::InvalidEps {
+                batch_stats: false,
+                ..
+            }
+        )
+    });
+    bn.set_eps(f64::NAN);
+    assert_rejected(&mut bn, &input(&ctx, &[2, 3, 2, 2]), "ValueError", |e| {
+        matches!(e, Error::InvalidEps { .. })
+    });
+}
+
+#[test]
+fn ranks_follow_each_flavor() {
+    let ctx = support::context();
+    let mut one = BatchNorm1d::new(&ctx, 3).unwrap();
+    one.forward(&input(&ctx, &[4, 3])).unwrap();
+    one.forward(&input(&ctx, &[4, 3, 5])).unwrap();
+    assert!(matches!(
+        one.forward(&input(&ctx, &[4, 3, 5, 5])),
+        Err(Error::InvalidRank { .. })
+    ));
+    assert!(matches!(
+        one.forward(&input(&ctx, &[3])),
+        Err(Error::InvalidRank { got: 1, .. })
+    ));
+    let mut three = BatchNorm3d::new(&ctx, 3).unwrap();
+    three.forward(&input(&ctx, &[2, 3, 2, 2, 2])).unwrap();
+    let err = three.forward(&input(&ctx, &[2, 3, 2, 2])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "BatchNorm3d: expected 5D input (got 4D input)"
+    );
+}
+
+#[test]
+fn batch_statistics_without_buffers_need_two_values_even_in_eval() {
+    let ctx = support::context();
+    let options = BatchNormOptions {
+        track_running_stats: false,
+        ..Default::default()
+    };
+    let mut bn = BatchNorm1d::with_options(&ctx, 3, options).unwrap();
+    bn.eval();
+    let err = bn.forward(&input(&ctx, &[1, 3])).unwrap_err();
+    assert!(matches!(err, Error::TooFewValuesPerChannel { .. }), "{err}");
+    // Wrong channels without buffers: torch names the weight.
+    let err = bn.forward(&input(&ctx, &[2, 4])).unwrap_err();
+    assert!(
+        matches!(err, Error::ChannelMismatch { what: "weight", .. }),
+        "{err}"
+    );
+    assert_eq!(bn.running_mean().unwrap(), None);
+    assert_eq!(bn.num_batches_tracked().unwrap(), None);
+}
+
+#[test]
+fn empty_batches_count_but_change_no_statistics() {
+    let ctx = support::context();
+    for momentum in [Some(0.1), None] {
+        let options = BatchNormOptions {
+            momentum,
+            ..Default::default()
+        };
+        let mut bn = trained_module(&ctx, options);
+        let (rm, rv, nbt) = state(&bn);
+        let y = bn.forward(&input(&ctx, &[0, 3, 5, 5])).unwrap();
+        assert_eq!(y.shape(), &[0, 3, 5, 5]);
+        assert!(y.to_vec(&ctx).unwrap().is_empty());
+        assert_eq!(state(&bn), (rm.clone(), rv.clone(), nbt.map(|n| n + 1)));
+        // Eval on an empty batch changes nothing.
+        bn.eval();
+        bn.forward(&input(&ctx, &[0, 3, 5, 5])).unwrap();
+        assert_eq!(state(&bn), (rm, rv, nbt.map(|n| n + 1)));
+        // PyTorch returns before checking channels when the input is empty.
+        bn.forward(&input(&ctx, &[0, 4, 5, 5])).unwrap();
+        // An empty spatial extent is an empty input too.
+        bn.train();
+        bn.forward(&input(&ctx, &[2, 3, 0, 5])).unwrap();
+    }
+}
+
+#[test]
+fn misuse_of_tensors_and_parameters_is_a_typed_error() {
+    let ctx = support::context();
+    let mut bn = BatchNorm2d::new(&ctx, 3).unwrap();
+    let x = input(&ctx, &[2, 3, 2, 2]);
+    // Output of another shape, or the input itself.
+    let y = Tensor::empty(&ctx, &[2, 3, 2, 3]).unwrap();
+    assert!(matches!(
+        bn.forward_into(&x, &y),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(bn.forward_into(&x, &x), Err(Error::Aliasing)));
+    assert_eq!(bn.num_batches_tracked().unwrap(), Some(0));
+    // Host data of the wrong length.
+    assert!(matches!(
+        Tensor::from_slice(&ctx, &[1.0, 2.0], &[3]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        bn.set_weight(&[1.0; 4]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        bn.set_running_var(&[1.0; 2]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    // Parameters that do not exist.
+    let options = BatchNormOptions {
+        affine: false,
+        track_running_stats: false,
+        ..Default::default()
+    };
+    let mut plain = BatchNorm2d::with_options(&ctx, 3, options).unwrap();
+    assert!(matches!(
+        plain.set_weight(&[1.0; 3]),
+        Err(Error::NotAvailable(_))
+    ));
+    assert!(matches!(
+        plain.set_running_mean(&[1.0; 3]),
+        Err(Error::NotAvailable(_))
+    ));
+    assert_eq!(plain.weight().unwrap(), None);
+    // Wrapped buffers that are too small, misaligned or not storage buffers.
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 1024,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    assert!(matches!(
+        Tensor::from_buffer(&ctx, &buffer, 0, &[2, 3, 100]),
+        Err(Error::InvalidBuffer(_))
+    ));
+    assert!(matches!(
+        Tensor::from_buffer(&ctx, &buffer, 4, &[2, 3]),
+        Err(Error::InvalidBuffer(_))
+    ));
+    let uniform = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::UNIFORM,
+        mapped_at_creation: false,
+    });
+    assert!(matches!(
+        Tensor::from_buffer(&ctx, &uniform, 0, &[2, 3]),
+        Err(Error::InvalidBuffer(_))
+    ));
+}
+
+#[test]
+fn an_unknown_adapter_name_is_an_error_not_a_panic() {
+    let options = ContextOptions {
+        adapter_name: Some("no adapter is called this".into()),
+        ..ContextOptions::from_env()
+    };
+    match Context::with_options(options) {
+        Err(Error::AdapterNotFound { name, .. }) => assert_eq!(name, "no adapter is called this"),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("an adapter matched a made-up name"),
+    }
+}
+
+#[test]
+fn tensors_larger_than_the_adapter_allows_are_rejected() {
+    let ctx = support::context();
+    let limit = ctx.device().limits().max_buffer_size;
+    let elements = (limit / 4 + 1) as usize;
+    match Tensor::empty(&ctx, &[1, 1, elements]) {
+        Err(Error::TooLarge {
+            bytes, limit: l, ..
+        }) => {
+            assert!(bytes > l);
+            assert_eq!(l, limit);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}

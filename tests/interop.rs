@@ -1,0 +1,123 @@
+//! Users who own the device: wrapping a device and buffers, recording into their encoder, and
+//! the steady state (no new pipelines or bind groups for repeated calls).
+
+mod support;
+
+use support::golden::rel_l2_ratio;
+use support::Rng;
+use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
+use wgpu_batchnorm::{BatchNorm2d, BatchNormOptions, Context, Tensor};
+
+fn own_device() -> (wgpu::Device, wgpu::Queue) {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("an adapter");
+    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+        .expect("a device")
+}
+
+fn check_against_reference(x: &[f32], shape: &[usize], y: &[f32], cpu: &mut ReferenceBatchNorm) {
+    let y64 = cpu.forward(x, shape).unwrap();
+    let (mean, var) = cpu.last_stats.clone().unwrap();
+    let kappa = reference::kappa(&mean, &var, cpu.options.eps)
+        .into_iter()
+        .fold(0.0, f64::max);
+    let r = rel_l2_ratio(y, &y64, 1.0 + kappa / 30.0);
+    assert!(r <= 1.0, "{shape:?}: err/allowed {r}");
+}
+
+#[test]
+fn a_wrapped_device_with_default_limits_runs_forward() {
+    let (device, queue) = own_device();
+    let ctx = Context::from_device(device, queue);
+    let mut rng = Rng::new(7);
+    let shape = [4, 3, 5, 6];
+    let x = rng.vec_f32(4 * 3 * 30, -2.0, 2.0);
+    let mut bn = BatchNorm2d::new(&ctx, 3).unwrap();
+    let y = bn
+        .forward(&Tensor::from_slice(&ctx, &x, &shape).unwrap())
+        .unwrap();
+    let mut cpu = ReferenceBatchNorm::new(3, BatchNormOptions::default());
+    check_against_reference(&x, &shape, &y.to_vec(&ctx).unwrap(), &mut cpu);
+}
+
+#[test]
+fn forwards_recorded_into_one_user_encoder_keep_their_own_shapes() {
+    let ctx = support::context();
+    let device = ctx.device().clone();
+    let mut rng = Rng::new(11);
+    // Two shapes, two tensors each at an offset inside one user buffer.
+    let shapes = [[2usize, 3, 4, 4], [5, 3, 3, 7]];
+    let align = u64::from(device.limits().min_storage_buffer_offset_alignment);
+    let mut offsets = Vec::new();
+    let mut end = align; // leave the first slot unused: offsets are never 0
+    for shape in &shapes {
+        let bytes = shape.iter().product::<usize>() as u64 * 4;
+        offsets.push(end);
+        end = (end + bytes).div_ceil(align) * align;
+    }
+    let big = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("user buffer"),
+        size: end,
+        usage: wgpu_batchnorm::TENSOR_USAGE,
+        mapped_at_creation: false,
+    });
+    let mut inputs = Vec::new();
+    for (shape, &offset) in shapes.iter().zip(&offsets) {
+        let data = rng.vec_f32(shape.iter().product(), -3.0, 3.0);
+        ctx.queue()
+            .write_buffer(&big, offset, bytemuck::cast_slice(&data));
+        inputs.push((
+            Tensor::from_buffer(&ctx, &big, offset, shape).unwrap(),
+            data,
+        ));
+    }
+    let mut bn = BatchNorm2d::new(&ctx, 3).unwrap();
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    let outputs: Vec<Tensor> = shapes
+        .iter()
+        .map(|s| Tensor::empty(&ctx, s).unwrap())
+        .collect();
+    for ((x, _), y) in inputs.iter().zip(&outputs) {
+        bn.encode_forward(&mut encoder, x, y).unwrap();
+    }
+    // Nothing ran yet: the caller submits.
+    assert_eq!(bn.num_batches_tracked().unwrap(), Some(0));
+    ctx.queue().submit(Some(encoder.finish()));
+    let mut cpu = ReferenceBatchNorm::new(3, BatchNormOptions::default());
+    for (((x, data), y), shape) in inputs.iter().zip(&outputs).zip(&shapes) {
+        assert_eq!(x.to_vec(&ctx).unwrap(), *data);
+        check_against_reference(data, shape, &y.to_vec(&ctx).unwrap(), &mut cpu);
+    }
+    assert_eq!(bn.num_batches_tracked().unwrap(), Some(2));
+    let rm = bn.running_mean().unwrap().unwrap();
+    for (g, c) in rm.iter().zip(&cpu.running_mean) {
+        assert!(
+            (f64::from(*g) - c).abs() <= 1e-5 * (c.abs() + 1.0),
+            "{rm:?} vs {:?}",
+            cpu.running_mean
+        );
+    }
+}
+
+#[test]
+fn repeated_forwards_create_no_new_pipelines_or_bind_groups() {
+    let ctx = support::context();
+    let mut bn = BatchNorm2d::new(&ctx, 4).unwrap();
+    let x = Tensor::from_slice(&ctx, &vec![0.5; 2 * 4 * 9], &[2, 4, 3, 3]).unwrap();
+    let y = Tensor::empty(&ctx, &[2, 4, 3, 3]).unwrap();
+    bn.forward_into(&x, &y).unwrap();
+    bn.eval();
+    bn.forward_into(&x, &y).unwrap();
+    bn.train();
+    let pipelines = ctx.pipelines_created();
+    let bindings = bn.cached_bindings();
+    for i in 0..10 {
+        bn.set_training(i % 2 == 0);
+        bn.forward_into(&x, &y).unwrap();
+    }
+    assert_eq!(ctx.pipelines_created(), pipelines);
+    assert_eq!(bn.cached_bindings(), bindings);
+}
