@@ -1,13 +1,16 @@
 // Batch statistics, pass 2 of 2: merge each channel's partials into its mean and invstd.
 //
-// Computes: stats[c] = vec4(mean, invstd, M2, biased variance) with invstd = 1/sqrt(M2/n + eps),
+// Computes: save_mean[c] = mean, save_invstd[c] = 1 / sqrt(M2 / n + eps), m2[c] = M2, with
 //           n = N * S taken exactly from the params (partials carry f32 counts).
 // Bindings: 0 params (uniform), 1 partials: array<vec4<f32>> (read, C * tasks entries),
-//           2 stats: array<vec4<f32>> (write, C entries; PyTorch's save_mean / save_invstd).
+//           2 save_mean, 3 save_invstd, 4 m2: array<f32> (write, C entries each; PyTorch's
+//           save_mean / save_invstd, and M2 for the unbiased running variance).
 // Dispatch: C workgroups of WG invocations, folded into a 2-D grid.
 
 @group(0) @binding(1) var<storage, read> partials: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> stats: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> save_mean: array<f32>;
+@group(0) @binding(3) var<storage, read_write> save_invstd: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m2: array<f32>;
 
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return welford_merge(a, b);
@@ -27,7 +30,8 @@ fn main(inv: Invocation) {
     let total = reduce_workgroup(acc, inv);
     if inv.lid == 0u {
         let var_biased = total.z / f32(p.count);
-        let invstd = 1.0 / sqrt(var_biased + p.eps);
-        stats[c] = vec4<f32>(total.y, invstd, total.z, var_biased);
+        save_mean[c] = total.y;
+        save_invstd[c] = 1.0 / sqrt(var_biased + p.eps);
+        m2[c] = total.z;
     }
 }

@@ -5,15 +5,17 @@
 //   running_var  = f * M2 / (n - 1) + (1 - f) * running_var      (unbiased variance)
 // With update_stats = 0 (an empty batch) only num_batches_tracked changes, as in PyTorch.
 //
-// Bindings: 0 params (uniform), 1 stats: array<vec4<f32>> (read; mean in .x, M2 in .z),
-//           2 running: [running_mean(C) | running_var(C)] (read-write),
-//           3 tracked: num_batches_tracked as two u32 words (low, high) (read-write).
+// Bindings: 0 params (uniform), 1 save_mean, 2 m2: array<f32> (read, C entries),
+//           3 running_mean, 4 running_var: array<f32> (read-write, C entries),
+//           5 tracked: num_batches_tracked as two u32 words (low, high) (read-write).
 // Dispatch: exactly one workgroup, so that every invocation reads the old count before
 //           invocation 0 replaces it (one barrier, no cross-workgroup race).
 
-@group(0) @binding(1) var<storage, read> stats: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> running: array<f32>;
-@group(0) @binding(3) var<storage, read_write> tracked: array<u32, 2>;
+@group(0) @binding(1) var<storage, read> save_mean: array<f32>;
+@group(0) @binding(2) var<storage, read> m2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(5) var<storage, read_write> tracked: array<u32, 2>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -31,9 +33,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     }
     let dof = f32(p.count - 1u);
     for (var c = lid; c < p.channels; c += WG) {
-        let s = stats[c];
-        running[c] = f * s.x + (1.0 - f) * running[c];
-        let v = p.channels + c;
-        running[v] = f * (s.z / dof) + (1.0 - f) * running[v];
+        running_mean[c] = f * save_mean[c] + (1.0 - f) * running_mean[c];
+        running_var[c] = f * (m2[c] / dof) + (1.0 - f) * running_var[c];
     }
 }

@@ -1,14 +1,14 @@
 //! The batch-norm module: PyTorch's `nn.BatchNorm1d/2d/3d` with its parameters and buffers on the
 //! GPU.
 
-use std::collections::HashMap;
-
 use wgpu::util::DeviceExt;
 
+use crate::backward::{self, BackwardArgs, Gradients, SavedStats};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{self, Kernel, Params, Plan};
+use crate::kernels::{self, Binding, Kernel};
 use crate::tensor::{self, Tensor};
+use crate::workspace::{ParamsKey, Workspace};
 
 /// Which PyTorch module a [`BatchNorm`] mirrors; it fixes the accepted input ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,47 +141,20 @@ flavor!(
     Flavor::ThreeD
 );
 
-/// Everything that fixes a params buffer's contents.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-struct ParamsKey {
-    n: u32,
-    c: u32,
-    s: u32,
-    vec4_ok: bool,
-    eps: u32,
-    momentum: Option<u32>,
-}
-
-/// Everything that fixes a forward's bind groups.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-struct BindKey {
-    params: ParamsKey,
-    x: (wgpu::Buffer, u64),
-    y: (wgpu::Buffer, u64),
-}
-
-/// The passes over the tensor (absent for an empty input) and the running-stat update.
-struct ForwardGroups {
-    tensor: Option<TensorGroups>,
-    update: wgpu::BindGroup,
-}
-
-struct TensorGroups {
-    stats: wgpu::BindGroup,
-    finalize: wgpu::BindGroup,
-    normalize: wgpu::BindGroup,
-}
-
 /// What a forward call will do, decided before anything is recorded.
 struct ForwardPlan {
     key: ParamsKey,
-    plan: Option<Plan>,
     batch_stats: bool,
     update_running: bool,
 }
 
-/// At most this many shapes x tensors keep their bind groups cached.
-const MAX_CACHED_BINDINGS: usize = 64;
+/// What backward needs to know about the last forward.
+struct LastForward {
+    x: Tensor,
+    batch_stats: bool,
+    training: bool,
+    version: u64,
+}
 
 /// Batch normalization over the channel axis (axis 1), like PyTorch's `nn.BatchNorm1d/2d/3d`.
 ///
@@ -194,6 +167,8 @@ const MAX_CACHED_BINDINGS: usize = 64;
 /// let mut bn = BatchNorm2d::new(&ctx, 3)?; // nn.BatchNorm2d(3)
 /// let x = Tensor::from_slice(&ctx, &vec![0.5; 2 * 3 * 4 * 4], &[2, 3, 4, 4])?;
 /// let y = bn.forward(&x)?; // bn(x), training mode: batch statistics
+/// let dy = Tensor::from_slice(&ctx, &vec![1.0; 2 * 3 * 4 * 4], &[2, 3, 4, 4])?;
+/// let grads = bn.backward(&dy)?; // y.backward(dy): grad_input, grad_weight, grad_bias
 /// bn.eval(); // bn.eval()
 /// let y_eval = bn.forward(&x)?; // running statistics
 /// println!("{:?}", bn.running_mean()?); // bn.running_mean
@@ -205,32 +180,80 @@ pub struct BatchNorm {
     num_features: usize,
     options: BatchNormOptions,
     training: bool,
-    /// [weight(C) | bias(C)]; ones and zeros when affine is off.
-    affine_buf: wgpu::Buffer,
-    /// [running_mean(C) | running_var(C)]; zeros and ones when not tracked.
-    running_buf: wgpu::Buffer,
+    /// Ones and zeros when affine is off (the kernels always scale and shift).
+    weight: Tensor,
+    bias: Tensor,
+    /// Zeros and ones when running stats are not tracked (then never read).
+    running_mean: Tensor,
+    running_var: Tensor,
     /// num_batches_tracked as (low, high) u32 words.
-    tracked_buf: wgpu::Buffer,
-    /// Per channel vec4(mean, invstd, M2, biased var) of the last batch-statistics forward.
-    stats_buf: wgpu::Buffer,
-    partials_buf: Option<wgpu::Buffer>,
-    params_cache: HashMap<ParamsKey, wgpu::Buffer>,
-    bind_cache: HashMap<BindKey, ForwardGroups>,
+    tracked: wgpu::Buffer,
+    /// Batch statistics of the last forward that used them, and M2 for running_var.
+    save_mean: Tensor,
+    save_invstd: Tensor,
+    m2: Tensor,
+    workspace: Workspace,
+    /// Bumped by every setter, so that backward can tell the module changed since the forward.
+    version: u64,
+    last_forward: Option<LastForward>,
 }
 
-fn storage_buffer(device: &wgpu::Device, label: &str, contents: &[u8]) -> wgpu::Buffer {
-    // Zero-channel modules still get a (never read) non-empty buffer.
-    let padded;
-    let contents = if contents.is_empty() {
-        padded = [0u8; 16];
-        &padded[..]
+/// A [C] tensor with the given contents (at least 16 bytes of buffer).
+fn channel_tensor(ctx: &Context, label: &str, values: &[f32]) -> Tensor {
+    let contents: &[u8] = if values.is_empty() {
+        &[0u8; 16]
     } else {
-        contents
+        bytemuck::cast_slice(values)
     };
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents,
-        usage: tensor::TENSOR_USAGE,
+    let buffer = ctx
+        .device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: tensor::TENSOR_USAGE,
+        });
+    Tensor::from_raw(buffer, 0, vec![values.len()])
+}
+
+/// The params key of a tensor pass over `x` (and `others` of the same shape, which must also
+/// allow vec4 reads for the vec4 kernels to be used).
+pub(crate) fn tensor_params_key(
+    ctx: &Context,
+    x: &Tensor,
+    others: &[&Tensor],
+    eps: f64,
+    momentum: Option<f64>,
+) -> Result<ParamsKey> {
+    let shape = x.shape();
+    let too_large = |what: String, bytes: u64, limit: u64| Error::TooLarge { what, bytes, limit };
+    let limits = ctx.device().limits();
+    let bytes = x.size_bytes();
+    if bytes > limits.max_storage_buffer_binding_size {
+        return Err(too_large(
+            format!("an input of shape {shape:?} in one storage binding"),
+            bytes,
+            limits.max_storage_buffer_binding_size,
+        ));
+    }
+    let s: usize = shape[2..].iter().product();
+    let dim = |v: usize| {
+        u32::try_from(v).map_err(|_| {
+            too_large(
+                format!("a dimension of shape {shape:?}"),
+                v as u64,
+                u64::from(u32::MAX),
+            )
+        })
+    };
+    Ok(ParamsKey {
+        n: dim(shape[0])?,
+        c: dim(shape[1])?,
+        s: dim(s)?,
+        vec4_ok: std::iter::once(x)
+            .chain(others.iter().copied())
+            .all(|t| t.offset().is_multiple_of(16)),
+        eps: (eps as f32).to_bits(),
+        momentum: momentum.map(|m| (m as f32).to_bits()),
     })
 }
 
@@ -246,37 +269,36 @@ impl BatchNorm {
         if u32::try_from(c).is_err() {
             return Err(Error::TooLarge {
                 what: format!("num_features = {c}"),
-                bytes: c as u64 * 16,
+                bytes: c as u64 * 4,
                 limit: u64::from(u32::MAX),
             });
         }
-        let device = ctx.device();
         ctx.scoped(|| {
-            let mut pair = vec![1.0f32; c];
-            pair.extend(std::iter::repeat_n(0.0f32, c));
-            let affine_buf = storage_buffer(device, "weight|bias", bytemuck::cast_slice(&pair));
-            let mut running = vec![0.0f32; c];
-            running.extend(std::iter::repeat_n(1.0f32, c));
-            let running_buf = storage_buffer(
-                device,
-                "running_mean|running_var",
-                bytemuck::cast_slice(&running),
-            );
-            let tracked_buf = storage_buffer(device, "num_batches_tracked", &[0u8; 8]);
-            let stats_buf = storage_buffer(device, "saved stats", &vec![0u8; c * 16]);
+            let tensor = |label: &str, v: f32| channel_tensor(ctx, label, &vec![v; c]);
+            let tracked = ctx
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("num_batches_tracked"),
+                    contents: &[0u8; 8],
+                    usage: tensor::TENSOR_USAGE,
+                });
             Ok(BatchNorm {
                 ctx: ctx.clone(),
                 flavor,
                 num_features: c,
                 options,
                 training: true,
-                affine_buf,
-                running_buf,
-                tracked_buf,
-                stats_buf,
-                partials_buf: None,
-                params_cache: HashMap::new(),
-                bind_cache: HashMap::new(),
+                weight: tensor("weight", 1.0),
+                bias: tensor("bias", 0.0),
+                running_mean: tensor("running_mean", 0.0),
+                running_var: tensor("running_var", 1.0),
+                tracked,
+                save_mean: tensor("save_mean", 0.0),
+                save_invstd: tensor("save_invstd", 0.0),
+                m2: tensor("m2", 0.0),
+                workspace: Workspace::new(ctx),
+                version: 0,
+                last_forward: None,
             })
         })
     }
@@ -327,6 +349,7 @@ impl BatchNorm {
     /// Sets `module.eps` (checked at the next forward, as in PyTorch).
     pub fn set_eps(&mut self, eps: f64) {
         self.options.eps = eps;
+        self.version += 1;
     }
 
     /// `module.momentum`.
@@ -344,18 +367,17 @@ impl BatchNorm {
         &self.ctx
     }
 
-    /// Whether the forward on an input of this shape uses batch statistics (training, or eval
-    /// without tracked running stats).
+    /// Whether a forward uses batch statistics (training, or eval without running stats).
     fn uses_batch_stats(&self) -> bool {
         self.training || !self.options.track_running_stats
     }
 
-    /// Checks an input shape the way PyTorch does, in PyTorch's order, and decides the work.
-    fn plan_forward(&self, shape: &[usize], x_offset: u64) -> Result<ForwardPlan> {
+    /// Checks an input the way PyTorch does, in PyTorch's order, and decides the work.
+    fn plan_forward(&self, x: &Tensor) -> Result<ForwardPlan> {
+        let shape = x.shape();
         self.flavor.check_rank(shape.len())?;
         let batch_stats = self.uses_batch_stats();
-        let n = shape[0];
-        let c = shape[1];
+        let (n, c) = (shape[0], shape[1]);
         let s: usize = shape[2..].iter().product();
         if batch_stats && n.checked_mul(s) == Some(1) {
             return Err(Error::TooFewValuesPerChannel {
@@ -367,27 +389,9 @@ impl BatchNorm {
         if !eps_ok {
             return Err(Error::InvalidEps { eps, batch_stats });
         }
-        let numel = tensor::numel(shape)?;
-        let update_running = self.training && self.options.track_running_stats;
-        let momentum = self.options.momentum.map(|m| (m as f32).to_bits());
-        if numel == 0 {
-            // PyTorch returns an empty output before checking channels; a training forward
-            // still counts the batch.
-            return Ok(ForwardPlan {
-                key: ParamsKey {
-                    n: 0,
-                    c: self.num_features as u32,
-                    s: 0,
-                    vec4_ok: false,
-                    eps: (eps as f32).to_bits(),
-                    momentum,
-                },
-                plan: None,
-                batch_stats,
-                update_running,
-            });
-        }
-        if c != self.num_features {
+        let empty = x.numel() == 0;
+        // PyTorch returns an empty output before it checks channels.
+        if !empty && c != self.num_features {
             let what = if self.options.track_running_stats {
                 "running_mean"
             } else if self.options.affine {
@@ -403,161 +407,19 @@ impl BatchNorm {
                 num_features: self.num_features,
             });
         }
-        let bytes = numel as u64 * 4;
-        let limits = self.ctx.device().limits();
-        if bytes > limits.max_storage_buffer_binding_size {
-            return Err(Error::TooLarge {
-                what: format!("an input of shape {shape:?} in one storage binding"),
-                bytes,
-                limit: limits.max_storage_buffer_binding_size,
-            });
+        let mut key = tensor_params_key(&self.ctx, x, &[], eps, self.options.momentum)?;
+        if empty {
+            key.c = self.num_features as u32;
         }
-        let (n, c, s) = (n as u32, c as u32, s as u32);
-        let vec4_ok = x_offset.is_multiple_of(16);
-        let plan = Plan::new(
-            n,
-            c,
-            s,
-            vec4_ok,
-            limits.max_compute_workgroups_per_dimension,
-        );
         Ok(ForwardPlan {
-            key: ParamsKey {
-                n,
-                c,
-                s,
-                vec4_ok,
-                eps: (eps as f32).to_bits(),
-                momentum,
-            },
-            plan: Some(plan),
+            key,
             batch_stats,
-            update_running,
+            update_running: self.training && self.options.track_running_stats,
         })
     }
 
-    /// The params buffer for a key, created once (its contents never change afterwards, so
-    /// several forwards recorded into one encoder cannot see each other's parameters).
-    fn params_buffer(&mut self, fp: &ForwardPlan) -> wgpu::Buffer {
-        if let Some(b) = self.params_cache.get(&fp.key) {
-            return b.clone();
-        }
-        let mut params = match &fp.plan {
-            Some(plan) => plan.params,
-            None => Params {
-                channels: fp.key.c,
-                plane: 1,
-                ..Params::default()
-            },
-        };
-        params.eps = f32::from_bits(fp.key.eps);
-        params.momentum = fp.key.momentum.map(f32::from_bits).unwrap_or(0.0);
-        params.cumulative = u32::from(fp.key.momentum.is_none());
-        params.update_stats = u32::from(fp.plan.is_some());
-        let buffer = self
-            .ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("batchnorm params"),
-                contents: bytemuck::bytes_of(&params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        self.params_cache.insert(fp.key, buffer.clone());
-        buffer
-    }
-
-    /// The partials buffer, grown (never shrunk) to hold `count` partials.
-    fn partials_buffer(&mut self, count: u64) -> wgpu::Buffer {
-        let bytes = count.max(1) * 16;
-        if let Some(b) = &self.partials_buf {
-            if b.size() >= bytes {
-                return b.clone();
-            }
-        }
-        let buffer = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("welford partials"),
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        // Cached bind groups point at the old buffer.
-        self.bind_cache.clear();
-        self.partials_buf = Some(buffer.clone());
-        buffer
-    }
-
-    fn forward_groups(&mut self, fp: &ForwardPlan, x: &Tensor, y: &Tensor) -> BindKey {
-        let key = BindKey {
-            params: fp.key,
-            x: (x.buffer().clone(), x.offset()),
-            y: (y.buffer().clone(), y.offset()),
-        };
-        let partials_needed = fp.plan.as_ref().map_or(1, Plan::partials);
-        let partials = self.partials_buffer(partials_needed);
-        if self.bind_cache.contains_key(&key) {
-            return key;
-        }
-        if self.bind_cache.len() >= MAX_CACHED_BINDINGS {
-            self.bind_cache.clear();
-        }
-        let params = self.params_buffer(fp);
-        let device = self.ctx.device();
-        let k = self.ctx.kernels();
-        let tensor = fp.plan.as_ref().map(|_| TensorGroups {
-            stats: k.bind_group(
-                device,
-                Kernel::Stats,
-                &[
-                    whole_binding(&params),
-                    x.binding(),
-                    whole_binding(&partials),
-                ],
-            ),
-            finalize: k.bind_group(
-                device,
-                Kernel::FinalizeStats,
-                &[
-                    whole_binding(&params),
-                    whole_binding(&partials),
-                    whole_binding(&self.stats_buf),
-                ],
-            ),
-            normalize: k.bind_group(
-                device,
-                Kernel::Normalize,
-                &[
-                    whole_binding(&params),
-                    x.binding(),
-                    y.binding(),
-                    whole_binding(&self.stats_buf),
-                    whole_binding(&self.affine_buf),
-                    whole_binding(&self.running_buf),
-                ],
-            ),
-        });
-        let update = k.bind_group(
-            device,
-            Kernel::UpdateRunning,
-            &[
-                whole_binding(&params),
-                whole_binding(&self.stats_buf),
-                whole_binding(&self.running_buf),
-                whole_binding(&self.tracked_buf),
-            ],
-        );
-        self.bind_cache
-            .insert(key.clone(), ForwardGroups { tensor, update });
-        key
-    }
-
     fn check_output(x: &Tensor, y: &Tensor) -> Result<()> {
-        if x.shape() != y.shape() {
-            return Err(Error::ShapeMismatch {
-                what: "output tensor".into(),
-                expected: x.shape().to_vec(),
-                got: y.shape().to_vec(),
-            });
-        }
+        y.expect_shape("output tensor", x.shape())?;
         if x.numel() > 0 && x.overlaps(y) {
             return Err(Error::Aliasing);
         }
@@ -566,7 +428,7 @@ impl BatchNorm {
 
     /// Records the forward into `encoder`, writing `y` (same shape as `x`, not overlapping it).
     /// Nothing is submitted and nothing waits: the caller submits the encoder. In training mode
-    /// the running statistics are updated by the recorded commands.
+    /// the recorded commands also update the running statistics.
     ///
     /// Parameter setters (`set_weight`, ...) write through the queue: they take effect before
     /// the next submitted command buffer, including one recorded earlier.
@@ -576,41 +438,97 @@ impl BatchNorm {
         x: &Tensor,
         y: &Tensor,
     ) -> Result<()> {
-        let fp = self.plan_forward(x.shape(), x.offset())?;
+        let fp = self.plan_forward(x)?;
         Self::check_output(x, y)?;
         let ctx = self.ctx.clone();
         ctx.scoped(|| {
-            self.record(encoder, &fp, x, y);
+            self.record_forward(encoder, &fp, x, y);
             Ok(())
         })
     }
 
-    fn record(
+    fn record_forward(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         fp: &ForwardPlan,
         x: &Tensor,
         y: &Tensor,
     ) {
-        if fp.plan.is_none() && !fp.update_running {
+        self.last_forward = Some(LastForward {
+            x: x.clone(),
+            batch_stats: fp.batch_stats,
+            training: self.training,
+            version: self.version,
+        });
+        let prepared = self.workspace.prepare(fp.key);
+        let params = Binding::whole(&prepared.params);
+        let ws = &mut self.workspace;
+        let tensor_groups = prepared.plan.as_ref().map(|plan| {
+            let stats_groups = fp.batch_stats.then(|| {
+                let partials = ws.partials(plan.partials());
+                (
+                    ws.bind(Kernel::Stats, &[params.clone(), x.slot(), partials.clone()]),
+                    ws.bind(
+                        Kernel::FinalizeStats,
+                        &[
+                            params.clone(),
+                            partials,
+                            self.save_mean.slot(),
+                            self.save_invstd.slot(),
+                            self.m2.slot(),
+                        ],
+                    ),
+                )
+            });
+            let (mean, spread) = if fp.batch_stats {
+                (&self.save_mean, &self.save_invstd)
+            } else {
+                (&self.running_mean, &self.running_var)
+            };
+            let normalize = ws.bind(
+                Kernel::Normalize,
+                &[
+                    params.clone(),
+                    x.slot(),
+                    y.slot(),
+                    mean.slot(),
+                    spread.slot(),
+                    self.weight.slot(),
+                    self.bias.slot(),
+                ],
+            );
+            (plan, stats_groups, normalize)
+        });
+        let update = fp.update_running.then(|| {
+            ws.bind(
+                Kernel::UpdateRunning,
+                &[
+                    params.clone(),
+                    self.save_mean.slot(),
+                    self.m2.slot(),
+                    self.running_mean.slot(),
+                    self.running_var.slot(),
+                    Binding::whole(&self.tracked),
+                ],
+            )
+        });
+        if tensor_groups.is_none() && update.is_none() {
             return;
         }
-        let key = self.forward_groups(fp, x, y);
-        let groups = &self.bind_cache[&key];
         let device = self.ctx.device();
         let k = self.ctx.kernels();
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("batchnorm forward"),
             timestamp_writes: None,
         });
-        if let (Some(plan), Some(tg)) = (&fp.plan, &groups.tensor) {
-            if fp.batch_stats {
-                kernels::stats::encode(k, device, &mut pass, plan, &tg.stats, &tg.finalize);
+        if let Some((plan, stats_groups, normalize)) = &tensor_groups {
+            if let Some((stats, finalize)) = stats_groups {
+                kernels::stats::encode(k, device, &mut pass, plan, stats, finalize);
             }
-            kernels::normalize::encode(k, device, &mut pass, plan, &tg.normalize, !fp.batch_stats);
+            kernels::normalize::encode(k, device, &mut pass, plan, normalize, !fp.batch_stats);
         }
-        if fp.update_running {
-            kernels::update_running::encode(k, device, &mut pass, &groups.update);
+        if let Some(update) = &update {
+            kernels::update_running::encode(k, device, &mut pass, update);
         }
     }
 
@@ -620,45 +538,181 @@ impl BatchNorm {
     /// (biased variance) and, in training mode, updates the running statistics; eval mode
     /// normalizes with the running statistics.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        let fp = self.plan_forward(x.shape(), x.offset())?;
+        let fp = self.plan_forward(x)?;
         let y = Tensor::empty(&self.ctx, x.shape())?;
-        self.submit(&fp, x, &y)?;
+        self.submit(|bn, encoder| {
+            bn.record_forward(encoder, &fp, x, &y);
+            Ok(())
+        })?;
         Ok(y)
     }
 
     /// Like [`BatchNorm::forward`], writing into a caller-given output; blocks until done.
     pub fn forward_into(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        let fp = self.plan_forward(x.shape(), x.offset())?;
+        let fp = self.plan_forward(x)?;
         Self::check_output(x, y)?;
-        self.submit(&fp, x, y)
+        self.submit(|bn, encoder| {
+            bn.record_forward(encoder, &fp, x, y);
+            Ok(())
+        })
     }
 
-    fn submit(&mut self, fp: &ForwardPlan, x: &Tensor, y: &Tensor) -> Result<()> {
+    /// Records with `f` into a new encoder, submits it and waits, inside error scopes.
+    fn submit(
+        &mut self,
+        f: impl FnOnce(&mut Self, &mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
         let ctx = self.ctx.clone();
         ctx.scoped(|| {
             let mut encoder =
                 ctx.device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("batchnorm forward"),
+                        label: Some("batchnorm"),
                     });
-            self.record(&mut encoder, fp, x, y);
+            f(self, &mut encoder)?;
             ctx.submit_and_wait(encoder.finish())
         })
     }
 
-    // ----- parameters and buffers -------------------------------------------------------
+    // ----- backward ----------------------------------------------------------------------
 
-    fn read_half(&self, buffer: &wgpu::Buffer, second: bool) -> Result<Vec<f32>> {
-        let c = self.num_features;
-        let offset = if second { c as u64 * 4 } else { 0 };
-        tensor::read_f32(&self.ctx, buffer, offset, c)
+    /// The saved statistics and input of the last forward, checked against the module's state.
+    fn backward_args<'a>(
+        &'a self,
+        grad_output: &'a Tensor,
+        grad_input: &'a Tensor,
+        grad_weight: Option<&'a Tensor>,
+        grad_bias: Option<&'a Tensor>,
+    ) -> Result<BackwardArgs<'a>> {
+        let last = self.last_forward.as_ref().ok_or_else(|| {
+            Error::Backward("no forward to differentiate: call forward first".into())
+        })?;
+        if last.training != self.training {
+            return Err(Error::Backward(format!(
+                "the module was switched to {} mode after the forward (recorded in {} mode)",
+                if self.training { "training" } else { "eval" },
+                if last.training { "training" } else { "eval" },
+            )));
+        }
+        if last.version != self.version {
+            return Err(Error::Backward(
+                "a parameter, buffer or eps was changed after the forward".into(),
+            ));
+        }
+        grad_output.expect_shape("grad_output (must match the forward input)", last.x.shape())?;
+        if !self.options.affine && (grad_weight.is_some() || grad_bias.is_some()) {
+            return Err(Error::NotAvailable(
+                "grad_weight / grad_bias: the module has affine = false".into(),
+            ));
+        }
+        let stats = if last.batch_stats {
+            SavedStats::Batch {
+                save_mean: &self.save_mean,
+                save_invstd: &self.save_invstd,
+            }
+        } else {
+            SavedStats::Running {
+                running_mean: &self.running_mean,
+                running_var: &self.running_var,
+                eps: self.options.eps,
+            }
+        };
+        Ok(BackwardArgs {
+            x: &last.x,
+            grad_output,
+            weight: self.options.affine.then_some(&self.weight),
+            stats,
+            grad_input,
+            grad_weight,
+            grad_bias,
+        })
     }
 
-    fn write_half(
-        &self,
-        buffer: &wgpu::Buffer,
-        second: bool,
+    /// Gradients of the last forward for `grad_output` (PyTorch's `y.backward(grad_output)`),
+    /// in new tensors; blocks until the GPU is done. `grad_weight` and `grad_bias` are `None`
+    /// when `affine = false`.
+    ///
+    /// Training mode, or eval without running stats, differentiates through the batch
+    /// statistics; eval mode with running stats gives `grad_input = dy * weight /
+    /// sqrt(running_var + eps)`. The forward's input tensor must not have been modified since.
+    pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
+        let shape = self
+            .last_forward
+            .as_ref()
+            .map(|l| l.x.shape().to_vec())
+            .unwrap_or_default();
+        let grad_input = Tensor::empty(&self.ctx, &shape)?;
+        let (grad_weight, grad_bias) = if self.options.affine {
+            (
+                Some(Tensor::empty(&self.ctx, &[self.num_features])?),
+                Some(Tensor::empty(&self.ctx, &[self.num_features])?),
+            )
+        } else {
+            (None, None)
+        };
+        self.backward_into(
+            grad_output,
+            &grad_input,
+            grad_weight.as_ref(),
+            grad_bias.as_ref(),
+        )?;
+        Ok(Gradients {
+            grad_input,
+            grad_weight,
+            grad_bias,
+        })
+    }
+
+    /// Like [`BatchNorm::backward`], into caller-given tensors (`grad_weight` / `grad_bias` of
+    /// shape [C], each optional); blocks until done.
+    pub fn backward_into(
+        &mut self,
+        grad_output: &Tensor,
+        grad_input: &Tensor,
+        grad_weight: Option<&Tensor>,
+        grad_bias: Option<&Tensor>,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        ctx.scoped(|| {
+            let mut encoder =
+                ctx.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("batchnorm backward"),
+                    });
+            self.encode_backward(
+                &mut encoder,
+                grad_output,
+                grad_input,
+                grad_weight,
+                grad_bias,
+            )?;
+            ctx.submit_and_wait(encoder.finish())
+        })
+    }
+
+    /// Records the backward of the last forward into `encoder` (no submit, no wait).
+    pub fn encode_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        grad_output: &Tensor,
+        grad_input: &Tensor,
+        grad_weight: Option<&Tensor>,
+        grad_bias: Option<&Tensor>,
+    ) -> Result<()> {
+        let mut workspace = std::mem::replace(&mut self.workspace, Workspace::new(&self.ctx));
+        let result = self
+            .backward_args(grad_output, grad_input, grad_weight, grad_bias)
+            .and_then(|args| backward::encode(&self.ctx, &mut workspace, encoder, &args));
+        self.workspace = workspace;
+        result
+    }
+
+    // ----- parameters and buffers -------------------------------------------------------
+
+    fn write_channels(
+        &mut self,
         what: &str,
+        which: fn(&Self) -> &Tensor,
         values: &[f32],
     ) -> Result<()> {
         let c = self.num_features;
@@ -669,92 +723,87 @@ impl BatchNorm {
                 got: vec![values.len()],
             });
         }
+        self.version += 1;
         if c == 0 {
             return Ok(());
         }
-        let offset = if second { c as u64 * 4 } else { 0 };
+        let t = which(self);
         self.ctx.scoped(|| {
             self.ctx
                 .queue()
-                .write_buffer(buffer, offset, bytemuck::cast_slice(values));
+                .write_buffer(t.buffer(), t.offset(), bytemuck::cast_slice(values));
             Ok(())
         })
     }
 
-    fn require_affine(&self, what: &str) -> Result<()> {
-        if self.options.affine {
+    fn require(&self, present: bool, what: &str, option: &str) -> Result<()> {
+        if present {
             Ok(())
         } else {
             Err(Error::NotAvailable(format!(
-                "{what}: the module has affine = false"
+                "{what}: the module has {option} = false"
             )))
         }
     }
 
-    fn require_tracking(&self, what: &str) -> Result<()> {
-        if self.options.track_running_stats {
-            Ok(())
+    fn read_if(&self, present: bool, t: &Tensor) -> Result<Option<Vec<f32>>> {
+        if present {
+            t.to_vec(&self.ctx).map(Some)
         } else {
-            Err(Error::NotAvailable(format!(
-                "{what}: the module has track_running_stats = false"
-            )))
+            Ok(None)
         }
     }
 
     /// `module.weight` (None when `affine = false`).
     pub fn weight(&self) -> Result<Option<Vec<f32>>> {
-        if !self.options.affine {
-            return Ok(None);
-        }
-        self.read_half(&self.affine_buf, false).map(Some)
+        self.read_if(self.options.affine, &self.weight)
     }
 
     /// `module.bias` (None when `affine = false`).
     pub fn bias(&self) -> Result<Option<Vec<f32>>> {
-        if !self.options.affine {
-            return Ok(None);
-        }
-        self.read_half(&self.affine_buf, true).map(Some)
+        self.read_if(self.options.affine, &self.bias)
     }
 
     /// Sets `module.weight` (C values).
     pub fn set_weight(&mut self, values: &[f32]) -> Result<()> {
-        self.require_affine("weight")?;
-        self.write_half(&self.affine_buf, false, "weight", values)
+        self.require(self.options.affine, "weight", "affine")?;
+        self.write_channels("weight", |m| &m.weight, values)
     }
 
     /// Sets `module.bias` (C values).
     pub fn set_bias(&mut self, values: &[f32]) -> Result<()> {
-        self.require_affine("bias")?;
-        self.write_half(&self.affine_buf, true, "bias", values)
+        self.require(self.options.affine, "bias", "affine")?;
+        self.write_channels("bias", |m| &m.bias, values)
     }
 
     /// `module.running_mean` (None when `track_running_stats = false`).
     pub fn running_mean(&self) -> Result<Option<Vec<f32>>> {
-        if !self.options.track_running_stats {
-            return Ok(None);
-        }
-        self.read_half(&self.running_buf, false).map(Some)
+        self.read_if(self.options.track_running_stats, &self.running_mean)
     }
 
     /// `module.running_var` (None when `track_running_stats = false`).
     pub fn running_var(&self) -> Result<Option<Vec<f32>>> {
-        if !self.options.track_running_stats {
-            return Ok(None);
-        }
-        self.read_half(&self.running_buf, true).map(Some)
+        self.read_if(self.options.track_running_stats, &self.running_var)
     }
 
     /// Sets `module.running_mean` (C values).
     pub fn set_running_mean(&mut self, values: &[f32]) -> Result<()> {
-        self.require_tracking("running_mean")?;
-        self.write_half(&self.running_buf, false, "running_mean", values)
+        self.require(
+            self.options.track_running_stats,
+            "running_mean",
+            "track_running_stats",
+        )?;
+        self.write_channels("running_mean", |m| &m.running_mean, values)
     }
 
     /// Sets `module.running_var` (C values).
     pub fn set_running_var(&mut self, values: &[f32]) -> Result<()> {
-        self.require_tracking("running_var")?;
-        self.write_half(&self.running_buf, true, "running_var", values)
+        self.require(
+            self.options.track_running_stats,
+            "running_var",
+            "track_running_stats",
+        )?;
+        self.write_channels("running_var", |m| &m.running_var, values)
     }
 
     /// `module.num_batches_tracked` (None when `track_running_stats = false`).
@@ -762,19 +811,23 @@ impl BatchNorm {
         if !self.options.track_running_stats {
             return Ok(None);
         }
-        let bytes = tensor::read_bytes(&self.ctx, &self.tracked_buf, 0, 8)?;
+        let bytes = tensor::read_bytes(&self.ctx, &self.tracked, 0, 8)?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         Ok(Some(u64::from(words[0]) | (u64::from(words[1]) << 32)))
     }
 
     /// Sets `module.num_batches_tracked`.
     pub fn set_num_batches_tracked(&mut self, value: u64) -> Result<()> {
-        self.require_tracking("num_batches_tracked")?;
+        self.require(
+            self.options.track_running_stats,
+            "num_batches_tracked",
+            "track_running_stats",
+        )?;
         let words = [value as u32, (value >> 32) as u32];
         self.ctx.scoped(|| {
             self.ctx
                 .queue()
-                .write_buffer(&self.tracked_buf, 0, bytemuck::cast_slice(&words));
+                .write_buffer(&self.tracked, 0, bytemuck::cast_slice(&words));
             Ok(())
         })
     }
@@ -803,29 +856,50 @@ impl BatchNorm {
 
     /// The batch mean of the last forward that used batch statistics (PyTorch's `save_mean`).
     pub fn save_mean(&self) -> Result<Vec<f32>> {
-        Ok(self.saved_stats()?.iter().map(|s| s[0]).collect())
+        self.save_mean.to_vec(&self.ctx)
     }
 
     /// `1 / sqrt(biased batch variance + eps)` of the last forward that used batch statistics
     /// (PyTorch's `save_invstd`).
     pub fn save_invstd(&self) -> Result<Vec<f32>> {
-        Ok(self.saved_stats()?.iter().map(|s| s[1]).collect())
+        self.save_invstd.to_vec(&self.ctx)
     }
 
-    fn saved_stats(&self) -> Result<Vec<[f32; 4]>> {
-        let values = tensor::read_f32(&self.ctx, &self.stats_buf, 0, self.num_features * 4)?;
-        Ok(values
-            .chunks_exact(4)
-            .map(|s| [s[0], s[1], s[2], s[3]])
-            .collect())
+    /// The GPU tensors of `weight`, `bias`, `running_mean`, `running_var`, `save_mean` and
+    /// `save_invstd` (shape [C] each), for use in the caller's own kernels or with
+    /// [`crate::BatchNormBackward`]. Writing them directly bypasses the module's change
+    /// tracking: call forward again before backward.
+    pub fn tensors(&self) -> ModuleTensors<'_> {
+        ModuleTensors {
+            weight: &self.weight,
+            bias: &self.bias,
+            running_mean: &self.running_mean,
+            running_var: &self.running_var,
+            save_mean: &self.save_mean,
+            save_invstd: &self.save_invstd,
+        }
     }
 
-    /// How many (shape, tensor) bind-group sets are cached (for steady-state checks).
-    pub fn cached_bindings(&self) -> usize {
-        self.bind_cache.len()
+    /// How many bind groups the module keeps cached (for steady-state checks).
+    pub fn cached_bind_groups(&self) -> usize {
+        self.workspace.cached_bind_groups()
     }
 }
 
-fn whole_binding(buffer: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
-    buffer.as_entire_binding()
+/// The module's parameters, buffers and saved statistics as GPU tensors; see
+/// [`BatchNorm::tensors`].
+#[derive(Clone, Copy)]
+pub struct ModuleTensors<'a> {
+    /// `weight` (ones when affine = false).
+    pub weight: &'a Tensor,
+    /// `bias` (zeros when affine = false).
+    pub bias: &'a Tensor,
+    /// `running_mean`.
+    pub running_mean: &'a Tensor,
+    /// `running_var`.
+    pub running_var: &'a Tensor,
+    /// `save_mean` of the last batch-statistics forward.
+    pub save_mean: &'a Tensor,
+    /// `save_invstd` of the last batch-statistics forward.
+    pub save_invstd: &'a Tensor,
 }

@@ -27,14 +27,19 @@
 
 #![warn(missing_docs)]
 
+mod backward;
 mod batchnorm;
 mod context;
 mod error;
 mod kernels;
 pub mod reference;
 mod tensor;
+mod workspace;
 
-pub use batchnorm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor};
+pub use backward::{BackwardArgs, BatchNormBackward, Gradients, SavedStats};
+pub use batchnorm::{
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, ModuleTensors,
+};
 pub use context::{AdapterReport, Context, ContextOptions};
 pub use error::{Error, Result};
 pub use tensor::{Tensor, TENSOR_USAGE};

@@ -2,6 +2,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::kernels::Binding;
 
 /// Usage flags of the buffers this crate creates for tensors.
 pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -94,7 +95,7 @@ impl Tensor {
         })
     }
 
-    /// A new tensor of `shape` with unspecified (zero) contents, e.g. for outputs.
+    /// A new tensor of `shape` filled with zeros, e.g. for outputs.
     pub fn empty(ctx: &Context, shape: &[usize]) -> Result<Self> {
         let bytes = byte_len(shape)?;
         check_fits(ctx, shape, bytes)?;
@@ -148,6 +149,15 @@ impl Tensor {
         })
     }
 
+    /// A tensor over a buffer this crate made (no checks).
+    pub(crate) fn from_raw(buffer: wgpu::Buffer, offset: u64, shape: Vec<usize>) -> Self {
+        Tensor {
+            buffer,
+            offset,
+            shape,
+        }
+    }
+
     /// Reads the tensor back into host memory (blocks until the GPU is done with it).
     pub fn to_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
         read_f32(ctx, &self.buffer, self.offset, self.numel())
@@ -178,13 +188,26 @@ impl Tensor {
         self.offset
     }
 
-    /// The binding of the whole tensor (must be non-empty).
-    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: &self.buffer,
+    /// The binding of the whole tensor (an empty tensor binds the rest of its buffer, which is
+    /// never read).
+    pub(crate) fn slot(&self) -> Binding {
+        Binding {
+            buffer: self.buffer.clone(),
             offset: self.offset,
-            size: wgpu::BufferSize::new(self.size_bytes()),
-        })
+            size: self.size_bytes(),
+        }
+    }
+
+    /// Checks that the tensor has `shape`.
+    pub(crate) fn expect_shape(&self, what: &str, shape: &[usize]) -> Result<()> {
+        if self.shape != shape {
+            return Err(Error::ShapeMismatch {
+                what: what.to_string(),
+                expected: shape.to_vec(),
+                got: self.shape.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Whether the two tensors' bytes overlap in the same buffer.

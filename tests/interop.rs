@@ -113,11 +113,11 @@ fn repeated_forwards_create_no_new_pipelines_or_bind_groups() {
     bn.forward_into(&x, &y).unwrap();
     bn.train();
     let pipelines = ctx.pipelines_created();
-    let bindings = bn.cached_bindings();
+    let bindings = bn.cached_bind_groups();
     for i in 0..10 {
         bn.set_training(i % 2 == 0);
         bn.forward_into(&x, &y).unwrap();
     }
     assert_eq!(ctx.pipelines_created(), pipelines);
-    assert_eq!(bn.cached_bindings(), bindings);
+    assert_eq!(bn.cached_bind_groups(), bindings);
 }

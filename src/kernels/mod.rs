@@ -3,10 +3,12 @@
 //!
 //! Each kernel family has one host module named like its shader in `shaders/`:
 //! [`stats`] (`stats.wgsl`, `finalize_stats.wgsl`), [`normalize`] (`normalize.wgsl`),
-//! [`update_running`] (`update_running.wgsl`). Shaders are assembled from `common.wgsl`, an item
+//! [`update_running`] (`update_running.wgsl`), [`backward`] (`backward_reduce.wgsl`,
+//! `backward_finalize.wgsl`, `backward_input.wgsl`). Shaders are assembled from `common.wgsl`, an item
 //! piece (`item_vec4.wgsl` or `item_scalar.wgsl`), a reduction piece (`reduce_subgroup.wgsl` or
 //! `reduce_workgroup.wgsl`) where the kernel reduces, and the kernel's own file.
 
+pub(crate) mod backward;
 pub(crate) mod normalize;
 pub(crate) mod stats;
 pub(crate) mod update_running;
@@ -54,14 +56,20 @@ pub(crate) enum Kernel {
     FinalizeStats,
     Normalize,
     UpdateRunning,
+    BackwardReduce,
+    BackwardFinalize,
+    BackwardInput,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 4] = [
+    const ALL: [Kernel; 7] = [
         Kernel::Stats,
         Kernel::FinalizeStats,
         Kernel::Normalize,
         Kernel::UpdateRunning,
+        Kernel::BackwardReduce,
+        Kernel::BackwardFinalize,
+        Kernel::BackwardInput,
     ];
 
     fn spec(self) -> &'static KernelSpec {
@@ -70,16 +78,20 @@ impl Kernel {
             Kernel::FinalizeStats => &stats::FINALIZE,
             Kernel::Normalize => &normalize::NORMALIZE,
             Kernel::UpdateRunning => &update_running::UPDATE_RUNNING,
+            Kernel::BackwardReduce => &backward::REDUCE,
+            Kernel::BackwardFinalize => &backward::FINALIZE,
+            Kernel::BackwardInput => &backward::INPUT,
         }
     }
 }
 
-/// One compiled variant: the kernel, whether items are vec4, and its boolean overrides.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+/// One compiled variant: the kernel, whether items are vec4, and its boolean overrides (bit i
+/// is the i-th flag's value; a kernel always passes its flags in the same order).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 struct PipelineKey {
     kernel: Kernel,
     vec4: bool,
-    flags: Vec<(&'static str, bool)>,
+    flags: u32,
 }
 
 /// Bind-group layouts (built once per device) and compiled pipelines (built on first use, then
@@ -177,7 +189,10 @@ impl Kernels {
         let key = PipelineKey {
             kernel,
             vec4,
-            flags: flags.to_vec(),
+            flags: flags
+                .iter()
+                .enumerate()
+                .fold(0, |bits, (i, (_, on))| bits | (u32::from(*on) << i)),
         };
         let mut cache = match self.pipelines.lock() {
             Ok(guard) => guard,
@@ -213,19 +228,23 @@ impl Kernels {
         pipeline
     }
 
-    /// A bind group for `kernel` with `resources` bound at 0, 1, 2, ... in order.
-    pub fn bind_group(
+    /// A bind group for `kernel` with `bindings` at 0, 1, 2, ... in order.
+    fn bind_group(
         &self,
         device: &wgpu::Device,
         kernel: Kernel,
-        resources: &[wgpu::BindingResource<'_>],
+        bindings: &[Binding],
     ) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
             .iter()
             .enumerate()
-            .map(|(i, r)| wgpu::BindGroupEntry {
+            .map(|(i, b)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: r.clone(),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                }),
             })
             .collect();
         device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -233,6 +252,71 @@ impl Kernels {
             layout: &self.layouts[Self::index(kernel)],
             entries: &entries,
         })
+    }
+}
+
+/// A buffer range bound to one slot; `size` 0 binds the rest of the buffer.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Binding {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Binding {
+    pub fn whole(buffer: &wgpu::Buffer) -> Self {
+        Binding {
+            buffer: buffer.clone(),
+            offset: 0,
+            size: 0,
+        }
+    }
+}
+
+/// The most bindings any kernel has.
+const MAX_SLOTS: usize = 8;
+
+/// Keeps at most this many bind groups per cache; a full cache starts over.
+const MAX_CACHED_BIND_GROUPS: usize = 256;
+
+/// Bind groups keyed by kernel and exact buffer ranges, so a repeated call with the same
+/// tensors creates none. The key is a fixed-size array: a lookup allocates nothing.
+#[derive(Default)]
+pub(crate) struct BindCache {
+    groups: HashMap<(Kernel, [Option<Binding>; MAX_SLOTS]), wgpu::BindGroup>,
+}
+
+impl BindCache {
+    pub fn get(
+        &mut self,
+        kernels: &Kernels,
+        device: &wgpu::Device,
+        kernel: Kernel,
+        bindings: &[Binding],
+    ) -> wgpu::BindGroup {
+        let mut slots: [Option<Binding>; MAX_SLOTS] = Default::default();
+        for (slot, b) in slots.iter_mut().zip(bindings) {
+            *slot = Some(b.clone());
+        }
+        let key = (kernel, slots);
+        if let Some(group) = self.groups.get(&key) {
+            return group.clone();
+        }
+        if self.groups.len() >= MAX_CACHED_BIND_GROUPS {
+            self.groups.clear();
+        }
+        let group = kernels.bind_group(device, kernel, bindings);
+        self.groups.insert(key, group.clone());
+        group
+    }
+
+    /// Forgets every group (e.g. when a scratch buffer they bind was replaced).
+    pub fn clear(&mut self) {
+        self.groups.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::{Kernel, KernelSpec, Kernels, Plan, Slot};
 
-/// Bindings: params, x, y, stats, affine, running.
+/// Bindings: params, x, y, mean, spread (invstd or running_var), weight, bias.
 pub(crate) const NORMALIZE: KernelSpec = KernelSpec {
     name: "normalize",
     source: include_str!("../../shaders/normalize.wgsl"),
@@ -10,6 +10,7 @@ pub(crate) const NORMALIZE: KernelSpec = KernelSpec {
         Slot::Uniform,
         Slot::Read,
         Slot::ReadWrite,
+        Slot::Read,
         Slot::Read,
         Slot::Read,
         Slot::Read,

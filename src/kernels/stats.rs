@@ -12,11 +12,17 @@ pub(crate) const STATS: KernelSpec = KernelSpec {
     workgroup_size: super::WG_TENSOR,
 };
 
-/// Bindings: params, partials, stats.
+/// Bindings: params, partials, save_mean, save_invstd, m2.
 pub(crate) const FINALIZE: KernelSpec = KernelSpec {
     name: "finalize_stats",
     source: include_str!("../../shaders/finalize_stats.wgsl"),
-    slots: &[Slot::Uniform, Slot::Read, Slot::ReadWrite],
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::ReadWrite,
+        Slot::ReadWrite,
+        Slot::ReadWrite,
+    ],
     reduces: true,
     workgroup_size: 64,
 };

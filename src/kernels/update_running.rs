@@ -3,11 +3,18 @@
 
 use super::{Kernel, KernelSpec, Kernels, Slot};
 
-/// Bindings: params, stats, running, num_batches_tracked.
+/// Bindings: params, save_mean, m2, running_mean, running_var, num_batches_tracked.
 pub(crate) const UPDATE_RUNNING: KernelSpec = KernelSpec {
     name: "update_running",
     source: include_str!("../../shaders/update_running.wgsl"),
-    slots: &[Slot::Uniform, Slot::Read, Slot::ReadWrite, Slot::ReadWrite],
+    slots: &[
+        Slot::Uniform,
+        Slot::Read,
+        Slot::Read,
+        Slot::ReadWrite,
+        Slot::ReadWrite,
+        Slot::ReadWrite,
+    ],
     reduces: false,
     workgroup_size: 256,
 };
