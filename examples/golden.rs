@@ -29,6 +29,7 @@ fn main() {
     println!("adapter: {}", ctx.adapter());
     let (mut passed, mut failed) = (0, 0);
     let mut worst: f64 = 0.0;
+    let mut by_field: std::collections::BTreeMap<&'static str, f64> = Default::default();
     for path in &paths {
         let files = golden::collect(path);
         if files.is_empty() {
@@ -41,6 +42,10 @@ fn main() {
             if let Some(w) = report.worst() {
                 worst = worst.max(w.ratio);
             }
+            for check in &report.checks {
+                let entry = by_field.entry(check.field).or_insert(0.0);
+                *entry = entry.max(check.ratio);
+            }
             if report.passed() {
                 passed += 1;
             } else {
@@ -48,6 +53,11 @@ fn main() {
             }
         }
     }
+    let fields: Vec<String> = by_field
+        .iter()
+        .map(|(field, r)| format!("{field} {r:.3e}"))
+        .collect();
+    println!("worst err/allowed by field: {}", fields.join(", "));
     println!("worst err/allowed over all checks: {worst:.3e}");
     println!("{passed} passed, {failed} failed");
     if failed > 0 {

@@ -120,6 +120,8 @@ pub struct ReferenceBatchNorm {
     pub num_batches_tracked: u64,
     /// Statistics (mean, biased var) that normalized the last forward.
     pub last_stats: Option<(Vec<f64>, Vec<f64>)>,
+    /// Whether the last forward used batch statistics (gradients flow through them).
+    pub last_used_batch_stats: bool,
 }
 
 impl ReferenceBatchNorm {
@@ -135,6 +137,7 @@ impl ReferenceBatchNorm {
             running_var: vec![1.0; num_features],
             num_batches_tracked: 0,
             last_stats: None,
+            last_used_batch_stats: false,
         }
     }
 
@@ -185,6 +188,95 @@ impl ReferenceBatchNorm {
             }
         }
         self.last_stats = Some((mean, var));
+        self.last_used_batch_stats = use_batch;
         Ok(y)
     }
+
+    /// Gradients of the last forward (whose input was `x`) for `grad_output`.
+    pub fn backward(
+        &self,
+        x: &[f32],
+        shape: &[usize],
+        grad_output: &[f32],
+    ) -> Result<ReferenceGradients> {
+        let (mean, var) = self.last_stats.as_ref().ok_or_else(|| {
+            Error::Backward("no forward to differentiate: call forward first".into())
+        })?;
+        backward(
+            x,
+            shape,
+            grad_output,
+            mean,
+            var,
+            &self.weight,
+            self.options.eps,
+            self.last_used_batch_stats,
+        )
+    }
+}
+
+/// Gradients computed by [`backward`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceGradients {
+    /// dL/dx.
+    pub grad_input: Vec<f64>,
+    /// dL/dweight = sum(dy * xhat) per channel.
+    pub grad_weight: Vec<f64>,
+    /// dL/dbias = sum(dy) per channel.
+    pub grad_bias: Vec<f64>,
+}
+
+/// Batch-norm gradients in f64, given the statistics the forward normalized with (`mean`,
+/// biased `var`). With `batch_stats` the gradient flows through the statistics:
+/// `gx = w * invstd / n * (n * dy - sum(dy) - xhat * sum(dy * xhat))`; otherwise (eval with
+/// running statistics) `gx = dy * w * invstd`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    shape: &[usize],
+    grad_output: &[f32],
+    mean: &[f64],
+    var: &[f64],
+    weight: &[f64],
+    eps: f64,
+    batch_stats: bool,
+) -> Result<ReferenceGradients> {
+    check_len(x.len(), shape, "backward input")?;
+    check_len(grad_output.len(), shape, "backward grad_output")?;
+    let (n, c, s) = split_shape(shape)?;
+    let count = (n * s) as f64;
+    let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let mut sum_dy = vec![0.0; c];
+    let mut sum_dy_xhat = vec![0.0; c];
+    for b in 0..n {
+        for ch in 0..c {
+            let base = (b * c + ch) * s;
+            for i in base..base + s {
+                let dy = f64::from(grad_output[i]);
+                sum_dy[ch] += dy;
+                sum_dy_xhat[ch] += dy * (f64::from(x[i]) - mean[ch]) * invstd[ch];
+            }
+        }
+    }
+    let mut grad_input = vec![0.0; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            let base = (b * c + ch) * s;
+            for i in base..base + s {
+                let dy = f64::from(grad_output[i]);
+                grad_input[i] = if batch_stats {
+                    let xhat = (f64::from(x[i]) - mean[ch]) * invstd[ch];
+                    weight[ch] * invstd[ch] / count
+                        * (count * dy - sum_dy[ch] - xhat * sum_dy_xhat[ch])
+                } else {
+                    dy * weight[ch] * invstd[ch]
+                };
+            }
+        }
+    }
+    Ok(ReferenceGradients {
+        grad_input,
+        grad_weight: sum_dy_xhat,
+        grad_bias: sum_dy,
+    })
 }

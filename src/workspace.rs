@@ -115,9 +115,10 @@ impl Workspace {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        // Cached bind groups point at the old buffer.
-        self.binds.clear();
-        self.partials = Some(buffer.clone());
+        // Cached bind groups may point at the old buffer.
+        if self.partials.replace(buffer.clone()).is_some() {
+            self.binds.clear();
+        }
         Binding::whole(&buffer)
     }
 
@@ -137,8 +138,13 @@ impl Workspace {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        self.binds.clear();
-        self.channel_scratch.insert(purpose, buffer.clone());
+        if self
+            .channel_scratch
+            .insert(purpose, buffer.clone())
+            .is_some()
+        {
+            self.binds.clear();
+        }
         Binding::whole(&buffer)
     }
 
