@@ -78,6 +78,17 @@ pub(crate) struct ContextInner {
     pub kernels: Kernels,
     /// Errors wgpu reported outside any error scope, when this crate owns the device.
     pub uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Staging buffers reused by uploads and readbacks (fresh staging memory per transfer
+    /// costs several times the copy itself on some drivers).
+    pub staging: Mutex<Staging>,
+}
+
+/// Reused staging buffers: `upload` (MAP_WRITE | COPY_SRC, kept mapped between uploads) and
+/// `download` (MAP_READ | COPY_DST).
+#[derive(Default)]
+pub(crate) struct Staging {
+    pub upload: Option<wgpu::Buffer>,
+    pub download: Option<wgpu::Buffer>,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels. Cheap to clone (shared).
@@ -229,6 +240,7 @@ impl Context {
                 report,
                 kernels,
                 uncaptured,
+                staging: Mutex::new(Staging::default()),
             }),
         }
     }
@@ -300,6 +312,13 @@ impl Context {
             })
             .map_err(|e| Error::Device(e.to_string()))?;
         Ok(())
+    }
+
+    /// Frees the staging buffers kept for uploads and readbacks (they are recreated on demand).
+    pub fn release_staging(&self) {
+        if let Ok(mut staging) = self.inner.staging.lock() {
+            *staging = Staging::default();
+        }
     }
 
     /// Blocks until all submitted work is done.

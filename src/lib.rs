@@ -29,6 +29,7 @@
 
 mod backward;
 mod batchnorm;
+pub mod bench;
 mod context;
 mod error;
 mod kernels;

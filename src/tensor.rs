@@ -70,29 +70,40 @@ impl Tensor {
                 got: vec![data.len()],
             });
         }
-        let bytes = byte_len(shape)?;
-        check_fits(ctx, shape, bytes)?;
-        ctx.scoped(|| {
-            // Mapped at creation: the data goes straight into the buffer, no queue staging copy.
-            let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("tensor"),
-                size: bytes.max(4),
-                usage: TENSOR_USAGE,
-                mapped_at_creation: true,
+        let tensor = Tensor::empty(ctx, shape)?;
+        tensor.write(ctx, data)?;
+        Ok(tensor)
+    }
+
+    /// Overwrites the tensor with `data` (its length must equal the tensor's), through a reused
+    /// staging buffer; blocks until the copy is done.
+    pub fn write(&self, ctx: &Context, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            return Err(Error::ShapeMismatch {
+                what: "Tensor::write data length".into(),
+                expected: vec![self.numel()],
+                got: vec![data.len()],
             });
-            if bytes > 0 {
-                buffer
-                    .get_mapped_range_mut(..bytes)
-                    .map_err(|e| Error::Device(e.to_string()))?
-                    .copy_from_slice(bytemuck::cast_slice(data));
-            }
-            buffer.unmap();
-            Ok(Tensor {
-                buffer,
-                offset: 0,
-                shape: shape.to_vec(),
-            })
-        })
+        }
+        upload(ctx, &self.buffer, self.offset, bytemuck::cast_slice(data))
+    }
+
+    /// Reads the tensor into `out` (its length must equal the tensor's), through a reused
+    /// staging buffer; blocks until the GPU is done with the tensor.
+    pub fn read_into(&self, ctx: &Context, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.numel() {
+            return Err(Error::ShapeMismatch {
+                what: "Tensor::read_into output length".into(),
+                expected: vec![self.numel()],
+                got: vec![out.len()],
+            });
+        }
+        download(
+            ctx,
+            &self.buffer,
+            self.offset,
+            bytemuck::cast_slice_mut(out),
+        )
     }
 
     /// A new tensor of `shape` filled with zeros, e.g. for outputs.
@@ -218,15 +229,16 @@ impl Tensor {
     }
 }
 
-/// Copies `len` f32 values at byte `offset` of `buffer` to the host, through a staging buffer.
+/// Copies `len` f32 values at byte `offset` of `buffer` to the host.
 pub(crate) fn read_f32(
     ctx: &Context,
     buffer: &wgpu::Buffer,
     offset: u64,
     len: usize,
 ) -> Result<Vec<f32>> {
-    let bytes = read_bytes(ctx, buffer, offset, len as u64 * 4)?;
-    Ok(bytemuck::pod_collect_to_vec(&bytes))
+    let mut out = vec![0.0f32; len];
+    download(ctx, buffer, offset, bytemuck::cast_slice_mut(&mut out))?;
+    Ok(out)
 }
 
 /// Copies `size` bytes (a multiple of 4) at `offset` of `buffer` to the host.
@@ -236,49 +248,139 @@ pub(crate) fn read_bytes(
     offset: u64,
     size: u64,
 ) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; size as usize];
+    download(ctx, buffer, offset, &mut out)?;
+    Ok(out)
+}
+
+/// Maps `buffer` (a staging buffer) and blocks until the mapping is done.
+fn map_blocking(ctx: &Context, buffer: &wgpu::Buffer, mode: wgpu::MapMode) -> Result<()> {
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    buffer.slice(..).map_async(mode, move |r| {
+        // A failed send means the receiver is gone, and nobody waits for the result.
+        let _ = tx.send(r);
+    });
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Device(e.to_string()))?;
+    match pollster::block_on(rx.receive()) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(Error::Device(format!("map_async failed: {e}"))),
+        None => Err(Error::Device("map_async callback dropped".into())),
+    }
+}
+
+/// A staging buffer of at least `size` bytes from `slot`, replaced when too small.
+fn staging_buffer(
+    ctx: &Context,
+    slot: &mut Option<wgpu::Buffer>,
+    size: u64,
+    usage: wgpu::BufferUsages,
+    mapped_at_creation: bool,
+) -> (wgpu::Buffer, bool) {
+    if let Some(b) = slot.as_ref().filter(|b| b.size() >= size) {
+        return (b.clone(), false);
+    }
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("staging"),
+        size: size.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
+        usage,
+        mapped_at_creation,
+    });
+    *slot = Some(buffer.clone());
+    (buffer, true)
+}
+
+/// Writes `data` (a multiple of 4 bytes) at `offset` of `buffer` through the context's upload
+/// staging buffer, which stays mapped between uploads.
+pub(crate) fn upload(ctx: &Context, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
+    let size = data.len() as u64;
     if size == 0 {
-        return Ok(Vec::new());
+        return Ok(());
+    }
+    if !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
+        return Err(Error::InvalidBuffer(
+            "writing needs BufferUsages::COPY_DST".into(),
+        ));
+    }
+    let mut staging = ctx
+        .inner
+        .staging
+        .lock()
+        .map_err(|_| Error::Device("staging buffers poisoned".into()))?;
+    ctx.scoped(|| {
+        let (stage, fresh) = staging_buffer(
+            ctx,
+            &mut staging.upload,
+            size,
+            wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            true,
+        );
+        if !fresh {
+            map_blocking(ctx, &stage, wgpu::MapMode::Write)?;
+        }
+        stage
+            .slice(..size)
+            .get_mapped_range_mut()
+            .map_err(|e| Error::Device(e.to_string()))?
+            .copy_from_slice(data);
+        stage.unmap();
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("upload"),
+            });
+        encoder.copy_buffer_to_buffer(&stage, 0, buffer, offset, size);
+        ctx.submit_and_wait(encoder.finish())
+    })
+}
+
+/// Reads `out.len()` bytes (a multiple of 4) at `offset` of `buffer` through the context's
+/// download staging buffer.
+pub(crate) fn download(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    out: &mut [u8],
+) -> Result<()> {
+    let size = out.len() as u64;
+    if size == 0 {
+        return Ok(());
     }
     if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
         return Err(Error::InvalidBuffer(
             "reading back needs BufferUsages::COPY_SRC".into(),
         ));
     }
-    let device = ctx.device();
-    let staging = ctx.scoped(|| {
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback staging"),
+    let mut staging = ctx
+        .inner
+        .staging
+        .lock()
+        .map_err(|_| Error::Device("staging buffers poisoned".into()))?;
+    ctx.scoped(|| {
+        let (stage, _) = staging_buffer(
+            ctx,
+            &mut staging.download,
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("readback"),
-        });
-        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            false,
+        );
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        encoder.copy_buffer_to_buffer(buffer, offset, &stage, 0, size);
         ctx.submit_and_wait(encoder.finish())?;
-        Ok(staging)
-    })?;
-    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        // A failed send means the receiver is gone, and nobody waits for the result.
-        let _ = tx.send(r);
-    });
-    device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| Error::Device(e.to_string()))?;
-    match pollster::block_on(rx.receive()) {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return Err(Error::Device(format!("map_async failed: {e}"))),
-        None => return Err(Error::Device("map_async callback dropped".into())),
-    }
-    let out = {
-        let view = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| Error::Device(e.to_string()))?;
-        view.to_vec()
-    };
-    staging.unmap();
-    Ok(out)
+        map_blocking(ctx, &stage, wgpu::MapMode::Read)?;
+        {
+            let view = stage
+                .slice(..size)
+                .get_mapped_range()
+                .map_err(|e| Error::Device(e.to_string()))?;
+            out.copy_from_slice(&view);
+        }
+        stage.unmap();
+        Ok(())
+    })
 }
