@@ -34,6 +34,7 @@ struct Row {
 
 struct Args {
     quick: bool,
+    only: Option<String>,
     json: Option<String>,
     reps: usize,
     options: ContextOptions,
@@ -42,6 +43,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
+        only: None,
         json: None,
         reps: 0,
         options: ContextOptions::from_env(),
@@ -52,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--quick" => args.quick = true,
             "--json" => args.json = Some(value("--json")?),
+            "--only" => args.only = Some(value("--only")?),
             "--reps" => {
                 args.reps = value("--reps")?
                     .parse()
@@ -63,7 +66,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--adapter" => args.options.adapter_name = Some(value("--adapter")?),
             "--help" | "-h" => {
-                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--backend vulkan|gl|metal|dx12] [--adapter NAME]".into())
+                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW] [--backend vulkan|gl|metal|dx12] [--adapter NAME]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -223,6 +226,10 @@ fn main() {
     );
     let mut all = Vec::new();
     for shape in SHAPES {
+        let name: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        if args.only.as_ref().is_some_and(|o| *o != name.join("x")) {
+            continue;
+        }
         match bench_shape(&ctx, &timer, &copy, shape, args.reps) {
             Ok(rows) => {
                 for r in &rows {

@@ -5,7 +5,7 @@
 //           coef[c] = vec2(sum(dy) / n, sum(dy * xhat) / n) with n = N * S.
 // Statistics: `spread` holds save_invstd (USE_RUNNING = false) or running_var
 //           (USE_RUNNING = true, invstd = 1 / sqrt(running_var + eps)).
-// Bindings: 0 params (uniform), 1 partials: array<vec4<f32>> (read, C * tasks entries),
+// Bindings: 0 params (uniform), 1 partials: array<vec4<f32>> (read, C * total_tasks entries),
 //           2 spread: array<f32> (read), 3 grad_weight, 4 grad_bias: array<f32> (write),
 //           5 coef: array<vec2<f32>> (write); all C entries.
 // Dispatch: C workgroups of WG invocations, folded into a 2-D grid.
@@ -29,8 +29,8 @@ fn main(inv: Invocation) {
         return;
     }
     var acc = vec4<f32>(0.0);
-    for (var t = inv.lid; t < p.tasks; t += WG) {
-        acc += partials[c * p.tasks + t];
+    for (var t = inv.lid; t < p.total_tasks; t += WG) {
+        acc += partials[c * p.total_tasks + t];
     }
     let total = reduce_workgroup(acc, inv);
     if inv.lid == 0u {

@@ -6,11 +6,11 @@
 //           with running statistics (eval, USE_RUNNING = true)
 //             dx = dy * weight / sqrt(running_var + eps), which needs no reduction.
 //           HAS_WEIGHT = false uses weight 1 (affine = false) and never reads `weight`.
-// Bindings: 0 params (uniform), 1 x: array<Item> (read), 2 dy: array<Item> (read),
-//           3 dx: array<Item> (write), 4 mean, 5 spread (save_mean / save_invstd, or
-//           running_mean / running_var), 6 weight: array<f32> (read, C entries),
-//           7 coef: array<vec2<f32>> (read, C entries).
-// Dispatch: C * tasks workgroups of WG invocations, folded into a 2-D grid.
+// Bindings: 0 params (uniform), 1 x, 2 dy: array<Item> (read), 3 dx: array<Item> (write), all
+//           the block's window; 4 mean, 5 spread (save_mean / save_invstd, or running_mean /
+//           running_var), 6 weight: array<f32> (read, C entries), 7 coef: array<vec2<f32>>
+//           (read, C entries).
+// Dispatch: as stats.wgsl, entry points `planes` and `columns`.
 
 @group(0) @binding(1) var<storage, read> x: array<Item>;
 @group(0) @binding(2) var<storage, read> dy: array<Item>;
@@ -23,39 +23,65 @@
 override USE_RUNNING: bool = false;
 override HAS_WEIGHT: bool = true;
 
-@compute @workgroup_size(WG)
-fn main(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let task = linear_workgroup(wid, nwg);
-    if task >= p.channels * p.tasks {
-        return;
-    }
-    var w = walk_start(task, lid);
-    let c = w.channel;
+// dx = dy * a.x - a.y - (x - a.z) * a.w, so that one formula serves both modes.
+fn coefficients(c: u32) -> vec4<f32> {
     var gamma = 1.0;
     if HAS_WEIGHT {
         gamma = weight[c];
     }
     if USE_RUNNING {
-        let scale = gamma / sqrt(spread[c] + p.eps);
-        while w.k < w.end {
-            let i = walk_index(w);
-            dx[i] = dy[i] * scale;
-            walk_next(&w);
+        return vec4<f32>(gamma / sqrt(spread[c] + p.eps), 0.0, 0.0, 0.0);
+    }
+    let invstd = spread[c];
+    let k = coef[c];
+    let scale = gamma * invstd;
+    return vec4<f32>(scale, k.x * scale, mean[c], invstd * k.y * scale);
+}
+
+@compute @workgroup_size(WG)
+fn planes(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let task = linear_workgroup(wid, nwg);
+    if task >= p.dispatch_channels * p.tasks {
+        return;
+    }
+    var w = walk_start(task, lid);
+    let a = coefficients(w.channel);
+    let m = Item(a.z);
+    while w.k < w.end {
+        // USE_RUNNING is a pipeline constant: the untaken branch is compiled away, and eval
+        // mode never reads x.
+        if USE_RUNNING {
+            dx[w.idx] = dy[w.idx] * a.x;
+        } else {
+            dx[w.idx] = dy[w.idx] * a.x - a.y - (x[w.idx] - m) * a.w;
         }
-    } else {
-        let invstd = spread[c];
-        let m = Item(mean[c]);
-        let k = coef[c];
-        let scale = gamma * invstd;
-        let xhat_coef = invstd * k.y;
-        while w.k < w.end {
-            let i = walk_index(w);
-            dx[i] = (dy[i] - Item(k.x) - (x[i] - m) * xhat_coef) * scale;
-            walk_next(&w);
+        walk_next(&w);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn columns(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let col = column_start(linear_workgroup(wid, nwg), lid);
+    if !col.valid {
+        return;
+    }
+    let a = coefficients(col.channel);
+    let m = Item(a.z);
+    var idx = col.idx;
+    for (var r = col.row; r < col.end; r++) {
+        if USE_RUNNING {
+            dx[idx] = dy[idx] * a.x;
+        } else {
+            dx[idx] = dy[idx] * a.x - a.y - (x[idx] - m) * a.w;
         }
+        idx += p.row_stride;
     }
 }

@@ -1,14 +1,12 @@
-// Backward, pass 1 of 3: per-workgroup sums for the parameter gradients.
+// Backward, pass 1 of 3: partial sums for the parameter gradients.
 //
-// Computes: for workgroup task = c * tasks + t, over the task's items of channel c,
-//           vec4(sum(dy), sum(dy * (x - mean)), 0, 0). Partials are added in a fixed tree
-//           order, so results do not depend on scheduling.
-// Statistics: with USE_RUNNING = false `mean` holds save_mean; with USE_RUNNING = true it holds
-//           running_mean (eval mode with tracked buffers).
-// Bindings: 0 params (uniform), 1 x: array<Item> (read), 2 dy: array<Item> (read),
+// Computes: per task (as in stats.wgsl), vec4(sum(dy), sum(dy * (x - mean)), 0, 0). Partials
+//           are added in a fixed tree order, so results do not depend on scheduling.
+// Statistics: `mean` holds save_mean (batch statistics) or running_mean (eval mode).
+// Bindings: 0 params (uniform), 1 x, 2 dy: array<Item> (read, the block's window),
 //           3 mean: array<f32> (read, C entries), 4 partials: array<vec4<f32>> (write,
-//           C * tasks entries).
-// Dispatch: C * tasks workgroups of WG invocations, folded into a 2-D grid.
+//           C * total_tasks entries).
+// Dispatch: as stats.wgsl, entry points `planes` and `columns`.
 
 @group(0) @binding(1) var<storage, read> x: array<Item>;
 @group(0) @binding(2) var<storage, read> dy: array<Item>;
@@ -20,9 +18,9 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(inv: Invocation) {
+fn planes(inv: Invocation) {
     let task = linear_workgroup(inv.wid, inv.nwg);
-    if task >= p.channels * p.tasks {
+    if task >= p.dispatch_channels * p.tasks {
         return;
     }
     var w = walk_start(task, inv.lid);
@@ -30,14 +28,36 @@ fn main(inv: Invocation) {
     var sum_dy = 0.0;
     var sum_dy_xmu = 0.0;
     while w.k < w.end {
-        let i = walk_index(w);
-        let g = dy[i];
+        let g = dy[w.idx];
         sum_dy += item_sum(g);
-        sum_dy_xmu += item_sum(g * (x[i] - m));
+        sum_dy_xmu += item_sum(g * (x[w.idx] - m));
         walk_next(&w);
     }
     let total = reduce_workgroup(vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0), inv);
     if inv.lid == 0u {
-        partials[task] = total;
+        partials[planes_partial(w)] = total;
     }
+}
+
+@compute @workgroup_size(WG)
+fn columns(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let col = column_start(linear_workgroup(wid, nwg), lid);
+    if !col.valid {
+        return;
+    }
+    let m = Item(mean[col.channel]);
+    var sum_dy = 0.0;
+    var sum_dy_xmu = 0.0;
+    var idx = col.idx;
+    for (var r = col.row; r < col.end; r++) {
+        let g = dy[idx];
+        sum_dy += item_sum(g);
+        sum_dy_xmu += item_sum(g * (x[idx] - m));
+        idx += p.row_stride;
+    }
+    partials[col.slot] = vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0);
 }

@@ -1,30 +1,51 @@
-// Shared by every batch-norm kernel: the per-shape parameters, the Welford/Chan merge, and the
-// walk over one channel's values. Prepended to each kernel by `src/kernels/mod.rs`, together
-// with one of `item_vec4.wgsl` / `item_scalar.wgsl` and one of `reduce_subgroup.wgsl` /
-// `reduce_workgroup.wgsl`.
+// Shared by every batch-norm kernel: the per-dispatch parameters, the Welford/Chan merge, and
+// the two ways a tensor pass walks its data. Prepended to each kernel by `src/kernels/mod.rs`,
+// together with one of `item_vec4.wgsl` / `item_scalar.wgsl` and, for kernels that reduce, one of
+// `reduce_subgroup.wgsl` / `reduce_workgroup.wgsl`.
 //
 // Layout: the tensor is contiguous (N, C, S) with S = product of the spatial sizes. A channel's
-// values are N "planes" of S contiguous values; one plane holds `plane` items (S, or S/4 when the
-// kernel reads vec4). Every workgroup works inside one channel, so the channel is known per
-// workgroup and no per-element division is needed: each invocation walks its items by adding a
-// precomputed (planes, items) step and carrying once.
+// values are N "planes" of S contiguous values; a plane holds `plane` items (S, or S/4 when the
+// kernel reads vec4). One dispatch covers a block of the tensor that fits one storage binding:
+// rows [row_begin, row_begin + rows) x channels [channel_begin, + dispatch_channels) x items
+// [s_begin, s_begin + s_count) of each plane; the bindings start at item `bind_base` of the
+// tensor. Small tensors are one block.
+//
+// Two walks, chosen by the host per shape:
+// - planes (entry point `planes`): a workgroup works inside one channel on `chunk` consecutive
+//   items of the channel's row-major sequence; each invocation steps by WG items, carrying into
+//   the next plane at most once per step, so no per-element division is needed;
+// - columns (entry point `columns`, for short planes): an invocation owns one item column
+//   (channel, item within the plane) and walks down `rows_per_task` rows; loads of neighbouring
+//   invocations are contiguous, and the channel is found with one division per invocation.
 
 // Invocations per workgroup, set by the host through pipeline constants.
 override WG: u32 = 256u;
 
 struct Params {
-    channels: u32,      // C
-    plane: u32,         // items per (n, c) plane
-    batch: u32,         // N
-    tasks: u32,         // workgroups per channel
-    chunk: u32,         // items per workgroup (a multiple of WG)
-    step_planes: u32,   // WG / plane
-    step_items: u32,    // WG % plane
-    count: u32,         // values per channel, N * S
+    channels: u32,          // C of the whole tensor
+    plane: u32,             // items per (n, c) plane of the whole tensor
+    row_stride: u32,        // channels * plane
+    row_begin: u32,         // this block's first row (batch index)
+    rows: u32,              // rows in this block
+    channel_begin: u32,     // this block's first channel
+    dispatch_channels: u32, // channels in this block
+    s_begin: u32,           // first item of each plane in this block
+    s_count: u32,           // items of each plane in this block
+    bind_base: u32,         // tensor item index where the bindings start
+    tasks: u32,             // tasks (partials) per channel in this block
+    chunk: u32,             // planes walk: items per task; columns walk: rows per task
+    task_offset: u32,       // this block's first partial within a channel's partials
+    total_tasks: u32,       // partials per channel over all blocks
+    step_rows: u32,         // planes walk: WG / s_count
+    step_items: u32,        // planes walk: WG % s_count
+    count: u32,             // values per channel in the whole tensor, N * S
     eps: f32,
-    momentum: f32,      // running-stat factor when `cumulative` is 0
-    cumulative: u32,    // 1: momentum None, factor 1 / num_batches_tracked
-    update_stats: u32,  // 0: empty batch, only num_batches_tracked changes
+    momentum: f32,          // running-stat factor when `cumulative` is 0
+    cumulative: u32,        // 1: momentum None, factor 1 / num_batches_tracked
+    update_stats: u32,      // 0: empty batch, only num_batches_tracked changes
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,44 +63,77 @@ fn welford_merge(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(n, mean, m2, 0.0);
 }
 
-// Where one workgroup's walk over a channel starts: the task's item range and the invocation's
-// first (plane, offset) position. One division per invocation, none per element.
+// Workgroups are numbered over a 2-D grid so that more than
+// max_compute_workgroups_per_dimension of them can be dispatched.
+fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// ---- planes walk ---------------------------------------------------------------------------
+
 struct Walk {
-    channel: u32,
-    k: u32,
+    channel: u32,   // global channel
+    task: u32,      // task within the block's channel
+    k: u32,         // position in the block's channel sequence (row-major over rows x s_count)
     end: u32,
-    n: u32,
-    s: u32,
+    s: u32,         // item within the block's plane range
+    idx: u32,       // index into the bound arrays
 }
 
 fn walk_start(task: u32, lid: u32) -> Walk {
     var w: Walk;
-    w.channel = task / p.tasks;
-    let t = task - w.channel * p.tasks;
-    let begin = t * p.chunk;
-    w.end = min(begin + p.chunk, p.batch * p.plane);
+    let local = task / p.tasks;
+    w.channel = p.channel_begin + local;
+    w.task = task - local * p.tasks;
+    let begin = w.task * p.chunk;
+    w.end = min(begin + p.chunk, p.rows * p.s_count);
     w.k = begin + lid;
-    w.n = w.k / p.plane;
-    w.s = w.k - w.n * p.plane;
+    let n = w.k / p.s_count;
+    w.s = w.k - n * p.s_count;
+    w.idx = (p.row_begin + n) * p.row_stride + w.channel * p.plane + p.s_begin + w.s - p.bind_base;
     return w;
-}
-
-fn walk_index(w: Walk) -> u32 {
-    return (w.n * p.channels + w.channel) * p.plane + w.s;
 }
 
 fn walk_next(w: ptr<function, Walk>) {
     (*w).k += WG;
     (*w).s += p.step_items;
-    (*w).n += p.step_planes;
-    if (*w).s >= p.plane {
-        (*w).s -= p.plane;
-        (*w).n += 1u;
+    (*w).idx += p.step_rows * p.row_stride + p.step_items;
+    if (*w).s >= p.s_count {
+        (*w).s -= p.s_count;
+        (*w).idx += p.row_stride - p.s_count;
     }
 }
 
-// Workgroups are numbered over a 2-D grid so that more than
-// max_compute_workgroups_per_dimension of them can be dispatched.
-fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
+// Index of a planes-walk task's partial.
+fn planes_partial(w: Walk) -> u32 {
+    return w.channel * p.total_tasks + p.task_offset + w.task;
+}
+
+// ---- columns walk --------------------------------------------------------------------------
+
+struct Column {
+    valid: bool,
+    channel: u32,   // global channel
+    slot: u32,      // partial index of this (column, row block)
+    row: u32,       // first row of the task, within the block
+    end: u32,       // one past the task's last row, within the block
+    idx: u32,       // index into the bound arrays of (row, column)
+}
+
+// Workgroup grid: x over ceil(dispatch_channels * s_count / WG) column groups, then row blocks
+// (folded into a 2-D grid like every other dispatch).
+fn column_start(wg: u32, lid: u32) -> Column {
+    var col: Column;
+    let groups = (p.dispatch_channels * p.s_count + WG - 1u) / WG;
+    let block = wg / groups;
+    let j = (wg - block * groups) * WG + lid;
+    col.valid = j < p.dispatch_channels * p.s_count && block < p.tasks / p.s_count;
+    let local = j / p.s_count;
+    let s = j - local * p.s_count;
+    col.channel = p.channel_begin + local;
+    col.slot = col.channel * p.total_tasks + p.task_offset + block * p.s_count + s;
+    col.row = block * p.chunk;
+    col.end = min(col.row + p.chunk, p.rows);
+    col.idx = (p.row_begin + col.row) * p.row_stride + col.channel * p.plane + p.s_begin + s - p.bind_base;
+    return col;
 }

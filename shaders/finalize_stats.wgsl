@@ -2,7 +2,7 @@
 //
 // Computes: save_mean[c] = mean, save_invstd[c] = 1 / sqrt(M2 / n + eps), m2[c] = M2, with
 //           n = N * S taken exactly from the params (partials carry f32 counts).
-// Bindings: 0 params (uniform), 1 partials: array<vec4<f32>> (read, C * tasks entries),
+// Bindings: 0 params (uniform), 1 partials: array<vec4<f32>> (read, C * total_tasks entries),
 //           2 save_mean, 3 save_invstd, 4 m2: array<f32> (write, C entries each; PyTorch's
 //           save_mean / save_invstd, and M2 for the unbiased running variance).
 // Dispatch: C workgroups of WG invocations, folded into a 2-D grid.
@@ -24,8 +24,8 @@ fn main(inv: Invocation) {
     }
     var acc = vec4<f32>(0.0);
     // A fixed order per invocation keeps the result independent of scheduling.
-    for (var t = inv.lid; t < p.tasks; t += WG) {
-        acc = welford_merge(acc, partials[c * p.tasks + t]);
+    for (var t = inv.lid; t < p.total_tasks; t += WG) {
+        acc = welford_merge(acc, partials[c * p.total_tasks + t]);
     }
     let total = reduce_workgroup(acc, inv);
     if inv.lid == 0u {

@@ -5,9 +5,9 @@
 // Computes: with batch statistics (USE_RUNNING = false) `mean` holds save_mean and `spread`
 //           save_invstd; with running statistics (eval) `mean` holds running_mean and `spread`
 //           running_var, and invstd = 1 / sqrt(running_var + eps).
-// Bindings: 0 params (uniform), 1 x: array<Item> (read), 2 y: array<Item> (write),
-//           3 mean, 4 spread, 5 weight, 6 bias: array<f32> with C entries (read).
-// Dispatch: C * tasks workgroups of WG invocations, folded into a 2-D grid.
+// Bindings: 0 params (uniform), 1 x: array<Item> (read), 2 y: array<Item> (write), both the
+//           block's window; 3 mean, 4 spread, 5 weight, 6 bias: array<f32>, C entries (read).
+// Dispatch: as stats.wgsl, entry points `planes` and `columns`.
 
 @group(0) @binding(1) var<storage, read> x: array<Item>;
 @group(0) @binding(2) var<storage, read_write> y: array<Item>;
@@ -18,25 +18,46 @@
 
 override USE_RUNNING: bool = false;
 
+// (mean, invstd * weight, bias) of channel c.
+fn coefficients(c: u32) -> vec3<f32> {
+    let invstd = select(spread[c], 1.0 / sqrt(spread[c] + p.eps), USE_RUNNING);
+    return vec3<f32>(mean[c], invstd * weight[c], bias[c]);
+}
+
 @compute @workgroup_size(WG)
-fn main(
+fn planes(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let task = linear_workgroup(wid, nwg);
-    if task >= p.channels * p.tasks {
+    if task >= p.dispatch_channels * p.tasks {
         return;
     }
     var w = walk_start(task, lid);
-    let c = w.channel;
-    let m = mean[c];
-    let invstd = select(spread[c], 1.0 / sqrt(spread[c] + p.eps), USE_RUNNING);
-    let scale = invstd * weight[c];
-    let shift = bias[c];
+    let k = coefficients(w.channel);
+    let m = Item(k.x);
     while w.k < w.end {
-        let i = walk_index(w);
-        y[i] = (x[i] - Item(m)) * scale + shift;
+        y[w.idx] = (x[w.idx] - m) * k.y + k.z;
         walk_next(&w);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn columns(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let col = column_start(linear_workgroup(wid, nwg), lid);
+    if !col.valid {
+        return;
+    }
+    let k = coefficients(col.channel);
+    let m = Item(k.x);
+    var idx = col.idx;
+    for (var r = col.row; r < col.end; r++) {
+        y[idx] = (x[idx] - m) * k.y + k.z;
+        idx += p.row_stride;
     }
 }

@@ -1,10 +1,13 @@
-// Batch statistics, pass 1 of 2: per-workgroup Welford partials.
+// Batch statistics, pass 1 of 2: Welford partials.
 //
-// Computes: for workgroup task = c * tasks + t, the (count, mean, M2) of the items
-//           [t * chunk, (t + 1) * chunk) of channel c, merged with Chan's formula.
-// Bindings: 0 params (uniform), 1 x: array<Item> (read), 2 partials: array<vec4<f32>> with
-//           C * tasks entries (write).
-// Dispatch: C * tasks workgroups of WG invocations, folded into a 2-D grid.
+// Computes: per task, the (count, mean, M2) of its values, merged with Chan's formula.
+//           `planes`: a task is `chunk` consecutive items of one channel (workgroup-reduced);
+//           `columns`: a task is one item column over `chunk` rows (one invocation, no
+//           reduction). Partial slots are laid out channel-major: channel * total_tasks + ...
+// Bindings: 0 params (uniform), 1 x: array<Item> (read, the block's window),
+//           2 partials: array<vec4<f32>> (write, C * total_tasks entries).
+// Dispatch: `planes`: dispatch_channels * tasks workgroups; `columns`: column groups x row
+//           blocks; both folded into a 2-D grid.
 
 @group(0) @binding(1) var<storage, read> x: array<Item>;
 @group(0) @binding(2) var<storage, read_write> partials: array<vec4<f32>>;
@@ -14,19 +17,38 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(inv: Invocation) {
+fn planes(inv: Invocation) {
     let task = linear_workgroup(inv.wid, inv.nwg);
-    if task >= p.channels * p.tasks {
+    if task >= p.dispatch_channels * p.tasks {
         return;
     }
     var w = walk_start(task, inv.lid);
     var acc = vec4<f32>(0.0);
     while w.k < w.end {
-        acc = welford_merge(acc, item_welford(x[walk_index(w)]));
+        acc = welford_merge(acc, item_welford(x[w.idx]));
         walk_next(&w);
     }
     let total = reduce_workgroup(acc, inv);
     if inv.lid == 0u {
-        partials[task] = total;
+        partials[planes_partial(w)] = total;
     }
+}
+
+@compute @workgroup_size(WG)
+fn columns(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let col = column_start(linear_workgroup(wid, nwg), lid);
+    if !col.valid {
+        return;
+    }
+    var acc = vec4<f32>(0.0);
+    var idx = col.idx;
+    for (var r = col.row; r < col.end; r++) {
+        acc = welford_merge(acc, item_welford(x[idx]));
+        idx += p.row_stride;
+    }
+    partials[col.slot] = acc;
 }

@@ -7,7 +7,7 @@
 use crate::batchnorm::tensor_params_key;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{self, Binding, Kernel};
+use crate::kernels::{self, Kernel};
 use crate::tensor::Tensor;
 use crate::workspace::Workspace;
 
@@ -216,19 +216,13 @@ pub(crate) fn encode(
         }
         return Ok(());
     }
-    let key = tensor_params_key(
-        ctx,
-        args.x,
-        &[args.grad_output, args.grad_input],
-        eps,
-        Some(0.0),
-    )?;
+    let key = tensor_params_key(args.x, &[args.grad_output, args.grad_input], eps, Some(0.0))?;
     ctx.scoped(|| {
         let prepared = ws.prepare(key);
         let Some(plan) = prepared.plan.as_ref() else {
             return Ok(());
         };
-        let params = Binding::whole(&prepared.params);
+        let blocks = || plan.blocks.iter().zip(&prepared.blocks);
         let channel_bytes = c as u64 * 4;
         let coef = ws.scratch("coef", channel_bytes * 2);
         let param_grads_needed =
@@ -243,20 +237,24 @@ pub(crate) fn encode(
                 .grad_bias
                 .map(Tensor::slot)
                 .unwrap_or_else(|| ws.scratch("unused grad_bias", channel_bytes));
-            let reduce = ws.bind(
-                Kernel::BackwardReduce,
-                &[
-                    params.clone(),
-                    args.x.slot(),
-                    args.grad_output.slot(),
-                    mean.slot(),
-                    partials.clone(),
-                ],
-            );
+            let reduce: Vec<wgpu::BindGroup> = blocks()
+                .map(|(block, params)| {
+                    ws.bind(
+                        Kernel::BackwardReduce,
+                        &[
+                            params.clone(),
+                            args.x.window(plan, block),
+                            args.grad_output.window(plan, block),
+                            mean.slot(),
+                            partials.clone(),
+                        ],
+                    )
+                })
+                .collect();
             let finalize = ws.bind(
                 Kernel::BackwardFinalize,
                 &[
-                    params.clone(),
+                    prepared.channel.clone(),
                     partials,
                     spread.slot(),
                     grad_weight,
@@ -266,20 +264,25 @@ pub(crate) fn encode(
             );
             (reduce, finalize)
         });
-        let input = ws.bind(
-            Kernel::BackwardInput,
-            &[
-                params.clone(),
-                args.x.slot(),
-                args.grad_output.slot(),
-                args.grad_input.slot(),
-                mean.slot(),
-                spread.slot(),
-                // Never read without a weight (HAS_WEIGHT = false), but a slot needs a buffer.
-                args.weight.unwrap_or(mean).slot(),
-                coef,
-            ],
-        );
+        let input: Vec<wgpu::BindGroup> = blocks()
+            .map(|(block, params)| {
+                ws.bind(
+                    Kernel::BackwardInput,
+                    &[
+                        params.clone(),
+                        args.x.window(plan, block),
+                        args.grad_output.window(plan, block),
+                        args.grad_input.window(plan, block),
+                        mean.slot(),
+                        spread.slot(),
+                        // Never read without a weight (HAS_WEIGHT = false), but a slot needs a
+                        // buffer.
+                        args.weight.unwrap_or(mean).slot(),
+                        coef.clone(),
+                    ],
+                )
+            })
+            .collect();
         let device = ctx.device();
         let k = ctx.kernels();
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {

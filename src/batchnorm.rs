@@ -218,7 +218,6 @@ fn channel_tensor(ctx: &Context, label: &str, values: &[f32]) -> Tensor {
 /// The params key of a tensor pass over `x` (and `others` of the same shape, which must also
 /// allow vec4 reads for the vec4 kernels to be used).
 pub(crate) fn tensor_params_key(
-    ctx: &Context,
     x: &Tensor,
     others: &[&Tensor],
     eps: f64,
@@ -226,13 +225,13 @@ pub(crate) fn tensor_params_key(
 ) -> Result<ParamsKey> {
     let shape = x.shape();
     let too_large = |what: String, bytes: u64, limit: u64| Error::TooLarge { what, bytes, limit };
-    let limits = ctx.device().limits();
-    let bytes = x.size_bytes();
-    if bytes > limits.max_storage_buffer_binding_size {
+    // Kernels index items with u32; larger tensors are processed in binding windows, but
+    // their element count must still fit.
+    if x.numel() as u64 > u64::from(u32::MAX) {
         return Err(too_large(
-            format!("an input of shape {shape:?} in one storage binding"),
-            bytes,
-            limits.max_storage_buffer_binding_size,
+            format!("a tensor of shape {shape:?} (u32 element indices)"),
+            x.size_bytes(),
+            u64::from(u32::MAX) * 4,
         ));
     }
     let s: usize = shape[2..].iter().product();
@@ -407,7 +406,7 @@ impl BatchNorm {
                 num_features: self.num_features,
             });
         }
-        let mut key = tensor_params_key(&self.ctx, x, &[], eps, self.options.momentum)?;
+        let mut key = tensor_params_key(x, &[], eps, self.options.momentum)?;
         if empty {
             key.c = self.num_features as u32;
         }
@@ -461,49 +460,59 @@ impl BatchNorm {
             version: self.version,
         });
         let prepared = self.workspace.prepare(fp.key);
-        let params = Binding::whole(&prepared.params);
         let ws = &mut self.workspace;
         let tensor_groups = prepared.plan.as_ref().map(|plan| {
+            let blocks = || plan.blocks.iter().zip(&prepared.blocks);
             let stats_groups = fp.batch_stats.then(|| {
                 let partials = ws.partials(plan.partials());
-                (
-                    ws.bind(Kernel::Stats, &[params.clone(), x.slot(), partials.clone()]),
-                    ws.bind(
-                        Kernel::FinalizeStats,
-                        &[
-                            params.clone(),
-                            partials,
-                            self.save_mean.slot(),
-                            self.save_invstd.slot(),
-                            self.m2.slot(),
-                        ],
-                    ),
-                )
+                let per_block: Vec<wgpu::BindGroup> = blocks()
+                    .map(|(block, params)| {
+                        ws.bind(
+                            Kernel::Stats,
+                            &[params.clone(), x.window(plan, block), partials.clone()],
+                        )
+                    })
+                    .collect();
+                let finalize = ws.bind(
+                    Kernel::FinalizeStats,
+                    &[
+                        prepared.channel.clone(),
+                        partials,
+                        self.save_mean.slot(),
+                        self.save_invstd.slot(),
+                        self.m2.slot(),
+                    ],
+                );
+                (per_block, finalize)
             });
             let (mean, spread) = if fp.batch_stats {
                 (&self.save_mean, &self.save_invstd)
             } else {
                 (&self.running_mean, &self.running_var)
             };
-            let normalize = ws.bind(
-                Kernel::Normalize,
-                &[
-                    params.clone(),
-                    x.slot(),
-                    y.slot(),
-                    mean.slot(),
-                    spread.slot(),
-                    self.weight.slot(),
-                    self.bias.slot(),
-                ],
-            );
+            let normalize: Vec<wgpu::BindGroup> = blocks()
+                .map(|(block, params)| {
+                    ws.bind(
+                        Kernel::Normalize,
+                        &[
+                            params.clone(),
+                            x.window(plan, block),
+                            y.window(plan, block),
+                            mean.slot(),
+                            spread.slot(),
+                            self.weight.slot(),
+                            self.bias.slot(),
+                        ],
+                    )
+                })
+                .collect();
             (plan, stats_groups, normalize)
         });
         let update = fp.update_running.then(|| {
             ws.bind(
                 Kernel::UpdateRunning,
                 &[
-                    params.clone(),
+                    prepared.channel.clone(),
                     self.save_mean.slot(),
                     self.m2.slot(),
                     self.running_mean.slot(),

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
+use crate::kernels::{KernelLimits, Kernels};
 
 /// How [`Context::with_options`] picks an adapter. [`ContextOptions::from_env`] (the default)
 /// reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` like wgpu's own examples.
@@ -18,6 +18,14 @@ pub struct ContextOptions {
     /// Use the workgroup-memory reductions even where the adapter has subgroups (for testing the
     /// fallback path, or to work around a driver).
     pub disable_subgroups: bool,
+    /// Bind at most this many bytes per storage binding (below the adapter's
+    /// `max_storage_buffer_binding_size`), so larger tensors are processed in windows. For
+    /// tests of the windowed path and for driver workarounds.
+    pub max_binding_window: Option<u64>,
+    /// Dispatch at most this many workgroups along x (below the adapter's
+    /// `max_compute_workgroups_per_dimension`); the rest folds into y. For tests of the folded
+    /// grids and for driver workarounds.
+    pub max_workgroups_per_dimension: Option<u32>,
 }
 
 impl ContextOptions {
@@ -30,7 +38,7 @@ impl ContextOptions {
                 .ok()
                 .filter(|s| !s.is_empty()),
             power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
-            disable_subgroups: false,
+            ..ContextOptions::default()
         }
     }
 }
@@ -76,6 +84,7 @@ pub(crate) struct ContextInner {
     pub queue: wgpu::Queue,
     pub report: AdapterReport,
     pub kernels: Kernels,
+    pub limits: KernelLimits,
     /// Errors wgpu reported outside any error scope, when this crate owns the device.
     pub uncaptured: Arc<Mutex<Vec<String>>>,
     /// Staging buffers reused by uploads and readbacks (fresh staging memory per transfer
@@ -184,44 +193,53 @@ impl Context {
                 list.push(e.to_string());
             }
         }));
-        Ok(Self::build(
-            device,
-            queue,
-            options.disable_subgroups,
-            uncaptured,
-        ))
+        Ok(Self::build(device, queue, &options, uncaptured))
     }
 
     /// Wraps a device and queue the caller already owns. The kernels use subgroups if the device
     /// was created with `Features::SUBGROUP`. The device's uncaptured-error handler is left as
     /// the caller set it; this crate's calls capture their own errors with error scopes.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Self::build(device, queue, false, Arc::new(Mutex::new(Vec::new())))
+        Self::from_device_with_options(device, queue, &ContextOptions::default())
     }
 
-    /// Like [`Context::from_device`], with the option to disable subgroup kernels.
+    /// Like [`Context::from_device`], with the kernel options of `options`
+    /// (`disable_subgroups`, `max_binding_window`, `max_workgroups_per_dimension`; the adapter
+    /// fields are ignored).
     pub fn from_device_with_options(
         device: wgpu::Device,
         queue: wgpu::Queue,
-        disable_subgroups: bool,
+        options: &ContextOptions,
     ) -> Self {
-        Self::build(
-            device,
-            queue,
-            disable_subgroups,
-            Arc::new(Mutex::new(Vec::new())),
-        )
+        Self::build(device, queue, options, Arc::new(Mutex::new(Vec::new())))
     }
 
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
-        disable_subgroups: bool,
+        options: &ContextOptions,
         uncaptured: Arc<Mutex<Vec<String>>>,
     ) -> Self {
         let info = device.adapter_info();
         let features = device.features();
-        let subgroups = features.contains(wgpu::Features::SUBGROUP) && !disable_subgroups;
+        let subgroups = features.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups;
+        let device_limits = device.limits();
+        let align = u64::from(device_limits.min_storage_buffer_offset_alignment).max(16);
+        let max_binding = options
+            .max_binding_window
+            .unwrap_or(u64::MAX)
+            .min(device_limits.max_storage_buffer_binding_size)
+            .max(2 * align);
+        let limits = KernelLimits {
+            max_grid: options
+                .max_workgroups_per_dimension
+                .unwrap_or(u32::MAX)
+                .min(device_limits.max_compute_workgroups_per_dimension)
+                .max(1),
+            // Whole multiples of the alignment, so windows tile without gaps.
+            max_binding: max_binding / align * align,
+            align,
+        };
         let report = AdapterReport {
             name: info.name.clone(),
             backend: info.backend,
@@ -239,6 +257,7 @@ impl Context {
                 queue,
                 report,
                 kernels,
+                limits,
                 uncaptured,
                 staging: Mutex::new(Staging::default()),
             }),
@@ -267,6 +286,10 @@ impl Context {
 
     pub(crate) fn kernels(&self) -> &Kernels {
         &self.inner.kernels
+    }
+
+    pub(crate) fn limits(&self) -> &KernelLimits {
+        &self.inner.limits
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch into

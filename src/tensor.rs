@@ -2,7 +2,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::Binding;
+use crate::kernels::{Binding, Block, Plan};
 
 /// Usage flags of the buffers this crate creates for tensors.
 pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -206,6 +206,16 @@ impl Tensor {
             buffer: self.buffer.clone(),
             offset: self.offset,
             size: self.size_bytes(),
+        }
+    }
+
+    /// The window of this tensor that `block` of `plan` binds.
+    pub(crate) fn window(&self, plan: &Plan, block: &Block) -> Binding {
+        let item = plan.item_bytes();
+        Binding {
+            buffer: self.buffer.clone(),
+            offset: self.offset + u64::from(block.params.bind_base) * item,
+            size: block.bind_items * item,
         }
     }
 

@@ -30,11 +30,14 @@ impl ParamsKey {
     }
 }
 
-/// A params buffer (immutable once created) and the plan it describes (None when empty).
+/// Params buffers (immutable once created) and the plan they describe (None when empty):
+/// one per block, and `channel` for the per-channel passes (the first block's, or the empty
+/// batch's).
 #[derive(Clone)]
 pub(crate) struct Prepared {
-    pub params: wgpu::Buffer,
     pub plan: Option<Plan>,
+    pub blocks: Vec<Binding>,
+    pub channel: Binding,
 }
 
 pub(crate) struct Workspace {
@@ -69,35 +72,39 @@ impl Workspace {
         if self.prepared.len() >= MAX_PREPARED {
             self.prepared.clear();
         }
-        let max_grid = self
-            .ctx
-            .device()
-            .limits()
-            .max_compute_workgroups_per_dimension;
-        let plan = (!key.is_empty()).then(|| Plan::new(key.n, key.c, key.s, key.vec4_ok, max_grid));
-        let mut params = match &plan {
-            Some(plan) => plan.params,
-            None => Params {
+        let limits = *self.ctx.limits();
+        let plan = (!key.is_empty()).then(|| Plan::new(key.n, key.c, key.s, key.vec4_ok, &limits));
+        let finish = |mut params: Params| {
+            params.eps = f32::from_bits(key.eps);
+            params.momentum = key.momentum.map(f32::from_bits).unwrap_or(0.0);
+            params.cumulative = u32::from(key.momentum.is_none());
+            params.update_stats = u32::from(plan.is_some());
+            let buffer = self
+                .ctx
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("batchnorm params"),
+                    contents: bytemuck::bytes_of(&params),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+            Binding::whole(&buffer)
+        };
+        let blocks: Vec<Binding> = plan
+            .as_ref()
+            .map(|plan| plan.blocks.iter().map(|b| finish(b.params)).collect())
+            .unwrap_or_default();
+        let channel = match blocks.first() {
+            Some(first) => first.clone(),
+            None => finish(Params {
                 channels: key.c,
                 plane: 1,
                 ..Params::default()
-            },
+            }),
         };
-        params.eps = f32::from_bits(key.eps);
-        params.momentum = key.momentum.map(f32::from_bits).unwrap_or(0.0);
-        params.cumulative = u32::from(key.momentum.is_none());
-        params.update_stats = u32::from(plan.is_some());
-        let buffer = self
-            .ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("batchnorm params"),
-                contents: bytemuck::bytes_of(&params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
         let prepared = Prepared {
-            params: buffer,
             plan,
+            blocks,
+            channel,
         };
         self.prepared.insert(key, prepared.clone());
         prepared

@@ -53,25 +53,35 @@ pub(crate) const INPUT: KernelSpec = KernelSpec {
     workgroup_size: super::WG_TENSOR,
 };
 
-/// Records the two reduction passes (sums, then parameter gradients and coefficients).
+/// Records the two reduction passes (partial sums per block, then parameter gradients and
+/// coefficients per channel).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_sums(
     kernels: &Kernels,
     device: &wgpu::Device,
     pass: &mut wgpu::ComputePass<'_>,
     plan: &Plan,
-    reduce_group: &wgpu::BindGroup,
+    block_groups: &[wgpu::BindGroup],
     finalize_group: &wgpu::BindGroup,
     use_running: bool,
 ) {
-    let reduce = kernels.pipeline(device, Kernel::BackwardReduce, plan.vec4, &[]);
+    let reduce = kernels.pipeline(
+        device,
+        Kernel::BackwardReduce,
+        plan.vec4,
+        Some(plan.walk),
+        &[],
+    );
     pass.set_pipeline(&reduce);
-    pass.set_bind_group(0, reduce_group, &[]);
-    pass.dispatch_workgroups(plan.task_grid[0], plan.task_grid[1], 1);
-
+    for (block, group) in plan.blocks.iter().zip(block_groups) {
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
+    }
     let finalize = kernels.pipeline(
         device,
         Kernel::BackwardFinalize,
         false,
+        None,
         &[("USE_RUNNING", use_running)],
     );
     pass.set_pipeline(&finalize);
@@ -79,13 +89,13 @@ pub(crate) fn encode_sums(
     pass.dispatch_workgroups(plan.channel_grid[0], plan.channel_grid[1], 1);
 }
 
-/// Records the grad_input pass.
+/// Records the grad_input pass, one dispatch per block.
 pub(crate) fn encode_input(
     kernels: &Kernels,
     device: &wgpu::Device,
     pass: &mut wgpu::ComputePass<'_>,
     plan: &Plan,
-    group: &wgpu::BindGroup,
+    block_groups: &[wgpu::BindGroup],
     use_running: bool,
     has_weight: bool,
 ) {
@@ -93,9 +103,12 @@ pub(crate) fn encode_input(
         device,
         Kernel::BackwardInput,
         plan.vec4,
+        Some(plan.walk),
         &[("USE_RUNNING", use_running), ("HAS_WEIGHT", has_weight)],
     );
     pass.set_pipeline(&pipeline);
-    pass.set_bind_group(0, group, &[]);
-    pass.dispatch_workgroups(plan.task_grid[0], plan.task_grid[1], 1);
+    for (block, group) in plan.blocks.iter().zip(block_groups) {
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
+    }
 }

@@ -91,6 +91,7 @@ impl Kernel {
 struct PipelineKey {
     kernel: Kernel,
     vec4: bool,
+    entry: &'static str,
     flags: u32,
 }
 
@@ -178,17 +179,21 @@ impl Kernels {
         src
     }
 
-    /// The pipeline for a variant, compiled on first use.
+    /// The pipeline for a variant, compiled on first use. Tensor passes name their walk; the
+    /// per-channel passes have the entry point `main`.
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
         kernel: Kernel,
         vec4: bool,
+        walk: Option<WalkKind>,
         flags: &[(&'static str, bool)],
     ) -> wgpu::ComputePipeline {
+        let entry = walk.map_or("main", WalkKind::entry_point);
         let key = PipelineKey {
             kernel,
             vec4,
+            entry,
             flags: flags
                 .iter()
                 .enumerate()
@@ -216,7 +221,7 @@ impl Kernels {
             label: Some(spec.name),
             layout: Some(&self.pipeline_layouts[Self::index(kernel)]),
             module: &module,
-            entry_point: Some("main"),
+            entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: &constants,
                 // Every kernel writes its workgroup memory before reading it.
@@ -320,76 +325,283 @@ impl BindCache {
     }
 }
 
-/// The per-shape parameters every kernel reads (binding 0). Mirrors `Params` in `common.wgsl`.
+/// The per-dispatch parameters every kernel reads (binding 0). Mirrors `Params` in
+/// `common.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct Params {
     pub channels: u32,
     pub plane: u32,
-    pub batch: u32,
+    pub row_stride: u32,
+    pub row_begin: u32,
+    pub rows: u32,
+    pub channel_begin: u32,
+    pub dispatch_channels: u32,
+    pub s_begin: u32,
+    pub s_count: u32,
+    pub bind_base: u32,
     pub tasks: u32,
     pub chunk: u32,
-    pub step_planes: u32,
+    pub task_offset: u32,
+    pub total_tasks: u32,
+    pub step_rows: u32,
     pub step_items: u32,
     pub count: u32,
     pub eps: f32,
     pub momentum: f32,
     pub cumulative: u32,
     pub update_stats: u32,
+    pub _pad: [u32; 3],
 }
 
-/// How one tensor shape is cut into workgroup tasks, and the dispatch grids that follow.
+/// The limits the planner works within: the adapter's, or lower ones set through
+/// [`crate::ContextOptions`] (tests use them to exercise windows and folded grids cheaply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KernelLimits {
+    /// Workgroups per grid dimension (the x dimension; y takes the rest).
+    pub max_grid: u32,
+    /// Bytes one storage binding may cover.
+    pub max_binding: u64,
+    /// Alignment of binding offsets (at least 16, for vec4 items).
+    pub align: u64,
+}
+
+/// How a tensor pass walks its data (see `common.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum WalkKind {
+    /// Workgroups inside one channel, over chunks of consecutive items.
+    Planes,
+    /// One invocation per item column, down the rows (short planes).
+    Columns,
+}
+
+impl WalkKind {
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            WalkKind::Planes => "planes",
+            WalkKind::Columns => "columns",
+        }
+    }
+}
+
+/// Planes shorter than this many items use the columns walk.
+const COLUMNS_BELOW: u32 = 64;
+/// Columns walk: aim for at least this many workgroups per block.
+const COLUMN_TARGET_WORKGROUPS: u64 = 128;
+/// Columns walk: at most this many rows per invocation.
+const MAX_ROWS_PER_TASK: u64 = 256;
+
+/// One dispatch's share of a tensor: its params and grid, and the window of every tensor it
+/// binds (`bind_base` items from the tensor's start, `bind_items` long).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Block {
+    pub params: Params,
+    pub grid: [u32; 2],
+    pub bind_items: u64,
+}
+
+/// How one tensor shape is cut into blocks (each within one storage binding) and workgroup
+/// tasks, and the dispatch grids that follow.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Plan {
-    pub params: Params,
     /// Whether the kernels read vec4 items.
     pub vec4: bool,
-    /// Grid for the C * tasks workgroups of the tensor passes.
-    pub task_grid: [u32; 2],
+    pub walk: WalkKind,
+    pub blocks: Vec<Block>,
     /// Grid for one workgroup per channel.
     pub channel_grid: [u32; 2],
 }
 
 impl Plan {
-    /// Plans a non-empty (N, C, S) tensor. `vec4_ok` says whether the binding allows vec4 reads
-    /// (16-byte aligned offset); `max_grid` is the adapter's per-dimension workgroup limit.
-    pub fn new(n: u32, c: u32, s: u32, vec4_ok: bool, max_grid: u32) -> Plan {
+    /// Plans a non-empty (N, C, S) tensor. `vec4_ok` says whether every bound tensor allows
+    /// vec4 reads (16-byte aligned offsets).
+    pub fn new(n: u32, c: u32, s: u32, vec4_ok: bool, limits: &KernelLimits) -> Plan {
         let vec4 = vec4_ok && s.is_multiple_of(4);
-        let plane = if vec4 { s / 4 } else { s };
-        let items = u64::from(n) * u64::from(plane);
-        let wg = u64::from(WG_TENSOR);
-        let tasks_wanted = TARGET_WORKGROUPS.div_ceil(u64::from(c.max(1))).max(1);
-        let per_invocation = items
-            .div_ceil(wg * tasks_wanted)
-            .clamp(1, MAX_ITEMS_PER_INVOCATION);
-        let chunk = wg * per_invocation;
-        let tasks = items.div_ceil(chunk).max(1);
-        let params = Params {
+        let width: u64 = if vec4 { 4 } else { 1 };
+        let item_bytes = 4 * width;
+        let plane = (u64::from(s) / width) as u32;
+        let (n64, c64, plane64) = (u64::from(n), u64::from(c), u64::from(plane));
+        let row_items = c64 * plane64;
+        // A window may start up to `align` bytes before its first item.
+        let window_items = (limits.max_binding.saturating_sub(limits.align) / item_bytes).max(1);
+        let whole = n64 * row_items * item_bytes <= limits.max_binding;
+        let walk = if plane < COLUMNS_BELOW && (whole || plane64 <= window_items) {
+            WalkKind::Columns
+        } else {
+            WalkKind::Planes
+        };
+        let base = Params {
             channels: c,
             plane,
-            batch: n,
-            tasks: tasks as u32,
-            chunk: chunk as u32,
-            step_planes: WG_TENSOR / plane,
-            step_items: WG_TENSOR % plane,
+            row_stride: (row_items) as u32,
             count: n * s,
             ..Params::default()
         };
+        // Regions (rows, channels, item range) in order, each with its partial-slot offset.
+        struct Region {
+            row_begin: u64,
+            rows: u64,
+            channel_begin: u64,
+            channels: u64,
+            s_begin: u64,
+            s_count: u64,
+            task_offset: u64,
+            tasks: u64,
+        }
+        let mut regions = Vec::new();
+        let wg = u64::from(WG_TENSOR);
+        let chunk = match walk {
+            WalkKind::Planes => {
+                let items = n64 * plane64;
+                let tasks_wanted = TARGET_WORKGROUPS.div_ceil(c64.max(1)).max(1);
+                wg * items
+                    .div_ceil(wg * tasks_wanted)
+                    .clamp(1, MAX_ITEMS_PER_INVOCATION)
+            }
+            WalkKind::Columns => {
+                let groups = (c64 * plane64).div_ceil(wg).max(1);
+                let blocks_wanted = COLUMN_TARGET_WORKGROUPS.div_ceil(groups);
+                n64.div_ceil(blocks_wanted).clamp(1, MAX_ROWS_PER_TASK)
+            }
+        };
+        let tasks_of = |rows: u64, s_count: u64| match walk {
+            WalkKind::Planes => (rows * s_count).div_ceil(chunk).max(1),
+            WalkKind::Columns => rows.div_ceil(chunk).max(1) * s_count,
+        };
+        let full_region = |row_begin, rows, channel_begin, channels, task_offset| Region {
+            row_begin,
+            rows,
+            channel_begin,
+            channels,
+            s_begin: 0,
+            s_count: plane64,
+            task_offset,
+            tasks: tasks_of(rows, plane64),
+        };
+        let total_tasks;
+        if whole || row_items <= window_items {
+            // Blocks of whole rows; each covers every channel.
+            let rows_per = if whole {
+                n64
+            } else {
+                (window_items / row_items).max(1)
+            };
+            let mut offset = 0;
+            let mut row = 0;
+            while row < n64 {
+                let rows = rows_per.min(n64 - row);
+                regions.push(full_region(row, rows, 0, c64, offset));
+                offset += tasks_of(rows, plane64);
+                row += rows;
+            }
+            total_tasks = offset;
+        } else if plane64 <= window_items {
+            // A row is larger than a window: blocks of whole planes within each row.
+            let per = (window_items / plane64).max(1);
+            let tasks = tasks_of(1, plane64);
+            for row in 0..n64 {
+                let mut ch = 0;
+                while ch < c64 {
+                    let channels = per.min(c64 - ch);
+                    regions.push(full_region(row, 1, ch, channels, row * tasks));
+                    ch += channels;
+                }
+            }
+            total_tasks = n64 * tasks;
+        } else {
+            // A plane is larger than a window: pieces of one plane (planes walk only).
+            let pieces = plane64.div_ceil(window_items);
+            let per_piece = tasks_of(1, window_items);
+            for row in 0..n64 {
+                for ch in 0..c64 {
+                    for piece in 0..pieces {
+                        let s_begin = piece * window_items;
+                        regions.push(Region {
+                            row_begin: row,
+                            rows: 1,
+                            channel_begin: ch,
+                            channels: 1,
+                            s_begin,
+                            s_count: window_items.min(plane64 - s_begin),
+                            task_offset: (row * pieces + piece) * per_piece,
+                            // The last piece is shorter; its spare tasks write empty partials.
+                            tasks: per_piece,
+                        });
+                    }
+                }
+            }
+            total_tasks = n64 * pieces * per_piece;
+        }
+        let align_items = limits.align / item_bytes;
+        let blocks = regions
+            .iter()
+            .map(|r| {
+                let first = (r.row_begin * c64 + r.channel_begin) * plane64 + r.s_begin;
+                let last = ((r.row_begin + r.rows - 1) * c64 + r.channel_begin + r.channels - 1)
+                    * plane64
+                    + r.s_begin
+                    + r.s_count;
+                let bind_base = if whole {
+                    0
+                } else {
+                    first / align_items * align_items
+                };
+                let tasks = r.tasks;
+                let params = Params {
+                    row_begin: r.row_begin as u32,
+                    rows: r.rows as u32,
+                    channel_begin: r.channel_begin as u32,
+                    dispatch_channels: r.channels as u32,
+                    s_begin: r.s_begin as u32,
+                    s_count: r.s_count as u32,
+                    bind_base: bind_base as u32,
+                    tasks: tasks as u32,
+                    chunk: chunk as u32,
+                    task_offset: r.task_offset as u32,
+                    total_tasks: total_tasks as u32,
+                    step_rows: (wg / r.s_count) as u32,
+                    step_items: (wg % r.s_count) as u32,
+                    ..base
+                };
+                let workgroups = match walk {
+                    WalkKind::Planes => r.channels * tasks,
+                    WalkKind::Columns => {
+                        (r.channels * r.s_count).div_ceil(wg) * (tasks / r.s_count)
+                    }
+                };
+                Block {
+                    params,
+                    grid: grid(workgroups, limits.max_grid),
+                    bind_items: last - bind_base,
+                }
+            })
+            .collect();
         Plan {
-            params,
             vec4,
-            task_grid: grid(u64::from(c) * tasks, max_grid),
-            channel_grid: grid(u64::from(c), max_grid),
+            walk,
+            blocks,
+            channel_grid: grid(c64, limits.max_grid),
         }
     }
 
-    /// Number of Welford partials the statistics pass writes.
+    /// Bytes per item (4, or 16 for vec4).
+    pub fn item_bytes(&self) -> u64 {
+        if self.vec4 {
+            16
+        } else {
+            4
+        }
+    }
+
+    /// Number of partials the reduction passes write (C * total_tasks).
     pub fn partials(&self) -> u64 {
-        u64::from(self.params.channels) * u64::from(self.params.tasks)
+        self.blocks.first().map_or(0, |b| {
+            u64::from(b.params.channels) * u64::from(b.params.total_tasks)
+        })
     }
 }
 
-/// Folds `workgroups` into a 2-D grid whose dimensions stay within `max_dim`; kernels recover
+/// Folds `workgroups` into a 2-D grid whose x dimension stays within `max_dim`; kernels recover
 /// the linear index and skip the overhang.
 pub(crate) fn grid(workgroups: u64, max_dim: u32) -> [u32; 2] {
     let max_dim = u64::from(max_dim.max(1));
@@ -406,6 +618,12 @@ pub(crate) fn grid(workgroups: u64, max_dim: u32) -> [u32; 2] {
 mod tests {
     use super::*;
 
+    const LIMITS: KernelLimits = KernelLimits {
+        max_grid: 65535,
+        max_binding: 128 << 20,
+        align: 256,
+    };
+
     #[test]
     fn grid_folds_and_covers() {
         assert_eq!(grid(10, 65535), [10, 1]);
@@ -415,24 +633,84 @@ mod tests {
         assert!(x <= 4 && x * y >= 17);
     }
 
+    /// Every element of the tensor is covered by exactly one block, every partial slot by
+    /// exactly one task, and every window fits the binding limit.
+    fn check_cover(n: u32, c: u32, s: u32, vec4_ok: bool, limits: &KernelLimits) {
+        let plan = Plan::new(n, c, s, vec4_ok, limits);
+        let width = if plan.vec4 { 4 } else { 1 };
+        let plane = s / width;
+        let total = (n * c * plane) as usize;
+        let mut seen = vec![0u8; total];
+        let total_tasks = plan.blocks[0].params.total_tasks;
+        let mut slots = vec![0u32; (c * total_tasks) as usize];
+        for b in &plan.blocks {
+            let p = &b.params;
+            assert!(b.bind_items * plan.item_bytes() <= limits.max_binding);
+            assert_eq!(u64::from(p.bind_base) * plan.item_bytes() % limits.align, 0);
+            for ch in p.channel_begin..p.channel_begin + p.dispatch_channels {
+                for r in p.row_begin..p.row_begin + p.rows {
+                    for i in p.s_begin..p.s_begin + p.s_count {
+                        let g = (r * c + ch) * plane + i;
+                        assert!(g >= p.bind_base && u64::from(g - p.bind_base) < b.bind_items);
+                        seen[g as usize] += 1;
+                    }
+                }
+                for t in 0..p.tasks {
+                    slots[(ch * total_tasks + p.task_offset + t) as usize] += 1;
+                }
+            }
+            if plan.walk == WalkKind::Planes {
+                assert_eq!(p.chunk % WG_TENSOR, 0);
+                assert_eq!(p.step_rows * p.s_count + p.step_items, WG_TENSOR);
+                assert!(u64::from(p.tasks) * u64::from(p.chunk) >= u64::from(p.rows * p.s_count));
+            } else {
+                assert_eq!(p.tasks % p.s_count, 0);
+                assert!(u64::from(p.tasks / p.s_count) * u64::from(p.chunk) >= u64::from(p.rows));
+            }
+            assert!(b.grid[0] <= limits.max_grid);
+        }
+        assert!(
+            seen.iter().all(|&v| v == 1),
+            "{n}x{c}x{s}: elements not covered once"
+        );
+        assert!(
+            slots.iter().all(|&v| v == 1),
+            "{n}x{c}x{s}: partial slots not covered once"
+        );
+    }
+
     #[test]
-    fn plan_covers_every_item() {
+    fn plans_cover_every_item_once() {
         for &(n, c, s) in &[
             (1, 1, 1),
             (2, 3, 5),
             (32, 64, 3136),
             (256, 1024, 1),
-            (1, 1, 1 << 22),
+            (4, 2048, 49),
+            (1, 1, 1 << 20),
         ] {
             for vec4_ok in [false, true] {
-                let plan = Plan::new(n, c, s, vec4_ok, 65535);
-                let p = plan.params;
-                assert!(
-                    u64::from(p.tasks) * u64::from(p.chunk) >= u64::from(n) * u64::from(p.plane)
-                );
-                assert_eq!(p.chunk % WG_TENSOR, 0);
-                assert!(p.chunk as u64 * if plan.vec4 { 4 } else { 1 } <= 1 << 24);
-                assert_eq!(p.step_planes * p.plane + p.step_items, WG_TENSOR);
+                check_cover(n, c, s, vec4_ok, &LIMITS);
+            }
+        }
+    }
+
+    #[test]
+    fn small_windows_split_rows_planes_and_pieces() {
+        let tiny = KernelLimits {
+            max_grid: 7,
+            max_binding: 4096,
+            align: 32,
+        };
+        for &(n, c, s) in &[
+            (64, 8, 9),
+            (8, 3, 1000),
+            (2, 2, 5000),
+            (300, 10, 1),
+            (3, 5, 7),
+        ] {
+            for vec4_ok in [false, true] {
+                check_cover(n, c, s, vec4_ok, &tiny);
             }
         }
     }

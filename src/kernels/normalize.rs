@@ -19,22 +19,26 @@ pub(crate) const NORMALIZE: KernelSpec = KernelSpec {
     workgroup_size: super::WG_TENSOR,
 };
 
-/// Records the pass; `use_running` normalizes with the running statistics (eval mode).
+/// Records the pass, one dispatch per block; `use_running` normalizes with the running
+/// statistics (eval mode).
 pub(crate) fn encode(
     kernels: &Kernels,
     device: &wgpu::Device,
     pass: &mut wgpu::ComputePass<'_>,
     plan: &Plan,
-    group: &wgpu::BindGroup,
+    block_groups: &[wgpu::BindGroup],
     use_running: bool,
 ) {
     let pipeline = kernels.pipeline(
         device,
         Kernel::Normalize,
         plan.vec4,
+        Some(plan.walk),
         &[("USE_RUNNING", use_running)],
     );
     pass.set_pipeline(&pipeline);
-    pass.set_bind_group(0, group, &[]);
-    pass.dispatch_workgroups(plan.task_grid[0], plan.task_grid[1], 1);
+    for (block, group) in plan.blocks.iter().zip(block_groups) {
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
+    }
 }

@@ -1,5 +1,5 @@
 //! Host side of `shaders/stats.wgsl` and `shaders/finalize_stats.wgsl`: per-channel batch
-//! statistics as Welford partials, merged into (mean, invstd, M2, biased variance) per channel.
+//! statistics as Welford partials, merged into save_mean, save_invstd and M2 per channel.
 
 use super::{Kernel, KernelSpec, Kernels, Plan, Slot};
 
@@ -27,21 +27,23 @@ pub(crate) const FINALIZE: KernelSpec = KernelSpec {
     workgroup_size: 64,
 };
 
-/// Records both statistics passes.
+/// Records the statistics passes: one partials dispatch per block (`block_groups`, in plan
+/// order), then the per-channel merge.
 pub(crate) fn encode(
     kernels: &Kernels,
     device: &wgpu::Device,
     pass: &mut wgpu::ComputePass<'_>,
     plan: &Plan,
-    stats_group: &wgpu::BindGroup,
+    block_groups: &[wgpu::BindGroup],
     finalize_group: &wgpu::BindGroup,
 ) {
-    let stats = kernels.pipeline(device, Kernel::Stats, plan.vec4, &[]);
+    let stats = kernels.pipeline(device, Kernel::Stats, plan.vec4, Some(plan.walk), &[]);
     pass.set_pipeline(&stats);
-    pass.set_bind_group(0, stats_group, &[]);
-    pass.dispatch_workgroups(plan.task_grid[0], plan.task_grid[1], 1);
-
-    let finalize = kernels.pipeline(device, Kernel::FinalizeStats, false, &[]);
+    for (block, group) in plan.blocks.iter().zip(block_groups) {
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
+    }
+    let finalize = kernels.pipeline(device, Kernel::FinalizeStats, false, None, &[]);
     pass.set_pipeline(&finalize);
     pass.set_bind_group(0, finalize_group, &[]);
     pass.dispatch_workgroups(plan.channel_grid[0], plan.channel_grid[1], 1);

@@ -90,3 +90,111 @@ impl Rng {
 pub fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
 }
+
+/// Forward and backward checks against the f64 reference, shared by the scale tests.
+pub mod support_check {
+    use super::golden::{per_channel_ratio, ratio, rel_l2_ratio, TOL};
+    use super::Rng;
+    use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
+    use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, Flavor, Tensor};
+
+    pub fn flavor_for(rank: usize) -> Flavor {
+        match rank {
+            2 | 3 => Flavor::OneD,
+            4 => Flavor::TwoD,
+            _ => Flavor::ThreeD,
+        }
+    }
+
+    /// Training forward + backward, then eval forward + backward, on the GPU and the reference
+    /// from the same random state; asserts the golden README's tolerances for outputs, running
+    /// statistics and gradients, and returns the worst err/allowed ratio.
+    pub fn check_forward_backward(ctx: &Context, shape: &[usize], seed: u64) -> f64 {
+        let c = shape[1];
+        let options = BatchNormOptions::default();
+        let mut rng = Rng::new(seed);
+        let mut gpu = BatchNorm::new(ctx, flavor_for(shape.len()), c, options).unwrap();
+        let mut cpu = ReferenceBatchNorm::new(c, options);
+        let w = rng.vec_f32(c, 0.5, 1.5);
+        let b = rng.vec_f32(c, -1.0, 1.0);
+        gpu.set_weight(&w).unwrap();
+        gpu.set_bias(&b).unwrap();
+        cpu.weight = super::widen(&w);
+        cpu.bias = super::widen(&b);
+        let means: Vec<f64> = (0..c).map(|_| rng.range(-1.5, 1.5)).collect();
+        let stds: Vec<f64> = (0..c).map(|_| rng.range(0.5, 2.0)).collect();
+        let mut worst: f64 = 0.0;
+        for training in [true, false] {
+            gpu.set_training(training);
+            cpu.training = training;
+            let x = rng.channel_data(shape, &means, &stds);
+            let dy = rng.channel_data(shape, &vec![0.1; c], &vec![1.0; c]);
+            let xt = Tensor::from_slice(ctx, &x, shape).unwrap();
+            let y = gpu.forward(&xt).unwrap().to_vec(ctx).unwrap();
+            let y64 = cpu.forward(&x, shape).unwrap();
+            let (mean, var) = cpu.last_stats.clone().unwrap();
+            let kappa_c = reference::kappa(&mean, &var, options.eps);
+            let k = 1.0 + kappa_c.iter().copied().fold(0.0, f64::max) / 30.0;
+            let r = rel_l2_ratio(&y, &y64, k);
+            assert!(
+                r <= 1.0,
+                "{shape:?} training={training}: output err/allowed {r}"
+            );
+            worst = worst.max(r);
+            let rm = gpu.running_mean().unwrap().unwrap();
+            let rv = gpu.running_var().unwrap().unwrap();
+            let rm_r = per_channel_ratio(&rm, &cpu.running_mean, |ch| {
+                TOL * (cpu.running_mean[ch].abs() + cpu.running_var[ch].sqrt())
+            });
+            let rv_r = per_channel_ratio(&rv, &cpu.running_var, |ch| {
+                TOL * (1.0 + kappa_c[ch] / 30.0) * cpu.running_var[ch]
+            });
+            assert!(
+                rm_r <= 1.0 && rv_r <= 1.0,
+                "{shape:?}: running stats {rm_r} {rv_r}"
+            );
+            worst = worst.max(rm_r).max(rv_r);
+
+            let grads = gpu
+                .backward(&Tensor::from_slice(ctx, &dy, shape).unwrap())
+                .unwrap();
+            let want = cpu.backward(&x, shape, &dy).unwrap();
+            let (n, s) = (shape[0], shape[2..].iter().product::<usize>());
+            let mut gi_scale = 0.0;
+            let mut gw_scale = vec![0.0; c];
+            let mut gb_scale = vec![0.0; c];
+            for bi in 0..n {
+                for ch in 0..c {
+                    let invstd = 1.0 / (var[ch] + options.eps).sqrt();
+                    for i in (bi * c + ch) * s..(bi * c + ch + 1) * s {
+                        let g = f64::from(dy[i]);
+                        let xhat = (f64::from(x[i]) - mean[ch]) * invstd;
+                        gi_scale += (cpu.weight[ch] * invstd * g).powi(2);
+                        gw_scale[ch] += g.abs() * (1.0 + xhat.abs());
+                        gb_scale[ch] += g.abs();
+                    }
+                }
+            }
+            let gx = grads.grad_input.to_vec(ctx).unwrap();
+            let diff = gx
+                .iter()
+                .zip(&want.grad_input)
+                .map(|(&g, &w)| (f64::from(g) - w).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let gi_r = ratio(diff, TOL * k * gi_scale.sqrt());
+            let gw = grads.grad_weight.unwrap().to_vec(ctx).unwrap();
+            let gb = grads.grad_bias.unwrap().to_vec(ctx).unwrap();
+            let gw_r = per_channel_ratio(&gw, &want.grad_weight, |ch| {
+                TOL * (1.0 + kappa_c[ch] / 30.0) * gw_scale[ch]
+            });
+            let gb_r = per_channel_ratio(&gb, &want.grad_bias, |ch| TOL * gb_scale[ch]);
+            assert!(
+                gi_r <= 1.0 && gw_r <= 1.0 && gb_r <= 1.0,
+                "{shape:?} training={training}: gradients {gi_r} {gw_r} {gb_r}"
+            );
+            worst = worst.max(gi_r).max(gw_r).max(gb_r);
+        }
+        worst
+    }
+}
