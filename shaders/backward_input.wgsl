@@ -48,18 +48,18 @@ fn planes(
     if task >= p.dispatch_channels * p.tasks {
         return;
     }
-    var w = walk_start(task, lid);
+    let w = walk_start(task, lid);
     let a = coefficients(w.channel);
     let m = Item(a.z);
-    while w.k < w.end {
+    for (var i = w.first; i < min(w.len, w.first + w.steps * LANES); i += LANES) {
+        let at = w.base + i;
         // USE_RUNNING is a pipeline constant: the untaken branch is compiled away, and eval
         // mode never reads x.
         if USE_RUNNING {
-            dx[w.idx] = dy[w.idx] * a.x;
+            dx[at] = dy[at] * a.x;
         } else {
-            dx[w.idx] = dy[w.idx] * a.x - a.y - (x[w.idx] - m) * a.w;
+            dx[at] = dy[at] * a.x - a.y - (x[at] - m) * a.w;
         }
-        walk_next(&w);
     }
 }
 

@@ -23,19 +23,19 @@ fn planes(inv: Invocation) {
     if task >= p.dispatch_channels * p.tasks {
         return;
     }
-    var w = walk_start(task, inv.lid);
+    let w = walk_start(task, inv.lid);
     let m = Item(mean[w.channel]);
     var sum_dy = 0.0;
     var sum_dy_xmu = 0.0;
-    while w.k < w.end {
-        let g = dy[w.idx];
+    for (var i = w.first; i < min(w.len, w.first + w.steps * LANES); i += LANES) {
+        let at = w.base + i;
+        let g = dy[at];
         sum_dy += item_sum(g);
-        sum_dy_xmu += item_sum(g * (x[w.idx] - m));
-        walk_next(&w);
+        sum_dy_xmu += item_sum(g * (x[at] - m));
     }
     let total = reduce_workgroup(vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0), inv);
     if inv.lid == 0u {
-        partials[planes_partial(w)] = total;
+        partials[w.slot] = total;
     }
 }
 

@@ -11,9 +11,8 @@
 // tensor. Small tensors are one block.
 //
 // Two walks, chosen by the host per shape:
-// - planes (entry point `planes`): a workgroup works inside one channel on `chunk` consecutive
-//   items of the channel's row-major sequence; each invocation steps by WG items, carrying into
-//   the next plane at most once per step, so no per-element division is needed;
+// - planes (entry point `planes`): a workgroup works on one segment of one plane (so inside one
+//   channel, with no per-element division), each invocation on K items;
 // - columns (entry point `columns`, for short planes): an invocation owns one item column
 //   (channel, item within the plane) and walks down `rows_per_task` rows; loads of neighbouring
 //   invocations are contiguous, and the channel is found with one division per invocation.
@@ -36,16 +35,12 @@ struct Params {
     chunk: u32,             // planes walk: items per task; columns walk: rows per task
     task_offset: u32,       // this block's first partial within a channel's partials
     total_tasks: u32,       // partials per channel over all blocks
-    step_rows: u32,         // planes walk: WG / s_count
-    step_items: u32,        // planes walk: WG % s_count
     count: u32,             // values per channel in the whole tensor, N * S
     eps: f32,
     momentum: f32,          // running-stat factor when `cumulative` is 0
     cumulative: u32,        // 1: momentum None, factor 1 / num_batches_tracked
     update_stats: u32,      // 0: empty batch, only num_batches_tracked changes
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -70,43 +65,39 @@ fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 // ---- planes walk ---------------------------------------------------------------------------
+//
+// Tasks are plane segments of `chunk` = WG * K items, numbered in memory order (segment, then
+// channel, then row), so consecutive workgroups read consecutive memory. Inside a segment, runs
+// of LANES consecutive invocations share K runs of LANES consecutive items: every run of
+// invocations reads one contiguous stream (a CPU adapter's SIMD lane group) while neighbouring
+// invocations still touch neighbouring items (a GPU's coalescing).
+
+const LANES: u32 = 8u;
 
 struct Walk {
     channel: u32,   // global channel
-    task: u32,      // task within the block's channel
-    k: u32,         // position in the block's channel sequence (row-major over rows x s_count)
-    end: u32,
-    s: u32,         // item within the block's plane range
-    idx: u32,       // index into the bound arrays
+    slot: u32,      // partial index of this task
+    base: u32,      // index into the bound arrays of the segment's first item
+    first: u32,     // this invocation's first item within the segment
+    len: u32,       // items in the segment
+    steps: u32,     // K
 }
 
 fn walk_start(task: u32, lid: u32) -> Walk {
     var w: Walk;
-    let local = task / p.tasks;
-    w.channel = p.channel_begin + local;
-    w.task = task - local * p.tasks;
-    let begin = w.task * p.chunk;
-    w.end = min(begin + p.chunk, p.rows * p.s_count);
-    w.k = begin + lid;
-    let n = w.k / p.s_count;
-    w.s = w.k - n * p.s_count;
-    w.idx = (p.row_begin + n) * p.row_stride + w.channel * p.plane + p.s_begin + w.s - p.bind_base;
+    let segments = (p.s_count + p.chunk - 1u) / p.chunk;
+    let rest = task / segments;
+    let segment = task - rest * segments;
+    let n = rest / p.dispatch_channels;
+    w.channel = p.channel_begin + (rest - n * p.dispatch_channels);
+    w.slot = w.channel * p.total_tasks + p.task_offset + n * segments + segment;
+    let begin = segment * p.chunk;
+    w.len = min(p.chunk, p.s_count - begin);
+    w.base = (p.row_begin + n) * p.row_stride + w.channel * p.plane + p.s_begin + begin - p.bind_base;
+    w.steps = p.chunk / WG;
+    let run = lid / LANES;
+    w.first = run * LANES * w.steps + (lid - run * LANES);
     return w;
-}
-
-fn walk_next(w: ptr<function, Walk>) {
-    (*w).k += WG;
-    (*w).s += p.step_items;
-    (*w).idx += p.step_rows * p.row_stride + p.step_items;
-    if (*w).s >= p.s_count {
-        (*w).s -= p.s_count;
-        (*w).idx += p.row_stride - p.s_count;
-    }
-}
-
-// Index of a planes-walk task's partial.
-fn planes_partial(w: Walk) -> u32 {
-    return w.channel * p.total_tasks + p.task_offset + w.task;
 }
 
 // ---- columns walk --------------------------------------------------------------------------

@@ -34,12 +34,12 @@ fn planes(
     if task >= p.dispatch_channels * p.tasks {
         return;
     }
-    var w = walk_start(task, lid);
+    let w = walk_start(task, lid);
     let k = coefficients(w.channel);
     let m = Item(k.x);
-    while w.k < w.end {
-        y[w.idx] = (x[w.idx] - m) * k.y + k.z;
-        walk_next(&w);
+    for (var i = w.first; i < min(w.len, w.first + w.steps * LANES); i += LANES) {
+        let at = w.base + i;
+        y[at] = (x[at] - m) * k.y + k.z;
     }
 }
 

@@ -1,7 +1,7 @@
 // Batch statistics, pass 1 of 2: Welford partials.
 //
 // Computes: per task, the (count, mean, M2) of its values, merged with Chan's formula.
-//           `planes`: a task is `chunk` consecutive items of one channel (workgroup-reduced);
+//           `planes`: a task is one segment of one plane (workgroup-reduced);
 //           `columns`: a task is one item column over `chunk` rows (one invocation, no
 //           reduction). Partial slots are laid out channel-major: channel * total_tasks + ...
 // Bindings: 0 params (uniform), 1 x: array<Item> (read, the block's window),
@@ -22,15 +22,14 @@ fn planes(inv: Invocation) {
     if task >= p.dispatch_channels * p.tasks {
         return;
     }
-    var w = walk_start(task, inv.lid);
+    let w = walk_start(task, inv.lid);
     var acc = vec4<f32>(0.0);
-    while w.k < w.end {
-        acc = welford_merge(acc, item_welford(x[w.idx]));
-        walk_next(&w);
+    for (var i = w.first; i < min(w.len, w.first + w.steps * LANES); i += LANES) {
+        acc = welford_merge(acc, item_welford(x[w.base + i]));
     }
     let total = reduce_workgroup(acc, inv);
     if inv.lid == 0u {
-        partials[planes_partial(w)] = total;
+        partials[w.slot] = total;
     }
 }
 

@@ -24,11 +24,9 @@ const REDUCE_WORKGROUP: &str = include_str!("../../shaders/reduce_workgroup.wgsl
 
 /// Invocations per workgroup of the kernels that walk the tensor.
 pub(crate) const WG_TENSOR: u32 = 256;
-/// At most this many items per invocation per workgroup task (keeps partial counts exact in f32
+/// At most this many items per invocation in the planes walk (keeps partial counts exact in f32
 /// and leaves enough workgroups for parallelism).
 const MAX_ITEMS_PER_INVOCATION: u64 = 16;
-/// Aim for at least this many workgroups per tensor pass.
-const TARGET_WORKGROUPS: u64 = 512;
 
 /// How a binding is used by a kernel.
 #[derive(Clone, Copy)]
@@ -344,14 +342,12 @@ pub(crate) struct Params {
     pub chunk: u32,
     pub task_offset: u32,
     pub total_tasks: u32,
-    pub step_rows: u32,
-    pub step_items: u32,
     pub count: u32,
     pub eps: f32,
     pub momentum: f32,
     pub cumulative: u32,
     pub update_stats: u32,
-    pub _pad: [u32; 3],
+    pub _pad: u32,
 }
 
 /// The limits the planner works within: the adapter's, or lower ones set through
@@ -452,11 +448,10 @@ impl Plan {
         let wg = u64::from(WG_TENSOR);
         let chunk = match walk {
             WalkKind::Planes => {
-                let items = n64 * plane64;
-                let tasks_wanted = TARGET_WORKGROUPS.div_ceil(c64.max(1)).max(1);
-                wg * items
-                    .div_ceil(wg * tasks_wanted)
-                    .clamp(1, MAX_ITEMS_PER_INVOCATION)
+                // As few segments per plane as K <= MAX_ITEMS_PER_INVOCATION allows, each as
+                // short as covers the plane, so that few invocations idle.
+                let segments = plane64.div_ceil(wg * MAX_ITEMS_PER_INVOCATION).max(1);
+                wg * plane64.div_ceil(segments * wg).max(1)
             }
             WalkKind::Columns => {
                 let groups = (c64 * plane64).div_ceil(wg).max(1);
@@ -465,7 +460,7 @@ impl Plan {
             }
         };
         let tasks_of = |rows: u64, s_count: u64| match walk {
-            WalkKind::Planes => (rows * s_count).div_ceil(chunk).max(1),
+            WalkKind::Planes => rows * s_count.div_ceil(chunk).max(1),
             WalkKind::Columns => rows.div_ceil(chunk).max(1) * s_count,
         };
         let full_region = |row_begin, rows, channel_begin, channels, task_offset| Region {
@@ -559,8 +554,6 @@ impl Plan {
                     chunk: chunk as u32,
                     task_offset: r.task_offset as u32,
                     total_tasks: total_tasks as u32,
-                    step_rows: (wg / r.s_count) as u32,
-                    step_items: (wg % r.s_count) as u32,
                     ..base
                 };
                 let workgroups = match walk {
@@ -661,8 +654,9 @@ mod tests {
             }
             if plan.walk == WalkKind::Planes {
                 assert_eq!(p.chunk % WG_TENSOR, 0);
-                assert_eq!(p.step_rows * p.s_count + p.step_items, WG_TENSOR);
-                assert!(u64::from(p.tasks) * u64::from(p.chunk) >= u64::from(p.rows * p.s_count));
+                assert!(p.chunk / WG_TENSOR <= MAX_ITEMS_PER_INVOCATION as u32);
+                let segments = p.s_count.div_ceil(p.chunk);
+                assert_eq!(p.tasks, p.rows * segments);
             } else {
                 assert_eq!(p.tasks % p.s_count, 0);
                 assert!(u64::from(p.tasks / p.s_count) * u64::from(p.chunk) >= u64::from(p.rows));
