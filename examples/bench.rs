@@ -22,6 +22,8 @@ const SHAPES: &[&[usize]] = &[
     &[16, 3, 224, 224],
     &[4, 2048, 7, 7],
     &[16, 64, 256, 256],
+    // 64 MiB: the size the upload/readback target is stated for.
+    &[16, 64, 128, 128],
 ];
 
 struct Row {

@@ -92,12 +92,13 @@ pub(crate) struct ContextInner {
     pub staging: Mutex<Staging>,
 }
 
-/// Reused staging buffers: `upload` (MAP_WRITE | COPY_SRC, kept mapped between uploads) and
+/// Reused staging buffers, two per direction so that the host copy of one chunk overlaps the
+/// device copy of the next: `upload` (MAP_WRITE | COPY_SRC, kept mapped between uploads) and
 /// `download` (MAP_READ | COPY_DST).
 #[derive(Default)]
 pub(crate) struct Staging {
-    pub upload: Option<wgpu::Buffer>,
-    pub download: Option<wgpu::Buffer>,
+    pub upload: Vec<crate::tensor::StagingSlot>,
+    pub download: Vec<crate::tensor::StagingSlot>,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels. Cheap to clone (shared).

@@ -121,3 +121,20 @@ fn repeated_forwards_create_no_new_pipelines_or_bind_groups() {
     assert_eq!(ctx.pipelines_created(), pipelines);
     assert_eq!(bn.cached_bind_groups(), bindings);
 }
+
+#[test]
+fn uploads_and_readbacks_round_trip_through_chunked_staging() {
+    let ctx = support::context();
+    // Several 8 MiB staging chunks plus a ragged tail, then a small transfer after a large one.
+    for len in [5 * (1 << 20) + 3, 1000, 1] {
+        let mut rng = Rng::new(len as u64);
+        let data = rng.vec_f32(len, -1e3, 1e3);
+        let t = Tensor::from_slice(&ctx, &data, &[1, 1, len]).unwrap();
+        assert_eq!(t.to_vec(&ctx).unwrap(), data);
+        let other = rng.vec_f32(len, -1.0, 1.0);
+        t.write(&ctx, &other).unwrap();
+        let mut back = vec![0.0; len];
+        t.read_into(&ctx, &mut back).unwrap();
+        assert_eq!(back, other);
+    }
+}

@@ -385,7 +385,7 @@ const COLUMNS_BELOW: u32 = 64;
 /// Columns walk: aim for at least this many workgroups per block.
 const COLUMN_TARGET_WORKGROUPS: u64 = 128;
 /// Columns walk: at most this many rows per invocation.
-const MAX_ROWS_PER_TASK: u64 = 256;
+const MAX_ROWS_PER_TASK: u64 = 8;
 
 /// One dispatch's share of a tensor: its params and grid, and the window of every tensor it
 /// binds (`bind_base` items from the tensor's start, `bind_items` long).
