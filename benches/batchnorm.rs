@@ -37,7 +37,9 @@ fn benches(c: &mut Criterion) {
     let copy = CopyKernel::new(&ctx).expect("copy kernel");
     for shape in SHAPES {
         let numel: usize = shape.iter().product();
-        let host: Vec<f32> = (0..numel).map(|i| ((i * 7919) % 1000) as f32 * 1e-3).collect();
+        let host: Vec<f32> = (0..numel)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+            .collect();
         let x = Tensor::from_slice(&ctx, &host, shape).unwrap();
         let dy = Tensor::from_slice(&ctx, &host, shape).unwrap();
         let y = Tensor::empty(&ctx, shape).unwrap();
@@ -59,7 +61,9 @@ fn benches(c: &mut Criterion) {
             bn.train();
             bn.forward_into(&x, &y).unwrap();
             b.iter_custom(|n| {
-                gpu_time(&ctx, &timer, n, |e| bn.encode_backward(e, &dy, &dx, None, None))
+                gpu_time(&ctx, &timer, n, |e| {
+                    bn.encode_backward(e, &dy, &dx, None, None)
+                })
             })
         });
         group.bench_function("eval_forward", |b| {

@@ -65,13 +65,7 @@ pub(crate) fn encode_sums(
     finalize_group: &wgpu::BindGroup,
     use_running: bool,
 ) {
-    let reduce = kernels.pipeline(
-        device,
-        Kernel::BackwardReduce,
-        plan.vec4,
-        Some(plan.walk),
-        &[],
-    );
+    let reduce = kernels.pipeline(device, Kernel::BackwardReduce, Some(plan), &[]);
     pass.set_pipeline(&reduce);
     for (block, group) in plan.blocks.iter().zip(block_groups) {
         pass.set_bind_group(0, group, &[]);
@@ -80,7 +74,6 @@ pub(crate) fn encode_sums(
     let finalize = kernels.pipeline(
         device,
         Kernel::BackwardFinalize,
-        false,
         None,
         &[("USE_RUNNING", use_running)],
     );
@@ -102,8 +95,7 @@ pub(crate) fn encode_input(
     let pipeline = kernels.pipeline(
         device,
         Kernel::BackwardInput,
-        plan.vec4,
-        Some(plan.walk),
+        Some(plan),
         &[("USE_RUNNING", use_running), ("HAS_WEIGHT", has_weight)],
     );
     pass.set_pipeline(&pipeline);

@@ -90,6 +90,7 @@ struct PipelineKey {
     kernel: Kernel,
     vec4: bool,
     entry: &'static str,
+    wg: u32,
     flags: u32,
 }
 
@@ -177,21 +178,26 @@ impl Kernels {
         src
     }
 
-    /// The pipeline for a variant, compiled on first use. Tensor passes name their walk; the
-    /// per-channel passes have the entry point `main`.
+    /// The pipeline for a variant, compiled on first use. Tensor passes give their plan (item
+    /// width, walk, workgroup size); the per-channel passes give None (entry point `main`, the
+    /// spec's workgroup size).
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
         kernel: Kernel,
-        vec4: bool,
-        walk: Option<WalkKind>,
+        plan: Option<&Plan>,
         flags: &[(&'static str, bool)],
     ) -> wgpu::ComputePipeline {
-        let entry = walk.map_or("main", WalkKind::entry_point);
+        let spec = kernel.spec();
+        let (vec4, entry, wg) = match plan {
+            Some(plan) => (plan.vec4, plan.walk.entry_point(), plan.wg),
+            None => (false, "main", spec.workgroup_size),
+        };
         let key = PipelineKey {
             kernel,
             vec4,
             entry,
+            wg,
             flags: flags
                 .iter()
                 .enumerate()
@@ -204,12 +210,11 @@ impl Kernels {
         if let Some(p) = cache.get(&key) {
             return p.clone();
         }
-        let spec = kernel.spec();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(spec.name),
             source: wgpu::ShaderSource::Wgsl(self.source(kernel, vec4).into()),
         });
-        let mut constants: Vec<(&str, f64)> = vec![("WG", spec.workgroup_size as f64)];
+        let mut constants: Vec<(&str, f64)> = vec![("WG", f64::from(wg))];
         constants.extend(
             flags
                 .iter()
@@ -380,6 +385,9 @@ impl WalkKind {
     }
 }
 
+/// Workgroup sizes the planes walk chooses from, largest first.
+const PLANES_WORKGROUP_SIZES: [u64; 3] = [256, 128, 64];
+
 /// Planes shorter than this many items use the columns walk.
 const COLUMNS_BELOW: u32 = 64;
 /// Columns walk: aim for at least this many workgroups per block.
@@ -403,6 +411,8 @@ pub(crate) struct Plan {
     /// Whether the kernels read vec4 items.
     pub vec4: bool,
     pub walk: WalkKind,
+    /// Invocations per workgroup of the tensor passes.
+    pub wg: u32,
     pub blocks: Vec<Block>,
     /// Grid for one workgroup per channel.
     pub channel_grid: [u32; 2],
@@ -445,14 +455,34 @@ impl Plan {
             tasks: u64,
         }
         let mut regions = Vec::new();
-        let wg = u64::from(WG_TENSOR);
-        let chunk = match walk {
+        // Planes walk: as few segments per plane as K <= MAX_ITEMS_PER_INVOCATION allows, each
+        // just long enough to cover the plane; the workgroup size that leaves the fewest
+        // invocations idle (the largest within 5% of the best).
+        let planes_chunk = |wg: u64| {
+            let segments = plane64.div_ceil(wg * MAX_ITEMS_PER_INVOCATION).max(1);
+            (segments, wg * plane64.div_ceil(segments * wg).max(1))
+        };
+        let wg = match walk {
+            WalkKind::Columns => u64::from(WG_TENSOR),
             WalkKind::Planes => {
-                // As few segments per plane as K <= MAX_ITEMS_PER_INVOCATION allows, each as
-                // short as covers the plane, so that few invocations idle.
-                let segments = plane64.div_ceil(wg * MAX_ITEMS_PER_INVOCATION).max(1);
-                wg * plane64.div_ceil(segments * wg).max(1)
+                let slots = |wg: u64| {
+                    let (segments, chunk) = planes_chunk(wg);
+                    segments * chunk
+                };
+                let best = PLANES_WORKGROUP_SIZES
+                    .iter()
+                    .map(|&w| slots(w))
+                    .min()
+                    .unwrap_or(1);
+                PLANES_WORKGROUP_SIZES
+                    .iter()
+                    .copied()
+                    .find(|&w| slots(w) * 100 <= best * 105)
+                    .unwrap_or(u64::from(WG_TENSOR))
             }
+        };
+        let chunk = match walk {
+            WalkKind::Planes => planes_chunk(wg).1,
             WalkKind::Columns => {
                 let groups = (c64 * plane64).div_ceil(wg).max(1);
                 let blocks_wanted = COLUMN_TARGET_WORKGROUPS.div_ceil(groups);
@@ -572,6 +602,7 @@ impl Plan {
         Plan {
             vec4,
             walk,
+            wg: wg as u32,
             blocks,
             channel_grid: grid(c64, limits.max_grid),
         }
@@ -653,8 +684,8 @@ mod tests {
                 }
             }
             if plan.walk == WalkKind::Planes {
-                assert_eq!(p.chunk % WG_TENSOR, 0);
-                assert!(p.chunk / WG_TENSOR <= MAX_ITEMS_PER_INVOCATION as u32);
+                assert_eq!(p.chunk % plan.wg, 0);
+                assert!(p.chunk / plan.wg <= MAX_ITEMS_PER_INVOCATION as u32);
                 let segments = p.s_count.div_ceil(p.chunk);
                 assert_eq!(p.tasks, p.rows * segments);
             } else {

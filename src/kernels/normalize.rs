@@ -32,8 +32,7 @@ pub(crate) fn encode(
     let pipeline = kernels.pipeline(
         device,
         Kernel::Normalize,
-        plan.vec4,
-        Some(plan.walk),
+        Some(plan),
         &[("USE_RUNNING", use_running)],
     );
     pass.set_pipeline(&pipeline);

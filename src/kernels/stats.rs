@@ -37,13 +37,13 @@ pub(crate) fn encode(
     block_groups: &[wgpu::BindGroup],
     finalize_group: &wgpu::BindGroup,
 ) {
-    let stats = kernels.pipeline(device, Kernel::Stats, plan.vec4, Some(plan.walk), &[]);
+    let stats = kernels.pipeline(device, Kernel::Stats, Some(plan), &[]);
     pass.set_pipeline(&stats);
     for (block, group) in plan.blocks.iter().zip(block_groups) {
         pass.set_bind_group(0, group, &[]);
         pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
     }
-    let finalize = kernels.pipeline(device, Kernel::FinalizeStats, false, None, &[]);
+    let finalize = kernels.pipeline(device, Kernel::FinalizeStats, None, &[]);
     pass.set_pipeline(&finalize);
     pass.set_bind_group(0, finalize_group, &[]);
     pass.dispatch_workgroups(plan.channel_grid[0], plan.channel_grid[1], 1);

@@ -26,7 +26,7 @@ pub(crate) fn encode(
     pass: &mut wgpu::ComputePass<'_>,
     group: &wgpu::BindGroup,
 ) {
-    let pipeline = kernels.pipeline(device, Kernel::UpdateRunning, false, None, &[]);
+    let pipeline = kernels.pipeline(device, Kernel::UpdateRunning, None, &[]);
     pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, group, &[]);
     pass.dispatch_workgroups(1, 1, 1);
