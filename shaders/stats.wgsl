@@ -24,8 +24,12 @@ fn planes(inv: Invocation) {
     }
     let w = walk_start(task, inv.lid);
     var acc = vec4<f32>(0.0);
-    for (var i = w.first; i < min(w.len, w.first + w.steps * LANES); i += LANES) {
-        acc = welford_merge(acc, item_welford(x[w.base + i]));
+    for (var step = 0u; step < w.steps; step++) {
+        let i = w.first + step * LANES;
+        if i >= w.len {
+            break;
+        }
+        acc = welford_push(acc, item_welford(x[w.base + i]), step);
     }
     let total = reduce_workgroup(acc, inv);
     if inv.lid == 0u {
@@ -46,7 +50,7 @@ fn columns(
     var acc = vec4<f32>(0.0);
     var idx = col.idx;
     for (var r = col.row; r < col.end; r++) {
-        acc = welford_merge(acc, item_welford(x[idx]));
+        acc = welford_push(acc, item_welford(x[idx]), r - col.row);
         idx += p.row_stride;
     }
     partials[col.slot] = acc;

@@ -24,8 +24,9 @@ const REDUCE_WORKGROUP: &str = include_str!("../../shaders/reduce_workgroup.wgsl
 
 /// Invocations per workgroup of the kernels that walk the tensor.
 pub(crate) const WG_TENSOR: u32 = 256;
-/// At most this many items per invocation in the planes walk (keeps partial counts exact in f32
-/// and leaves enough workgroups for parallelism).
+/// At most this many items per invocation in the planes walk (at most 16, the length of the
+/// params' reciprocal table; keeps partial counts exact in f32 and leaves enough workgroups for
+/// parallelism).
 const MAX_ITEMS_PER_INVOCATION: u64 = 16;
 
 /// How a binding is used by a kernel.
@@ -353,6 +354,8 @@ pub(crate) struct Params {
     pub cumulative: u32,
     pub update_stats: u32,
     pub _pad: u32,
+    /// 1 / (i + 1) for i < 16: the merge ratios of `welford_push` in `common.wgsl`.
+    pub recip: [[f32; 4]; 4],
 }
 
 /// The limits the planner works within: the adapter's, or lower ones set through
@@ -392,7 +395,8 @@ const PLANES_WORKGROUP_SIZES: [u64; 3] = [256, 128, 64];
 const COLUMNS_BELOW: u32 = 64;
 /// Columns walk: aim for at least this many workgroups per block.
 const COLUMN_TARGET_WORKGROUPS: u64 = 128;
-/// Columns walk: at most this many rows per invocation.
+/// Columns walk: at most this many rows per invocation (at most 16, the length of the params'
+/// reciprocal table).
 const MAX_ROWS_PER_TASK: u64 = 8;
 
 /// One dispatch's share of a tensor: its params and grid, and the window of every tensor it
@@ -441,6 +445,7 @@ impl Plan {
             plane,
             row_stride: (row_items) as u32,
             count: n * s,
+            recip: std::array::from_fn(|i| std::array::from_fn(|j| 1.0 / (4 * i + j + 1) as f32)),
             ..Params::default()
         };
         // Regions (rows, channels, item range) in order, each with its partial-slot offset.
