@@ -7,7 +7,8 @@
 //! them, else wall clock around submit + wait), the effective bandwidth under the two-pass
 //! traffic model (training forward reads x twice and writes y: 12 bytes per element; eval
 //! forward 8; training backward reads x and dy twice and writes dx: 20; upload and readback 4),
-//! and the ratio of its time to the copy kernel's (8 bytes per element).
+//! and the ratio of its time to the copy kernel's (8 bytes per element): the median of the
+//! ratios to a copy of the same tensor timed right before each run.
 
 use std::time::Instant;
 
@@ -99,17 +100,26 @@ fn data(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Median of `reps` runs after one warm-up.
+type Timed<'a> = Box<dyn FnMut() -> wgpu_batchnorm::Result<f64> + 'a>;
+
+/// Median time of `reps` runs of `op` after one warm-up, and the median of the ratios to a copy
+/// run right before each: pairing keeps the ratio honest on a machine whose speed drifts.
 fn measure(
     reps: usize,
-    mut run: impl FnMut() -> wgpu_batchnorm::Result<f64>,
-) -> wgpu_batchnorm::Result<f64> {
-    run()?;
-    let mut samples = Vec::with_capacity(reps);
+    copy: &mut Timed<'_>,
+    op: &mut Timed<'_>,
+) -> wgpu_batchnorm::Result<(f64, f64)> {
+    copy()?;
+    op()?;
+    let mut times = Vec::with_capacity(reps);
+    let mut ratios = Vec::with_capacity(reps);
     for _ in 0..reps {
-        samples.push(run()?);
+        let c = copy()?;
+        let t = op()?;
+        times.push(t);
+        ratios.push(t / c);
     }
-    Ok(median(&mut samples))
+    Ok((median(&mut times), median(&mut ratios)))
 }
 
 fn bench_shape(
@@ -130,48 +140,60 @@ fn bench_shape(
     let gb = Tensor::empty(ctx, &[c])?;
     let mut bn = BatchNorm::new(ctx, flavor(shape), c, BatchNormOptions::default())?;
 
-    let copy_ms = measure(reps, || timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)))?;
+    let mut copy_run: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)));
     let mut rows = Vec::new();
-    let mut push = |op: &'static str, ms: f64, bytes_per_element: f64| {
+    let mut push = |op: &'static str, (ms, ratio): (f64, f64), bytes_per_element: f64| {
         rows.push(Row {
             shape: shape.to_vec(),
             op,
             median_ms: ms,
             gb_per_s: bytes_per_element * numel as f64 / (ms * 1e-3) / 1e9,
-            copy_ratio: ms / copy_ms,
+            copy_ratio: ratio,
         })
     };
-    push("copy", copy_ms, 8.0);
+    let mut copy_again: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)));
+    push("copy", measure(reps, &mut copy_run, &mut copy_again)?, 8.0);
 
     bn.train();
-    let train = measure(reps, || timer.time(ctx, |e| bn.encode_forward(e, &x, &y)))?;
-    push("train_forward", train, 12.0);
+    bn.forward_into(&x, &y)?;
+    let ops: [(&'static str, f64, bool); 3] = [
+        ("train_forward", 12.0, true),
+        ("train_backward", 20.0, true),
+        ("eval_forward", 8.0, false),
+    ];
+    for (op, bytes, training) in ops {
+        bn.set_training(training);
+        let bn = &mut bn;
+        let mut run: Timed = if op == "train_backward" {
+            Box::new(|| {
+                timer.time(ctx, |e| {
+                    bn.encode_backward(e, &dy, &dx, Some(&gw), Some(&gb))
+                })
+            })
+        } else {
+            Box::new(|| timer.time(ctx, |e| bn.encode_forward(e, &x, &y)))
+        };
+        push(op, measure(reps, &mut copy_run, &mut run)?, bytes);
+    }
 
-    let backward = measure(reps, || {
-        timer.time(ctx, |e| {
-            bn.encode_backward(e, &dy, &dx, Some(&gw), Some(&gb))
-        })
-    })?;
-    push("train_backward", backward, 20.0);
-
-    bn.eval();
-    let eval = measure(reps, || timer.time(ctx, |e| bn.encode_forward(e, &x, &y)))?;
-    push("eval_forward", eval, 8.0);
-
-    let upload = measure(reps, || {
+    let mut upload: Timed = Box::new(|| {
         let start = Instant::now();
         x.write(ctx, &host)?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
-    })?;
-    push("upload", upload, 4.0);
+    });
+    push("upload", measure(reps, &mut copy_run, &mut upload)?, 4.0);
 
     let mut sink = vec![0.0f32; numel];
-    let readback = measure(reps, || {
+    let mut readback: Timed = Box::new(|| {
         let start = Instant::now();
         y.read_into(ctx, &mut sink)?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
-    })?;
-    push("readback", readback, 4.0);
+    });
+    push(
+        "readback",
+        measure(reps, &mut copy_run, &mut readback)?,
+        4.0,
+    );
     Ok(rows)
 }
 
