@@ -353,6 +353,13 @@ fn staging_slots<'a>(
     slots
 }
 
+fn lock_staging(ctx: &Context) -> Result<std::sync::MutexGuard<'_, crate::context::Staging>> {
+    ctx.inner
+        .staging
+        .lock()
+        .map_err(|_| Error::Device("staging buffers poisoned".into()))
+}
+
 /// The staging chunk for a transfer of `size` bytes: small transfers get small buffers.
 fn chunk_for(size: u64) -> u64 {
     size.next_power_of_two().clamp(256, STAGING_CHUNK)
@@ -370,11 +377,7 @@ pub(crate) fn upload(ctx: &Context, buffer: &wgpu::Buffer, offset: u64, data: &[
             "writing needs BufferUsages::COPY_DST".into(),
         ));
     }
-    let mut staging = ctx
-        .inner
-        .staging
-        .lock()
-        .map_err(|_| Error::Device("staging buffers poisoned".into()))?;
+    let mut staging = lock_staging(ctx)?;
     ctx.scoped(|| {
         let chunk = chunk_for(size);
         let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
@@ -429,11 +432,7 @@ pub(crate) fn download(
             "reading back needs BufferUsages::COPY_SRC".into(),
         ));
     }
-    let mut staging = ctx
-        .inner
-        .staging
-        .lock()
-        .map_err(|_| Error::Device("staging buffers poisoned".into()))?;
+    let mut staging = lock_staging(ctx)?;
     ctx.scoped(|| {
         let chunk = chunk_for(size);
         let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;

@@ -3,25 +3,15 @@
 
 mod support;
 
-use support::golden::{per_channel_ratio, ratio, TOL};
+use support::support_check::{flavor_for, gradient_ratio};
 use support::Rng;
-use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
+use wgpu_batchnorm::reference::ReferenceBatchNorm;
 use wgpu_batchnorm::{
     BackwardArgs, BatchNorm, BatchNorm2d, BatchNormBackward, BatchNormOptions, Context, Error,
-    Flavor, SavedStats, Tensor,
+    SavedStats, Tensor,
 };
 
-fn flavor_for(rank: usize) -> Flavor {
-    match rank {
-        2 | 3 => Flavor::OneD,
-        4 => Flavor::TwoD,
-        _ => Flavor::ThreeD,
-    }
-}
-
-/// Worst err/allowed of grad_input, grad_weight and grad_bias against the reference, with the
-/// golden README's scales computed from the reference statistics.
-#[allow(clippy::too_many_arguments)]
+/// Runs the GPU backward for `dy` and compares it with the reference's.
 fn backward_ratio(
     ctx: &Context,
     gpu: &mut BatchNorm,
@@ -30,52 +20,10 @@ fn backward_ratio(
     dy: &[f32],
     shape: &[usize],
 ) -> f64 {
-    let dyt = Tensor::from_slice(ctx, dy, shape).unwrap();
-    let grads = gpu.backward(&dyt).unwrap();
-    let want = cpu.backward(x, shape, dy).unwrap();
-    let (mean, var) = cpu.last_stats.clone().unwrap();
-    let eps = cpu.options.eps;
-    let kappa_c = reference::kappa(&mean, &var, eps);
-    let k = 1.0 + kappa_c.iter().copied().fold(0.0, f64::max) / 30.0;
-    let (n, c) = (shape[0], shape[1]);
-    let s: usize = shape[2..].iter().product();
-    let mut gi_scale = 0.0;
-    let mut gw_scale = vec![0.0; c];
-    let mut gb_scale = vec![0.0; c];
-    for b in 0..n {
-        for ch in 0..c {
-            let invstd = 1.0 / (var[ch] + eps).sqrt();
-            for i in (b * c + ch) * s..(b * c + ch + 1) * s {
-                let g = f64::from(dy[i]);
-                let xhat = (f64::from(x[i]) - mean[ch]) * invstd;
-                gi_scale += (cpu.weight[ch] * invstd * g).powi(2);
-                gw_scale[ch] += g.abs() * (1.0 + xhat.abs());
-                gb_scale[ch] += g.abs();
-            }
-        }
-    }
-    let gx = grads.grad_input.to_vec(ctx).unwrap();
-    let diff = gx
-        .iter()
-        .zip(&want.grad_input)
-        .map(|(&g, &w)| (f64::from(g) - w).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let mut worst = ratio(diff, TOL * k * gi_scale.sqrt());
-    assert!(worst <= 1.0, "{shape:?}: grad_input err/allowed {worst}");
-    assert_eq!(grads.grad_weight.is_some(), cpu.options.affine);
-    if let (Some(gw), Some(gb)) = (&grads.grad_weight, &grads.grad_bias) {
-        let gw = gw.to_vec(ctx).unwrap();
-        let gb = gb.to_vec(ctx).unwrap();
-        let rw = per_channel_ratio(&gw, &want.grad_weight, |ch| {
-            TOL * (1.0 + kappa_c[ch] / 30.0) * gw_scale[ch]
-        });
-        let rb = per_channel_ratio(&gb, &want.grad_bias, |ch| TOL * gb_scale[ch]);
-        assert!(rw <= 1.0, "{shape:?}: grad_weight err/allowed {rw}");
-        assert!(rb <= 1.0, "{shape:?}: grad_bias err/allowed {rb}");
-        worst = worst.max(rw).max(rb);
-    }
-    worst
+    let grads = gpu
+        .backward(&Tensor::from_slice(ctx, dy, shape).unwrap())
+        .unwrap();
+    gradient_ratio(ctx, &grads, cpu, x, dy, shape)
 }
 
 /// A GPU module and a reference with the same random parameters and running statistics.

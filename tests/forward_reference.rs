@@ -4,17 +4,10 @@
 mod support;
 
 use support::golden::{per_channel_ratio, rel_l2_ratio, TOL};
+use support::support_check::flavor_for;
 use support::Rng;
 use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
 use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, Flavor, Tensor};
-
-fn flavor_for(rank: usize) -> Flavor {
-    match rank {
-        2 | 3 => Flavor::OneD,
-        4 => Flavor::TwoD,
-        _ => Flavor::ThreeD,
-    }
-}
 
 /// How a sequence's data are drawn.
 #[derive(Clone, Copy)]

@@ -66,20 +66,14 @@ pub(crate) fn encode_sums(
     use_running: bool,
 ) {
     let reduce = kernels.pipeline(device, Kernel::BackwardReduce, Some(plan), &[]);
-    pass.set_pipeline(&reduce);
-    for (block, group) in plan.blocks.iter().zip(block_groups) {
-        pass.set_bind_group(0, group, &[]);
-        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
-    }
+    super::dispatch_blocks(pass, &reduce, plan, block_groups);
     let finalize = kernels.pipeline(
         device,
         Kernel::BackwardFinalize,
         None,
         &[("USE_RUNNING", use_running)],
     );
-    pass.set_pipeline(&finalize);
-    pass.set_bind_group(0, finalize_group, &[]);
-    pass.dispatch_workgroups(plan.channel_grid[0], plan.channel_grid[1], 1);
+    super::dispatch_channels(pass, &finalize, plan, finalize_group);
 }
 
 /// Records the grad_input pass, one dispatch per block.
@@ -98,9 +92,5 @@ pub(crate) fn encode_input(
         Some(plan),
         &[("USE_RUNNING", use_running), ("HAS_WEIGHT", has_weight)],
     );
-    pass.set_pipeline(&pipeline);
-    for (block, group) in plan.blocks.iter().zip(block_groups) {
-        pass.set_bind_group(0, group, &[]);
-        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
-    }
+    super::dispatch_blocks(pass, &pipeline, plan, block_groups);
 }

@@ -630,6 +630,32 @@ impl Plan {
     }
 }
 
+/// Records one dispatch of `pipeline` per block of `plan`, each with its bind group.
+pub(crate) fn dispatch_blocks(
+    pass: &mut wgpu::ComputePass<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    plan: &Plan,
+    block_groups: &[wgpu::BindGroup],
+) {
+    pass.set_pipeline(pipeline);
+    for (block, group) in plan.blocks.iter().zip(block_groups) {
+        pass.set_bind_group(0, group, &[]);
+        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
+    }
+}
+
+/// Records one dispatch of `pipeline` with one workgroup per channel.
+pub(crate) fn dispatch_channels(
+    pass: &mut wgpu::ComputePass<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    plan: &Plan,
+    group: &wgpu::BindGroup,
+) {
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, group, &[]);
+    pass.dispatch_workgroups(plan.channel_grid[0], plan.channel_grid[1], 1);
+}
+
 /// Folds `workgroups` into a 2-D grid whose x dimension stays within `max_dim`; kernels recover
 /// the linear index and skip the overhang.
 pub(crate) fn grid(workgroups: u64, max_dim: u32) -> [u32; 2] {

@@ -35,9 +35,5 @@ pub(crate) fn encode(
         Some(plan),
         &[("USE_RUNNING", use_running)],
     );
-    pass.set_pipeline(&pipeline);
-    for (block, group) in plan.blocks.iter().zip(block_groups) {
-        pass.set_bind_group(0, group, &[]);
-        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
-    }
+    super::dispatch_blocks(pass, &pipeline, plan, block_groups);
 }

@@ -38,13 +38,7 @@ pub(crate) fn encode(
     finalize_group: &wgpu::BindGroup,
 ) {
     let stats = kernels.pipeline(device, Kernel::Stats, Some(plan), &[]);
-    pass.set_pipeline(&stats);
-    for (block, group) in plan.blocks.iter().zip(block_groups) {
-        pass.set_bind_group(0, group, &[]);
-        pass.dispatch_workgroups(block.grid[0], block.grid[1], 1);
-    }
+    super::dispatch_blocks(pass, &stats, plan, block_groups);
     let finalize = kernels.pipeline(device, Kernel::FinalizeStats, None, &[]);
-    pass.set_pipeline(&finalize);
-    pass.set_bind_group(0, finalize_group, &[]);
-    pass.dispatch_workgroups(plan.channel_grid[0], plan.channel_grid[1], 1);
+    super::dispatch_channels(pass, &finalize, plan, finalize_group);
 }
