@@ -585,14 +585,14 @@ impl BatchNorm {
 
     // ----- backward ----------------------------------------------------------------------
 
-    /// The saved statistics and input of the last forward, checked against the module's state.
-    fn backward_args<'a>(
-        &'a self,
-        grad_output: &'a Tensor,
-        grad_input: &'a Tensor,
-        grad_weight: Option<&'a Tensor>,
-        grad_bias: Option<&'a Tensor>,
-    ) -> Result<BackwardArgs<'a>> {
+    /// The last forward's input and whether it used batch statistics, after checking that
+    /// backward can run on it.
+    fn check_backward(
+        &self,
+        grad_output: &Tensor,
+        grad_weight: Option<&Tensor>,
+        grad_bias: Option<&Tensor>,
+    ) -> Result<(Tensor, bool)> {
         let last = self.last_forward.as_ref().ok_or_else(|| {
             Error::Backward("no forward to differentiate: call forward first".into())
         })?;
@@ -614,27 +614,7 @@ impl BatchNorm {
                 "grad_weight / grad_bias: the module has affine = false".into(),
             ));
         }
-        let stats = if last.batch_stats {
-            SavedStats::Batch {
-                save_mean: &self.save_mean,
-                save_invstd: &self.save_invstd,
-            }
-        } else {
-            SavedStats::Running {
-                running_mean: &self.running_mean,
-                running_var: &self.running_var,
-                eps: self.options.eps,
-            }
-        };
-        Ok(BackwardArgs {
-            x: &last.x,
-            grad_output,
-            weight: self.options.affine.then_some(&self.weight),
-            stats,
-            grad_input,
-            grad_weight,
-            grad_bias,
-        })
+        Ok((last.x.clone(), last.batch_stats))
     }
 
     /// Gradients of the last forward for `grad_output` (PyTorch's `y.backward(grad_output)`),
@@ -708,12 +688,29 @@ impl BatchNorm {
         grad_weight: Option<&Tensor>,
         grad_bias: Option<&Tensor>,
     ) -> Result<()> {
-        let mut workspace = std::mem::replace(&mut self.workspace, Workspace::new(&self.ctx));
-        let result = self
-            .backward_args(grad_output, grad_input, grad_weight, grad_bias)
-            .and_then(|args| backward::encode(&self.ctx, &mut workspace, encoder, &args));
-        self.workspace = workspace;
-        result
+        let (x, batch_stats) = self.check_backward(grad_output, grad_weight, grad_bias)?;
+        let stats = if batch_stats {
+            SavedStats::Batch {
+                save_mean: &self.save_mean,
+                save_invstd: &self.save_invstd,
+            }
+        } else {
+            SavedStats::Running {
+                running_mean: &self.running_mean,
+                running_var: &self.running_var,
+                eps: self.options.eps,
+            }
+        };
+        let args = BackwardArgs {
+            x: &x,
+            grad_output,
+            weight: self.options.affine.then_some(&self.weight),
+            stats,
+            grad_input,
+            grad_weight,
+            grad_bias,
+        };
+        backward::encode(&self.ctx, &mut self.workspace, encoder, &args)
     }
 
     // ----- parameters and buffers -------------------------------------------------------
