@@ -890,6 +890,12 @@ impl BatchNorm {
     pub fn cached_bind_groups(&self) -> usize {
         self.workspace.cached_bind_groups()
     }
+
+    /// How many scratch and parameter GPU buffers the module has created since it was built
+    /// (for steady-state checks: repeated calls on the same shapes create none).
+    pub fn buffers_created(&self) -> usize {
+        self.workspace.buffers_created()
+    }
 }
 
 /// The module's parameters, buffers and saved statistics as GPU tensors; see

@@ -47,6 +47,8 @@ pub(crate) struct Workspace {
     /// Per-channel buffers by purpose, grown to the largest channel count seen.
     channel_scratch: HashMap<&'static str, wgpu::Buffer>,
     binds: BindCache,
+    /// GPU buffers this workspace has created (params, partials, scratch).
+    buffers_created: usize,
 }
 
 /// At most this many shapes keep their params buffer; a full cache starts over.
@@ -60,6 +62,7 @@ impl Workspace {
             partials: None,
             channel_scratch: HashMap::new(),
             binds: BindCache::default(),
+            buffers_created: 0,
         }
     }
 
@@ -74,7 +77,9 @@ impl Workspace {
         }
         let limits = *self.ctx.limits();
         let plan = (!key.is_empty()).then(|| Plan::new(key.n, key.c, key.s, key.vec4_ok, &limits));
-        let finish = |mut params: Params| {
+        let mut created = 0;
+        let mut finish = |mut params: Params| {
+            created += 1;
             params.eps = f32::from_bits(key.eps);
             params.momentum = key.momentum.map(f32::from_bits).unwrap_or(0.0);
             params.cumulative = u32::from(key.momentum.is_none());
@@ -101,6 +106,7 @@ impl Workspace {
                 ..Params::default()
             }),
         };
+        self.buffers_created += created;
         let prepared = Prepared {
             plan,
             blocks,
@@ -116,6 +122,7 @@ impl Workspace {
         if let Some(b) = self.partials.as_ref().filter(|b| b.size() >= bytes) {
             return Binding::whole(b);
         }
+        self.buffers_created += 1;
         let buffer = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("partials"),
             size: bytes,
@@ -139,6 +146,7 @@ impl Workspace {
         {
             return Binding::whole(b);
         }
+        self.buffers_created += 1;
         let buffer = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(purpose),
             size: bytes,
@@ -164,5 +172,10 @@ impl Workspace {
     /// Number of cached bind groups (for steady-state checks).
     pub fn cached_bind_groups(&self) -> usize {
         self.binds.len()
+    }
+
+    /// Number of GPU buffers created so far (for steady-state checks).
+    pub fn buffers_created(&self) -> usize {
+        self.buffers_created
     }
 }

@@ -409,6 +409,8 @@ fn repeated_backward_creates_no_new_pipelines_or_bind_groups() {
     }
     let pipelines = ctx.pipelines_created();
     let groups = bn.cached_bind_groups();
+    let buffers = bn.buffers_created();
+    assert!(buffers > 0 && groups > 0);
     for i in 0..6 {
         bn.set_training(i % 2 == 0);
         bn.forward_into(&x, &y).unwrap();
@@ -416,4 +418,5 @@ fn repeated_backward_creates_no_new_pipelines_or_bind_groups() {
     }
     assert_eq!(ctx.pipelines_created(), pipelines);
     assert_eq!(bn.cached_bind_groups(), groups);
+    assert_eq!(bn.buffers_created(), buffers);
 }

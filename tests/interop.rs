@@ -114,12 +114,15 @@ fn repeated_forwards_create_no_new_pipelines_or_bind_groups() {
     bn.train();
     let pipelines = ctx.pipelines_created();
     let bindings = bn.cached_bind_groups();
+    let buffers = bn.buffers_created();
+    assert!(buffers > 0 && bindings > 0);
     for i in 0..10 {
         bn.set_training(i % 2 == 0);
         bn.forward_into(&x, &y).unwrap();
     }
     assert_eq!(ctx.pipelines_created(), pipelines);
     assert_eq!(bn.cached_bind_groups(), bindings);
+    assert_eq!(bn.buffers_created(), buffers);
 }
 
 #[test]
