@@ -16,9 +16,9 @@ use crate::workspace::Workspace;
 pub struct Gradients {
     /// dL/dx, the shape of the forward input.
     pub grad_input: Tensor,
-    /// dL/dweight, shape [C] (None when affine = false).
+    /// dL/dweight, shape `[C]` (None when affine = false).
     pub grad_weight: Option<Tensor>,
-    /// dL/dbias, shape [C] (None when affine = false).
+    /// dL/dbias, shape `[C]` (None when affine = false).
     pub grad_bias: Option<Tensor>,
 }
 
@@ -26,14 +26,14 @@ pub struct Gradients {
 #[derive(Clone, Copy, Debug)]
 pub enum SavedStats<'a> {
     /// Batch statistics (training, or eval without running stats): the forward's `save_mean`
-    /// and `save_invstd`, shape [C]. The gradient flows through the statistics.
+    /// and `save_invstd`, shape `[C]`. The gradient flows through the statistics.
     Batch {
         /// Per-channel batch mean.
         save_mean: &'a Tensor,
         /// Per-channel `1 / sqrt(biased var + eps)`.
         save_invstd: &'a Tensor,
     },
-    /// Running statistics (eval with tracked buffers), shape [C]; they are constants.
+    /// Running statistics (eval with tracked buffers), shape `[C]`; they are constants.
     Running {
         /// `running_mean`.
         running_mean: &'a Tensor,
@@ -51,15 +51,15 @@ pub struct BackwardArgs<'a> {
     pub x: &'a Tensor,
     /// dL/dy, same shape as `x`.
     pub grad_output: &'a Tensor,
-    /// The forward's weight, shape [C]; None means 1 (affine = false).
+    /// The forward's weight, shape `[C]`; None means 1 (affine = false).
     pub weight: Option<&'a Tensor>,
     /// The statistics the forward normalized with.
     pub stats: SavedStats<'a>,
     /// Output: dL/dx, same shape as `x`, overlapping neither `x` nor `grad_output`.
     pub grad_input: &'a Tensor,
-    /// Output: dL/dweight, shape [C], if wanted.
+    /// Output: dL/dweight, shape `[C]`, if wanted.
     pub grad_weight: Option<&'a Tensor>,
-    /// Output: dL/dbias, shape [C], if wanted.
+    /// Output: dL/dbias, shape `[C]`, if wanted.
     pub grad_bias: Option<&'a Tensor>,
 }
 

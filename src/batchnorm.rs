@@ -198,7 +198,7 @@ pub struct BatchNorm {
     last_forward: Option<LastForward>,
 }
 
-/// A [C] tensor with the given contents (at least 16 bytes of buffer).
+/// A `[C]` tensor with the given contents (at least 16 bytes of buffer).
 fn channel_tensor(ctx: &Context, label: &str, values: &[f32]) -> Tensor {
     let contents: &[u8] = if values.is_empty() {
         &[0u8; 16]
@@ -653,7 +653,7 @@ impl BatchNorm {
     }
 
     /// Like [`BatchNorm::backward`], into caller-given tensors (`grad_weight` / `grad_bias` of
-    /// shape [C], each optional); blocks until done.
+    /// shape `[C]`, each optional); blocks until done.
     pub fn backward_into(
         &mut self,
         grad_output: &Tensor,
@@ -872,7 +872,7 @@ impl BatchNorm {
     }
 
     /// The GPU tensors of `weight`, `bias`, `running_mean`, `running_var`, `save_mean` and
-    /// `save_invstd` (shape [C] each), for use in the caller's own kernels or with
+    /// `save_invstd` (shape `[C]` each), for use in the caller's own kernels or with
     /// [`crate::BatchNormBackward`]. Writing them directly bypasses the module's change
     /// tracking: call forward again before backward.
     pub fn tensors(&self) -> ModuleTensors<'_> {

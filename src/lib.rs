@@ -19,11 +19,15 @@
 //! Users who own a device wrap it with [`Context::from_device`] and record work into their own
 //! encoder with [`BatchNorm::encode_forward`].
 //!
-//! How it runs: a statistics pass writes per-workgroup Welford partials (count, mean, M2), a
-//! small pass merges them per channel with Chan's formula, one fused pass computes
+//! Backward: [`BatchNorm::backward`] (or [`BatchNorm::encode_backward`]) differentiates the
+//! last forward; [`BatchNormBackward`] is the functional form for users with their own autograd.
+//!
+//! How it runs: a statistics pass writes Welford partials (count, mean, M2), a small pass merges
+//! them per channel with Chan's formula (never `E[x^2] - E[x]^2`), one fused pass computes
 //! `y = (x - mean) * (invstd * weight) + bias`, and a separate one-workgroup dispatch updates
-//! the running statistics. Every workgroup works inside one channel, so no kernel divides per
-//! element to find a channel.
+//! the running statistics. Workgroups work inside one channel (a plane segment) or invocations
+//! own one item column, so no kernel divides per element to find a channel. Tensors larger than
+//! one storage binding are processed in windows. `BENCHMARKS.md` has the measured speed.
 
 #![warn(missing_docs)]
 
