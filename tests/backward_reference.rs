@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::support_check::{flavor_for, gradient_ratio};
+use support::checks::{flavor_for, gradient_ratio};
 use support::Rng;
 use wgpu_batchnorm::reference::ReferenceBatchNorm;
 use wgpu_batchnorm::{

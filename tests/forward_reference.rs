@@ -3,8 +3,8 @@
 
 mod support;
 
+use support::checks::flavor_for;
 use support::golden::{per_channel_ratio, rel_l2_ratio, TOL};
-use support::support_check::flavor_for;
 use support::Rng;
 use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
 use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, Flavor, Tensor};

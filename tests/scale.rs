@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::support_check::check_forward_backward;
+use support::checks::check_forward_backward;
 use wgpu_batchnorm::{Context, ContextOptions};
 
 fn lowered(disable_subgroups: bool) -> Context {

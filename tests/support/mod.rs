@@ -92,7 +92,7 @@ pub fn widen(v: &[f32]) -> Vec<f64> {
 }
 
 /// Forward and backward checks against the f64 reference, shared by the scale tests.
-pub mod support_check {
+pub mod checks {
     use super::golden::{per_channel_ratio, ratio, rel_l2_ratio, TOL};
     use super::Rng;
     use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
