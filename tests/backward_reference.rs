@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::checks::{flavor_for, gradient_ratio};
+use support::checks::{flavor_for, gradient_ratio, module_pair, set_running};
 use support::Rng;
 use wgpu_batchnorm::reference::ReferenceBatchNorm;
 use wgpu_batchnorm::{
@@ -27,30 +27,18 @@ fn backward_ratio(
 }
 
 /// A GPU module and a reference with the same random parameters and running statistics.
-fn module_pair(
+fn random_pair(
     ctx: &Context,
     shape: &[usize],
     options: BatchNormOptions,
     rng: &mut Rng,
 ) -> (BatchNorm, ReferenceBatchNorm) {
-    let c = shape[1];
-    let mut gpu = BatchNorm::new(ctx, flavor_for(shape.len()), c, options).unwrap();
-    let mut cpu = ReferenceBatchNorm::new(c, options);
-    if options.affine {
-        let w = rng.vec_f32(c, -0.5, 2.0);
-        let b = rng.vec_f32(c, -1.0, 1.0);
-        gpu.set_weight(&w).unwrap();
-        gpu.set_bias(&b).unwrap();
-        cpu.weight = support::widen(&w);
-        cpu.bias = support::widen(&b);
-    }
+    let (mut gpu, mut cpu) = module_pair(ctx, shape, options, rng);
     if options.track_running_stats {
+        let c = shape[1];
         let rm = rng.vec_f32(c, -1.0, 1.0);
         let rv = rng.vec_f32(c, 0.5, 2.0);
-        gpu.set_running_mean(&rm).unwrap();
-        gpu.set_running_var(&rv).unwrap();
-        cpu.running_mean = support::widen(&rm);
-        cpu.running_var = support::widen(&rv);
+        set_running(&mut gpu, &mut cpu, &rm, &rv);
     }
     (gpu, cpu)
 }
@@ -109,7 +97,7 @@ fn random_shapes_match_the_reference_in_every_mode() {
         for (i, shape) in shapes.iter().enumerate() {
             for (j, options) in variants.iter().enumerate() {
                 let mut rng = Rng::new(1000 + 10 * i as u64 + j as u64);
-                let (mut gpu, mut cpu) = module_pair(&ctx, shape, *options, &mut rng);
+                let (mut gpu, mut cpu) = random_pair(&ctx, shape, *options, &mut rng);
                 let c = shape[1];
                 let means: Vec<f64> = (0..c).map(|_| rng.range(-1.5, 1.5)).collect();
                 let stds: Vec<f64> = (0..c).map(|_| rng.range(0.5, 2.0)).collect();
@@ -132,7 +120,7 @@ fn a_constant_channel_has_a_large_but_finite_gradient() {
     for (label, ctx) in support::contexts() {
         let shape = [4, 3, 6, 5];
         let mut rng = Rng::new(77);
-        let (mut gpu, mut cpu) = module_pair(&ctx, &shape, BatchNormOptions::default(), &mut rng);
+        let (mut gpu, mut cpu) = random_pair(&ctx, &shape, BatchNormOptions::default(), &mut rng);
         let mut x = rng.channel_data(&shape, &[0.0, 1.0, -1.0], &[1.0, 1.0, 1.0]);
         for b in 0..4 {
             for v in &mut x[(b * 3 + 1) * 30..(b * 3 + 2) * 30] {

@@ -3,10 +3,10 @@
 
 mod support;
 
-use support::checks::flavor_for;
+use support::checks::{module_pair, set_running};
 use support::golden::{per_channel_ratio, rel_l2_ratio, TOL};
 use support::Rng;
-use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
+use wgpu_batchnorm::reference;
 use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, Flavor, Tensor};
 
 /// How a sequence's data are drawn.
@@ -37,16 +37,7 @@ fn run_sequence(
 ) -> f64 {
     let c = shape[1];
     let mut rng = Rng::new(seed);
-    let mut gpu = BatchNorm::new(ctx, flavor_for(shape.len()), c, options).unwrap();
-    let mut cpu = ReferenceBatchNorm::new(c, options);
-    if options.affine {
-        let w = rng.vec_f32(c, -0.5, 2.0);
-        let b = rng.vec_f32(c, -1.0, 1.0);
-        gpu.set_weight(&w).unwrap();
-        gpu.set_bias(&b).unwrap();
-        cpu.weight = support::widen(&w);
-        cpu.bias = support::widen(&b);
-    }
+    let (mut gpu, mut cpu) = module_pair(ctx, shape, options, &mut rng);
     let means: Vec<f64> = (0..c)
         .map(|_| rng.range(data.mean_lo, data.mean_hi))
         .collect();
@@ -63,10 +54,7 @@ fn run_sequence(
             .iter()
             .map(|&s| (s * s * rng.range(0.5, 2.0)) as f32)
             .collect();
-        gpu.set_running_mean(&rm).unwrap();
-        gpu.set_running_var(&rv).unwrap();
-        cpu.running_mean = support::widen(&rm);
-        cpu.running_var = support::widen(&rv);
+        set_running(&mut gpu, &mut cpu, &rm, &rv);
     }
     let mut worst: f64 = 0.0;
     for (step, &training) in modes.iter().enumerate() {

@@ -106,6 +106,36 @@ pub mod checks {
         }
     }
 
+    /// A GPU module and a reference of `shape`'s flavor, with the same random weight and bias
+    /// (when affine) and the initial running statistics.
+    pub fn module_pair(
+        ctx: &Context,
+        shape: &[usize],
+        options: BatchNormOptions,
+        rng: &mut Rng,
+    ) -> (BatchNorm, ReferenceBatchNorm) {
+        let c = shape[1];
+        let mut gpu = BatchNorm::new(ctx, flavor_for(shape.len()), c, options).unwrap();
+        let mut cpu = ReferenceBatchNorm::new(c, options);
+        if options.affine {
+            let w = rng.vec_f32(c, -0.5, 2.0);
+            let b = rng.vec_f32(c, -1.0, 1.0);
+            gpu.set_weight(&w).unwrap();
+            gpu.set_bias(&b).unwrap();
+            cpu.weight = super::widen(&w);
+            cpu.bias = super::widen(&b);
+        }
+        (gpu, cpu)
+    }
+
+    /// Sets the same running statistics on both modules.
+    pub fn set_running(gpu: &mut BatchNorm, cpu: &mut ReferenceBatchNorm, rm: &[f32], rv: &[f32]) {
+        gpu.set_running_mean(rm).unwrap();
+        gpu.set_running_var(rv).unwrap();
+        cpu.running_mean = super::widen(rm);
+        cpu.running_var = super::widen(rv);
+    }
+
     /// Worst err/allowed of the GPU's gradients against the reference's for the reference's
     /// last forward (input `x`), with the golden README's scales computed from the reference
     /// statistics; asserts each is within tolerance.
@@ -170,14 +200,7 @@ pub mod checks {
         let c = shape[1];
         let options = BatchNormOptions::default();
         let mut rng = Rng::new(seed);
-        let mut gpu = BatchNorm::new(ctx, flavor_for(shape.len()), c, options).unwrap();
-        let mut cpu = ReferenceBatchNorm::new(c, options);
-        let w = rng.vec_f32(c, 0.5, 1.5);
-        let b = rng.vec_f32(c, -1.0, 1.0);
-        gpu.set_weight(&w).unwrap();
-        gpu.set_bias(&b).unwrap();
-        cpu.weight = super::widen(&w);
-        cpu.bias = super::widen(&b);
+        let (mut gpu, mut cpu) = module_pair(ctx, shape, options, &mut rng);
         let means: Vec<f64> = (0..c).map(|_| rng.range(-1.5, 1.5)).collect();
         let stds: Vec<f64> = (0..c).map(|_| rng.range(0.5, 2.0)).collect();
         let mut worst: f64 = 0.0;
