@@ -10,7 +10,7 @@
 //           the block's window; 4 mean, 5 spread (save_mean / save_invstd, or running_mean /
 //           running_var), 6 weight: array<f32> (read, C entries), 7 coef: array<vec2<f32>>
 //           (read, C entries).
-// Dispatch: as stats.wgsl, entry points `planes` and `columns`.
+// Dispatch: as stats.wgsl, entry points `planes`, `runs` and `columns`.
 
 @group(0) @binding(1) var<storage, read> x: array<Item>;
 @group(0) @binding(2) var<storage, read> dy: array<Item>;
@@ -83,5 +83,27 @@ fn columns(
             dx[idx] = dy[idx] * a.x - a.y - (x[idx] - m) * a.w;
         }
         idx += p.row_stride;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn runs(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let r = run_start(linear_workgroup(wid, nwg), lid);
+    if !r.valid {
+        return;
+    }
+    let a = coefficients(r.channel);
+    let m = Item(a.z);
+    for (var i = r.lane; i < p.s_count; i += LANES) {
+        let at = r.base + i;
+        if USE_RUNNING {
+            dx[at] = dy[at] * a.x;
+        } else {
+            dx[at] = dy[at] * a.x - a.y - (x[at] - m) * a.w;
+        }
     }
 }

@@ -6,7 +6,7 @@
 // Bindings: 0 params (uniform), 1 x, 2 dy: array<Item> (read, the block's window),
 //           3 mean: array<f32> (read, C entries), 4 partials: array<vec4<f32>> (write,
 //           C * total_tasks entries).
-// Dispatch: as stats.wgsl, entry points `planes` and `columns`.
+// Dispatch: as stats.wgsl, entry points `planes`, `runs` and `columns`.
 
 @group(0) @binding(1) var<storage, read> x: array<Item>;
 @group(0) @binding(2) var<storage, read> dy: array<Item>;
@@ -60,4 +60,33 @@ fn columns(
         idx += p.row_stride;
     }
     partials[col.slot] = vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0);
+}
+
+@compute @workgroup_size(WG)
+fn runs(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let r = run_start(linear_workgroup(wid, nwg), lid);
+    var sum_dy = 0.0;
+    var sum_dy_xmu = 0.0;
+    if r.valid {
+        let m = Item(mean[r.channel]);
+        for (var i = r.lane; i < p.s_count; i += LANES) {
+            let g = dy[r.base + i];
+            sum_dy += item_sum(g);
+            sum_dy_xmu += item_sum(g * (x[r.base + i] - m));
+        }
+    }
+    let acc = vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0);
+    scratch[lid] = acc;
+    workgroupBarrier();
+    if r.valid && r.lane == 0u {
+        var total = acc;
+        for (var k = 1u; k < LANES; k++) {
+            total += scratch[lid + k];
+        }
+        partials[r.slot] = total;
+    }
 }

@@ -10,10 +10,11 @@
 // [s_begin, s_begin + s_count) of each plane; the bindings start at item `bind_base` of the
 // tensor. Small tensors are one block.
 //
-// Two walks, chosen by the host per shape:
+// Three walks, chosen by the host per shape:
 // - planes (entry point `planes`): a workgroup works on one segment of one plane (so inside one
 //   channel, with no per-element division), each invocation on K items;
-// - columns (entry point `columns`, for short planes): an invocation owns one item column
+// - runs (entry point `runs`, for planes shorter than a workgroup): LANES invocations per plane;
+// - columns (entry point `columns`, for planes of a few items): an invocation owns one item column
 //   (channel, item within the plane) and walks down `rows_per_task` rows; loads of neighbouring
 //   invocations are contiguous, and the channel is found with one division per invocation.
 
@@ -108,6 +109,32 @@ fn walk_start(task: u32, lid: u32) -> Walk {
     let run = lid / LANES;
     w.first = run * LANES * w.steps + (lid - run * LANES);
     return w;
+}
+
+// ---- runs walk ------------------------------------------------------------------------------
+//
+// For planes shorter than a workgroup: each run of LANES consecutive invocations owns one whole
+// plane and steps through it LANES items at a time; a workgroup covers WG / LANES consecutive
+// planes, in memory order. One partial per plane.
+
+struct Run {
+    valid: bool,
+    channel: u32,   // global channel
+    slot: u32,      // partial index of this plane
+    base: u32,      // index into the bound arrays of the plane's first item
+    lane: u32,      // position within the run
+}
+
+fn run_start(wg: u32, lid: u32) -> Run {
+    var r: Run;
+    let index = wg * (WG / LANES) + lid / LANES;
+    r.valid = index < p.rows * p.dispatch_channels;
+    let n = index / p.dispatch_channels;
+    r.channel = p.channel_begin + (index - n * p.dispatch_channels);
+    r.slot = r.channel * p.total_tasks + p.task_offset + n;
+    r.base = (p.row_begin + n) * p.row_stride + r.channel * p.plane + p.s_begin - p.bind_base;
+    r.lane = lid % LANES;
+    return r;
 }
 
 // ---- columns walk --------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 //           running_var, and invstd = 1 / sqrt(running_var + eps).
 // Bindings: 0 params (uniform), 1 x: array<Item> (read), 2 y: array<Item> (write), both the
 //           block's window; 3 mean, 4 spread, 5 weight, 6 bias: array<f32>, C entries (read).
-// Dispatch: as stats.wgsl, entry points `planes` and `columns`.
+// Dispatch: as stats.wgsl, entry points `planes`, `runs` and `columns`.
 
 @group(0) @binding(1) var<storage, read> x: array<Item>;
 @group(0) @binding(2) var<storage, read_write> y: array<Item>;
@@ -59,5 +59,23 @@ fn columns(
     for (var r = col.row; r < col.end; r++) {
         y[idx] = (x[idx] - m) * k.y + k.z;
         idx += p.row_stride;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn runs(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let r = run_start(linear_workgroup(wid, nwg), lid);
+    if !r.valid {
+        return;
+    }
+    let k = coefficients(r.channel);
+    let m = Item(k.x);
+    for (var i = r.lane; i < p.s_count; i += LANES) {
+        let at = r.base + i;
+        y[at] = (x[at] - m) * k.y + k.z;
     }
 }

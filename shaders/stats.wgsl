@@ -2,12 +2,14 @@
 //
 // Computes: per task, the (count, mean, M2) of its values, merged with Chan's formula.
 //           `planes`: a task is one segment of one plane (workgroup-reduced);
+//           `runs`: a task is one plane (LANES invocations, merged through workgroup memory);
 //           `columns`: a task is one item column over `chunk` rows (one invocation, no
 //           reduction). Partial slots are laid out channel-major: channel * total_tasks + ...
 // Bindings: 0 params (uniform), 1 x: array<Item> (read, the block's window),
 //           2 partials: array<vec4<f32>> (write, C * total_tasks entries).
-// Dispatch: `planes`: dispatch_channels * tasks workgroups; `columns`: column groups x row
-//           blocks; both folded into a 2-D grid.
+// Dispatch: `planes`: dispatch_channels * tasks workgroups; `runs`: rows * dispatch_channels
+//           / (WG / LANES) workgroups; `columns`: column groups x row blocks; all folded into a
+//           2-D grid.
 
 @group(0) @binding(1) var<storage, read> x: array<Item>;
 @group(0) @binding(2) var<storage, read_write> partials: array<vec4<f32>>;
@@ -54,4 +56,30 @@ fn columns(
         idx += p.row_stride;
     }
     partials[col.slot] = acc;
+}
+
+@compute @workgroup_size(WG)
+fn runs(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let r = run_start(linear_workgroup(wid, nwg), lid);
+    var acc = vec4<f32>(0.0);
+    if r.valid {
+        var step = 0u;
+        for (var i = r.lane; i < p.s_count; i += LANES) {
+            acc = welford_push(acc, item_welford(x[r.base + i]), step);
+            step++;
+        }
+    }
+    scratch[lid] = acc;
+    workgroupBarrier();
+    if r.valid && r.lane == 0u {
+        var total = acc;
+        for (var k = 1u; k < LANES; k++) {
+            total = welford_merge(total, scratch[lid + k]);
+        }
+        partials[r.slot] = total;
+    }
 }

@@ -375,6 +375,8 @@ pub(crate) struct KernelLimits {
 pub(crate) enum WalkKind {
     /// Workgroups inside one channel, over chunks of consecutive items.
     Planes,
+    /// Runs of LANES invocations, one plane each (planes shorter than a workgroup).
+    Runs,
     /// One invocation per item column, down the rows (short planes).
     Columns,
 }
@@ -383,6 +385,7 @@ impl WalkKind {
     pub fn entry_point(self) -> &'static str {
         match self {
             WalkKind::Planes => "planes",
+            WalkKind::Runs => "runs",
             WalkKind::Columns => "columns",
         }
     }
@@ -391,8 +394,13 @@ impl WalkKind {
 /// Workgroup sizes the planes walk chooses from, largest first.
 const PLANES_WORKGROUP_SIZES: [u64; 3] = [256, 128, 64];
 
-/// Planes shorter than this many items use the columns walk.
+/// Planes shorter than this many items use the runs walk (at most 128 = 16 * LANES, so a
+/// run's steps fit the params' reciprocal table), ...
 const COLUMNS_BELOW: u32 = 64;
+/// ... or, below this many items (fewer than a run's lanes), the columns walk.
+const RUNS_FROM: u32 = LANES;
+/// Invocations per run (`LANES` in `common.wgsl`): lavapipe's SIMD width.
+const LANES: u32 = 8;
 /// Columns walk: aim for at least this many workgroups per block.
 const COLUMN_TARGET_WORKGROUPS: u64 = 128;
 /// Columns walk: at most this many rows per invocation (at most 16, the length of the params'
@@ -435,10 +443,12 @@ impl Plan {
         // A window may start up to `align` bytes before its first item.
         let window_items = (limits.max_binding.saturating_sub(limits.align) / item_bytes).max(1);
         let whole = n64 * row_items * item_bytes <= limits.max_binding;
-        let walk = if plane < COLUMNS_BELOW && (whole || plane64 <= window_items) {
-            WalkKind::Columns
-        } else {
+        let walk = if plane >= COLUMNS_BELOW || !(whole || plane64 <= window_items) {
             WalkKind::Planes
+        } else if plane >= RUNS_FROM {
+            WalkKind::Runs
+        } else {
+            WalkKind::Columns
         };
         let base = Params {
             channels: c,
@@ -468,7 +478,7 @@ impl Plan {
             (segments, wg * plane64.div_ceil(segments * wg).max(1))
         };
         let wg = match walk {
-            WalkKind::Columns => u64::from(WG_TENSOR),
+            WalkKind::Columns | WalkKind::Runs => u64::from(WG_TENSOR),
             WalkKind::Planes => {
                 let slots = |wg: u64| {
                     let (segments, chunk) = planes_chunk(wg);
@@ -493,9 +503,12 @@ impl Plan {
                 let blocks_wanted = COLUMN_TARGET_WORKGROUPS.div_ceil(groups);
                 n64.div_ceil(blocks_wanted).clamp(1, MAX_ROWS_PER_TASK)
             }
+            // A run covers its whole plane.
+            WalkKind::Runs => plane64,
         };
         let tasks_of = |rows: u64, s_count: u64| match walk {
             WalkKind::Planes => rows * s_count.div_ceil(chunk).max(1),
+            WalkKind::Runs => rows,
             WalkKind::Columns => rows.div_ceil(chunk).max(1) * s_count,
         };
         let full_region = |row_begin, rows, channel_begin, channels, task_offset| Region {
@@ -593,6 +606,7 @@ impl Plan {
                 };
                 let workgroups = match walk {
                     WalkKind::Planes => r.channels * tasks,
+                    WalkKind::Runs => (r.rows * r.channels).div_ceil(wg / u64::from(LANES)),
                     WalkKind::Columns => {
                         (r.channels * r.s_count).div_ceil(wg) * (tasks / r.s_count)
                     }
@@ -719,6 +733,12 @@ mod tests {
                 assert!(p.chunk / plan.wg <= MAX_ITEMS_PER_INVOCATION as u32);
                 let segments = p.s_count.div_ceil(p.chunk);
                 assert_eq!(p.tasks, p.rows * segments);
+            } else if plan.walk == WalkKind::Runs {
+                assert_eq!(p.tasks, p.rows);
+                assert!(p.s_count.div_ceil(LANES) <= 16);
+                let planes = u64::from(p.rows * p.dispatch_channels);
+                let runs = u64::from(b.grid[0]) * u64::from(b.grid[1]) * u64::from(plan.wg / LANES);
+                assert!(runs >= planes);
             } else {
                 assert_eq!(p.tasks % p.s_count, 0);
                 assert!(u64::from(p.tasks / p.s_count) * u64::from(p.chunk) >= u64::from(p.rows));
