@@ -167,6 +167,13 @@ fn empty_batches_count_but_change_no_statistics() {
         assert_eq!(y.shape(), &[0, 3, 5, 5]);
         assert!(y.to_vec(&ctx).unwrap().is_empty());
         assert_eq!(state(&bn), (rm.clone(), rv.clone(), nbt.map(|n| n + 1)));
+        // The gradients of an empty batch: empty grad_input, parameter gradients overwritten
+        // with zeros (sums over nothing).
+        let gb = Tensor::from_slice(&ctx, &[1.0; 3], &[3]).unwrap();
+        let empty = input(&ctx, &[0, 3, 5, 5]);
+        let gx = Tensor::empty(&ctx, &[0, 3, 5, 5]).unwrap();
+        bn.backward_into(&empty, &gx, None, Some(&gb)).unwrap();
+        assert_eq!(gb.to_vec(&ctx).unwrap(), vec![0.0; 3]);
         // Eval on an empty batch changes nothing.
         bn.eval();
         bn.forward(&input(&ctx, &[0, 3, 5, 5])).unwrap();
@@ -275,4 +282,20 @@ fn tensors_larger_than_the_adapter_allows_are_rejected() {
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
+}
+
+#[test]
+fn a_module_without_channels_accepts_empty_inputs() {
+    let ctx = support::context();
+    let mut bn = BatchNorm1d::new(&ctx, 0).unwrap();
+    let y = bn.forward(&input(&ctx, &[4, 0])).unwrap();
+    assert_eq!(y.shape(), &[4, 0]);
+    assert_eq!(bn.num_batches_tracked().unwrap(), Some(1));
+    assert_eq!(bn.running_mean().unwrap(), Some(vec![]));
+    let grads = bn.backward(&input(&ctx, &[4, 0])).unwrap();
+    assert!(grads.grad_input.to_vec(&ctx).unwrap().is_empty());
+    assert_eq!(
+        grads.grad_weight.unwrap().to_vec(&ctx).unwrap(),
+        Vec::<f32>::new()
+    );
 }

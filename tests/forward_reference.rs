@@ -239,7 +239,16 @@ fn many_channels_match_the_reference() {
             ORDINARY,
             401,
         );
-        println!("[{label}] C = 4099: {a:.3e}, C = 4096 x 3 x 3: {b:.3e}");
+        // More channels than one grid dimension holds: the per-channel passes fold their grid.
+        let wide = run_sequence(
+            &ctx,
+            &[2, 70_000],
+            BatchNormOptions::default(),
+            &[true, false],
+            ORDINARY,
+            402,
+        );
+        println!("[{label}] C = 4099: {a:.3e}, C = 4096 x 3 x 3: {b:.3e}, C = 70000: {wide:.3e}");
     }
 }
 
