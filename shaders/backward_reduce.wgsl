@@ -40,12 +40,8 @@ fn planes(inv: Invocation) {
 }
 
 @compute @workgroup_size(WG)
-fn columns(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let col = column_start(linear_workgroup(wid, nwg), lid);
+fn columns(cell: Cell) {
+    let col = column_start(cell);
     if !col.valid {
         return;
     }
@@ -63,12 +59,8 @@ fn columns(
 }
 
 @compute @workgroup_size(WG)
-fn runs(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let r = run_start(linear_workgroup(wid, nwg), lid);
+fn runs(cell: Cell) {
+    let r = run_start(cell);
     var sum_dy = 0.0;
     var sum_dy_xmu = 0.0;
     if r.valid {
@@ -80,12 +72,12 @@ fn runs(
         }
     }
     let acc = vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0);
-    scratch[lid] = acc;
+    scratch[cell.lid] = acc;
     workgroupBarrier();
     if r.valid && r.lane == 0u {
         var total = acc;
         for (var k = 1u; k < LANES; k++) {
-            total += scratch[lid + k];
+            total += scratch[cell.lid + k];
         }
         partials[r.slot] = total;
     }

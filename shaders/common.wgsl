@@ -69,6 +69,14 @@ fn welford_push(a: vec4<f32>, b: vec4<f32>, step: u32) -> vec4<f32> {
     return vec4<f32>(a.x + b.x, a.y + delta * r, a.z + b.z + delta * delta * a.x * r, 0.0);
 }
 
+// Where an invocation sits: the builtins every walk's entry point takes (the `planes` entry
+// points take the reduction piece's `Invocation`, which adds subgroup builtins).
+struct Cell {
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+}
+
 // Workgroups are numbered over a 2-D grid so that more than
 // max_compute_workgroups_per_dimension of them can be dispatched.
 fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -125,8 +133,10 @@ struct Run {
     lane: u32,      // position within the run
 }
 
-fn run_start(wg: u32, lid: u32) -> Run {
+fn run_start(cell: Cell) -> Run {
     var r: Run;
+    let wg = linear_workgroup(cell.wid, cell.nwg);
+    let lid = cell.lid;
     let index = wg * (WG / LANES) + lid / LANES;
     r.valid = index < p.rows * p.dispatch_channels;
     let n = index / p.dispatch_channels;
@@ -150,8 +160,10 @@ struct Column {
 
 // Workgroup grid: x over ceil(dispatch_channels * s_count / WG) column groups, then row blocks
 // (folded into a 2-D grid like every other dispatch).
-fn column_start(wg: u32, lid: u32) -> Column {
+fn column_start(cell: Cell) -> Column {
     var col: Column;
+    let wg = linear_workgroup(cell.wid, cell.nwg);
+    let lid = cell.lid;
     let groups = (p.dispatch_channels * p.s_count + WG - 1u) / WG;
     let block = wg / groups;
     let j = (wg - block * groups) * WG + lid;

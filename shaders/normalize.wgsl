@@ -25,16 +25,12 @@ fn coefficients(c: u32) -> vec3<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn planes(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let task = linear_workgroup(wid, nwg);
+fn planes(cell: Cell) {
+    let task = linear_workgroup(cell.wid, cell.nwg);
     if task >= p.dispatch_channels * p.tasks {
         return;
     }
-    let w = walk_start(task, lid);
+    let w = walk_start(task, cell.lid);
     let k = coefficients(w.channel);
     let m = Item(k.x);
     for (var i = w.first; i < min(w.len, w.first + w.steps * LANES); i += LANES) {
@@ -44,12 +40,8 @@ fn planes(
 }
 
 @compute @workgroup_size(WG)
-fn columns(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let col = column_start(linear_workgroup(wid, nwg), lid);
+fn columns(cell: Cell) {
+    let col = column_start(cell);
     if !col.valid {
         return;
     }
@@ -63,12 +55,8 @@ fn columns(
 }
 
 @compute @workgroup_size(WG)
-fn runs(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let r = run_start(linear_workgroup(wid, nwg), lid);
+fn runs(cell: Cell) {
+    let r = run_start(cell);
     if !r.valid {
         return;
     }

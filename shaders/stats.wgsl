@@ -40,12 +40,8 @@ fn planes(inv: Invocation) {
 }
 
 @compute @workgroup_size(WG)
-fn columns(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let col = column_start(linear_workgroup(wid, nwg), lid);
+fn columns(cell: Cell) {
+    let col = column_start(cell);
     if !col.valid {
         return;
     }
@@ -59,12 +55,8 @@ fn columns(
 }
 
 @compute @workgroup_size(WG)
-fn runs(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let r = run_start(linear_workgroup(wid, nwg), lid);
+fn runs(cell: Cell) {
+    let r = run_start(cell);
     var acc = vec4<f32>(0.0);
     if r.valid {
         var step = 0u;
@@ -73,12 +65,12 @@ fn runs(
             step++;
         }
     }
-    scratch[lid] = acc;
+    scratch[cell.lid] = acc;
     workgroupBarrier();
     if r.valid && r.lane == 0u {
         var total = acc;
         for (var k = 1u; k < LANES; k++) {
-            total = welford_merge(total, scratch[lid + k]);
+            total = welford_merge(total, scratch[cell.lid + k]);
         }
         partials[r.slot] = total;
     }
