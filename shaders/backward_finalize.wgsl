@@ -2,19 +2,15 @@
 // coefficients of grad_input.
 //
 // Computes: grad_bias[c] = sum(dy), grad_weight[c] = sum(dy * xhat) = invstd * sum(dy * (x - mean)),
-//           coef[c] = vec2(sum(dy) / n, sum(dy * xhat) / n) with n = N * S.
+//           coef[c] = vec2(sum(dy) / n, sum(dy * xhat) / n) with n = N * S. Without
+//           grad_weight / grad_bias bindings (HAS_GRAD_WEIGHT / HAS_GRAD_BIAS = false) those
+//           are not written.
 // Statistics: `spread` holds save_invstd (USE_RUNNING = false) or running_var
 //           (USE_RUNNING = true, invstd = 1 / sqrt(running_var + eps)).
-// Bindings: 0 params (uniform), 1 partials: array<vec4<f32>> (read, C * total_tasks entries),
-//           2 spread: array<f32> (read), 3 grad_weight, 4 grad_bias: array<f32> (write),
-//           5 coef: array<vec2<f32>> (write); all C entries.
+// Bindings: `BackwardFinalizeBindings` in src/ops/backward_finalize.rs: chan (Channels),
+//           partials (read), spread (read), grad_weight?, grad_bias? (written), coef
+//           (vec2 per channel, written); all C entries.
 // Dispatch: C workgroups of WG invocations, folded into a 2-D grid.
-
-@group(0) @binding(1) var<storage, read> partials: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> spread: array<f32>;
-@group(0) @binding(3) var<storage, read_write> grad_weight: array<f32>;
-@group(0) @binding(4) var<storage, read_write> grad_bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> coef: array<vec2<f32>>;
 
 override USE_RUNNING: bool = false;
 
@@ -25,21 +21,25 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let c = linear_workgroup(inv.wid, inv.nwg);
-    if c >= p.channels {
+    if c >= chan.channels {
         return;
     }
     var acc = vec4<f32>(0.0);
-    for (var t = inv.lid; t < p.total_tasks; t += WG) {
-        acc += partials[c * p.total_tasks + t];
+    for (var t = inv.lid; t < chan.total_tasks; t += WG) {
+        acc += partials[c * chan.total_tasks + t];
     }
     let total = reduce_workgroup(acc, inv);
     if inv.lid == 0u {
-        let invstd = select(spread[c], 1.0 / sqrt(spread[c] + p.eps), USE_RUNNING);
+        let invstd = select(spread[c], 1.0 / sqrt(spread[c] + chan.eps), USE_RUNNING);
         let sum_dy = total.x;
         let sum_dy_xhat = total.y * invstd;
-        grad_bias[c] = sum_dy;
-        grad_weight[c] = sum_dy_xhat;
-        let n = f32(p.count);
+        if HAS_GRAD_BIAS {
+            grad_bias[c] = sum_dy;
+        }
+        if HAS_GRAD_WEIGHT {
+            grad_weight[c] = sum_dy_xhat;
+        }
+        let n = f32(chan.count);
         coef[c] = vec2<f32>(sum_dy / n, sum_dy_xhat / n);
     }
 }

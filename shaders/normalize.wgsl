@@ -4,66 +4,38 @@
 // cancel when |mean| >> std (a constant channel gives exactly `bias`).
 // Computes: with batch statistics (USE_RUNNING = false) `mean` holds save_mean and `spread`
 //           save_invstd; with running statistics (eval) `mean` holds running_mean and `spread`
-//           running_var, and invstd = 1 / sqrt(running_var + eps).
-// Bindings: 0 params (uniform), 1 x: array<Item> (read), 2 y: array<Item> (write), both the
-//           block's window; 3 mean, 4 spread, 5 weight, 6 bias: array<f32>, C entries (read).
-// Dispatch: as stats.wgsl, entry points `planes`, `runs` and `columns`.
-
-@group(0) @binding(1) var<storage, read> x: array<Item>;
-@group(0) @binding(2) var<storage, read_write> y: array<Item>;
-@group(0) @binding(3) var<storage, read> mean: array<f32>;
-@group(0) @binding(4) var<storage, read> spread: array<f32>;
-@group(0) @binding(5) var<storage, read> weight: array<f32>;
-@group(0) @binding(6) var<storage, read> bias: array<f32>;
+//           running_var, and invstd = 1 / sqrt(running_var + eps). Without weight (HAS_WEIGHT
+//           = false) the scale is invstd; without bias (HAS_BIAS = false) the shift is 0.
+// Bindings: `NormalizeBindings` in src/ops/normalize.rs: geo (Block), chan (Channels, for eps),
+//           x and y (the block's window), mean, spread, weight?, bias? (C entries each).
+// Dispatch: one per block; workgroups per `WalkGeometry::workgroups`, folded into a 2-D grid.
 
 override USE_RUNNING: bool = false;
 
 // (mean, invstd * weight, bias) of channel c.
 fn coefficients(c: u32) -> vec3<f32> {
-    let invstd = select(spread[c], 1.0 / sqrt(spread[c] + p.eps), USE_RUNNING);
-    return vec3<f32>(mean[c], invstd * weight[c], bias[c]);
+    var scale = select(spread[c], 1.0 / sqrt(spread[c] + chan.eps), USE_RUNNING);
+    if HAS_WEIGHT {
+        scale *= weight[c];
+    }
+    var shift = 0.0;
+    if HAS_BIAS {
+        shift = bias[c];
+    }
+    return vec3<f32>(mean[c], scale, shift);
 }
 
 @compute @workgroup_size(WG)
-fn planes(cell: Cell) {
-    let task = linear_workgroup(cell.wid, cell.nwg);
-    if task >= p.dispatch_channels * p.tasks {
+fn main(cell: Cell) {
+    let s = span_start(cell.lid, cell.wid, cell.nwg);
+    if s.count == 0u {
         return;
     }
-    let w = walk_start(task, cell.lid);
-    let k = coefficients(w.channel);
+    let k = coefficients(s.channel);
     let m = Item(k.x);
-    for (var i = w.first; i < min(w.len, w.first + w.steps * LANES); i += LANES) {
-        let at = w.base + i;
+    var at = s.start;
+    for (var i = 0u; i < s.count; i++) {
         y[at] = (x[at] - m) * k.y + k.z;
-    }
-}
-
-@compute @workgroup_size(WG)
-fn columns(cell: Cell) {
-    let col = column_start(cell);
-    if !col.valid {
-        return;
-    }
-    let k = coefficients(col.channel);
-    let m = Item(k.x);
-    var idx = col.idx;
-    for (var r = col.row; r < col.end; r++) {
-        y[idx] = (x[idx] - m) * k.y + k.z;
-        idx += p.row_stride;
-    }
-}
-
-@compute @workgroup_size(WG)
-fn runs(cell: Cell) {
-    let r = run_start(cell);
-    if !r.valid {
-        return;
-    }
-    let k = coefficients(r.channel);
-    let m = Item(k.x);
-    for (var i = r.lane; i < p.s_count; i += LANES) {
-        let at = r.base + i;
-        y[at] = (x[at] - m) * k.y + k.z;
+        at += s.stride;
     }
 }

@@ -5,34 +5,45 @@
 //   running_var  = f * M2 / (n - 1) + (1 - f) * running_var      (unbiased variance)
 // With update_stats = 0 (an empty batch) only num_batches_tracked changes, as in PyTorch.
 //
-// Bindings: 0 params (uniform), 1 save_mean, 2 m2: array<f32> (read, C entries),
-//           3 running_mean, 4 running_var: array<f32> (read-write, C entries),
-//           5 tracked: num_batches_tracked as two u32 words (low, high) (read-write).
+// Bindings: `UpdateRunningBindings` in src/ops/update_running.rs: upd (Update), save_mean and
+//           m2 (read, C entries), running_mean and running_var (read-write, C entries),
+//           tracked? (num_batches_tracked as two u32 words, low then high; read-write).
 // Dispatch: exactly one workgroup, so that every invocation reads the old count before
 //           invocation 0 replaces it (one barrier, no cross-workgroup race).
 
-@group(0) @binding(1) var<storage, read> save_mean: array<f32>;
-@group(0) @binding(2) var<storage, read> m2: array<f32>;
-@group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
-@group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
-@group(0) @binding(5) var<storage, read_write> tracked: array<u32, 2>;
+// Filled by `UpdateParams` in src/ops/update_running.rs.
+struct Update {
+    channels: u32,
+    count: u32,         // values per channel, N * S
+    momentum: f32,      // running-stat factor when `cumulative` is 0
+    cumulative: u32,    // 1: momentum None, factor 1 / num_batches_tracked
+    update_stats: u32,  // 0: empty batch, only num_batches_tracked changes
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
-    let low = tracked[0] + 1u;
-    let high = tracked[1] + select(0u, 1u, low == 0u);
+    // Without a counter (momentum given, nothing to count) the factor is the momentum.
+    var low = 1u;
+    var high = 0u;
+    if HAS_TRACKED {
+        low = tracked[0] + 1u;
+        high = tracked[1] + select(0u, 1u, low == 0u);
+    }
     let batches = f32(high) * 4294967296.0 + f32(low);
-    let f = select(p.momentum, 1.0 / batches, p.cumulative != 0u);
+    let f = select(upd.momentum, 1.0 / batches, upd.cumulative != 0u);
     storageBarrier();
-    if lid == 0u {
+    if HAS_TRACKED && lid == 0u {
         tracked[0] = low;
         tracked[1] = high;
     }
-    if p.update_stats == 0u {
+    if upd.update_stats == 0u {
         return;
     }
-    let dof = f32(p.count - 1u);
-    for (var c = lid; c < p.channels; c += WG) {
+    let dof = f32(upd.count - 1u);
+    for (var c = lid; c < upd.channels; c += WG) {
         running_mean[c] = f * save_mean[c] + (1.0 - f) * running_mean[c];
         running_var[c] = f * (m2[c] / dof) + (1.0 - f) * running_var[c];
     }

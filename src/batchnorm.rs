@@ -1,14 +1,13 @@
-//! The batch-norm module: PyTorch's `nn.BatchNorm1d/2d/3d` with its parameters and buffers on the
-//! GPU.
+//! The batch-norm module: PyTorch's `nn.BatchNorm1d/2d/3d`, a thin owner of parameters and
+//! buffers over the functional layer ([`crate::functional`]).
 
-use wgpu::util::DeviceExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::backward::{self, BackwardArgs, Gradients, SavedStats};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{self, Binding, Kernel};
-use crate::tensor::{self, Tensor};
-use crate::workspace::{ParamsKey, Workspace};
+use crate::functional::{BackwardArgs, ForwardArgs, Functional, RunningStats, SavedStats};
+use crate::tensor::{BatchCounter, Tensor};
 
 /// Which PyTorch module a [`BatchNorm`] mirrors; it fixes the accepted input ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,6 +27,16 @@ impl Flavor {
             Flavor::OneD => "BatchNorm1d",
             Flavor::TwoD => "BatchNorm2d",
             Flavor::ThreeD => "BatchNorm3d",
+        }
+    }
+
+    /// The flavor whose inputs have `rank` dimensions: 2 and 3 are 1d, 4 is 2d, 5 is 3d.
+    pub fn for_rank(rank: usize) -> Option<Flavor> {
+        match rank {
+            2 | 3 => Some(Flavor::OneD),
+            4 => Some(Flavor::TwoD),
+            5 => Some(Flavor::ThreeD),
+            _ => None,
         }
     }
 
@@ -79,13 +88,16 @@ macro_rules! flavor {
     ($(#[$doc:meta])* $ty:ident, $flavor:expr) => {
         $(#[$doc])*
         ///
-        /// A [`BatchNorm`] of this flavor; every [`BatchNorm`] method is available through
-        /// `Deref`.
-        pub struct $ty(BatchNorm);
+        /// A constructor: it builds a [`BatchNorm`] of this flavor.
+        #[derive(Clone, Copy, Debug)]
+        pub struct $ty;
 
         impl $ty {
             /// `num_features` channels with PyTorch's default options.
-            pub fn new(ctx: &Context, num_features: usize) -> Result<Self> {
+            // A constructor type by design: `BatchNorm1d::new(&ctx, 3)?` reads like PyTorch and
+            // gives the one module type, so there is no newtype to unwrap.
+            #[allow(clippy::new_ret_no_self)]
+            pub fn new(ctx: &Context, num_features: usize) -> Result<BatchNorm> {
                 Self::with_options(ctx, num_features, BatchNormOptions::default())
             }
 
@@ -94,32 +106,8 @@ macro_rules! flavor {
                 ctx: &Context,
                 num_features: usize,
                 options: BatchNormOptions,
-            ) -> Result<Self> {
-                BatchNorm::new(ctx, $flavor, num_features, options).map($ty)
-            }
-
-            /// The flavor-independent module.
-            pub fn into_inner(self) -> BatchNorm {
-                self.0
-            }
-        }
-
-        impl std::ops::Deref for $ty {
-            type Target = BatchNorm;
-            fn deref(&self) -> &BatchNorm {
-                &self.0
-            }
-        }
-
-        impl std::ops::DerefMut for $ty {
-            fn deref_mut(&mut self) -> &mut BatchNorm {
-                &mut self.0
-            }
-        }
-
-        impl From<$ty> for BatchNorm {
-            fn from(module: $ty) -> BatchNorm {
-                module.0
+            ) -> Result<BatchNorm> {
+                BatchNorm::new(ctx, $flavor, num_features, options)
             }
         }
     };
@@ -141,19 +129,64 @@ flavor!(
     Flavor::ThreeD
 );
 
-/// What a forward call will do, decided before anything is recorded.
-struct ForwardPlan {
-    key: ParamsKey,
-    batch_stats: bool,
-    update_running: bool,
+/// The running buffers of a module with `track_running_stats`.
+#[derive(Debug)]
+struct Running {
+    mean: Tensor,
+    var: Tensor,
+    tracked: BatchCounter,
 }
 
-/// What backward needs to know about the last forward.
-struct LastForward {
+/// The module's parameters and buffers (apart from the functional layer's scratch, so that both
+/// can be borrowed at once).
+#[derive(Debug)]
+struct State {
+    /// With `affine`.
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    /// With `track_running_stats`.
+    running: Option<Running>,
+}
+
+/// A pair of `[C]` tensors for one forward's batch statistics, shared with the [`Saved`]
+/// handles that refer to it; reused once no handle does.
+#[derive(Debug)]
+struct SavedBuffers {
+    mean: Tensor,
+    invstd: Tensor,
+}
+
+static NEXT_MODULE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a module's backward needs from one forward, like autograd's saved tensors: returned by
+/// [`BatchNorm::forward_saved`] and [`BatchNorm::encode_forward_saved`], taken by
+/// [`BatchNorm::backward_saved`]. It keeps the forward's input and statistics alive, so one
+/// module applied twice in a step can differentiate both applications.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    module: u64,
     x: Tensor,
-    batch_stats: bool,
+    /// The batch statistics, or None when the forward used the running statistics.
+    batch: Option<Arc<SavedBuffers>>,
     training: bool,
     version: u64,
+}
+
+impl Saved {
+    /// The forward's batch mean (`save_mean`), if it used batch statistics.
+    pub fn save_mean(&self) -> Option<&Tensor> {
+        self.batch.as_ref().map(|b| &b.mean)
+    }
+
+    /// The forward's `save_invstd`, if it used batch statistics.
+    pub fn save_invstd(&self) -> Option<&Tensor> {
+        self.batch.as_ref().map(|b| &b.invstd)
+    }
+
+    /// The forward's input.
+    pub fn input(&self) -> &Tensor {
+        &self.x
+    }
 }
 
 /// Batch normalization over the channel axis (axis 1), like PyTorch's `nn.BatchNorm1d/2d/3d`.
@@ -174,86 +207,98 @@ struct LastForward {
 /// println!("{:?}", bn.running_mean()?); // bn.running_mean
 /// # Ok::<(), wgpu_batchnorm::Error>(())
 /// ```
+#[derive(Debug)]
 pub struct BatchNorm {
     ctx: Context,
+    id: u64,
     flavor: Flavor,
     num_features: usize,
     options: BatchNormOptions,
     training: bool,
-    /// Ones and zeros when affine is off (the kernels always scale and shift).
-    weight: Tensor,
-    bias: Tensor,
-    /// Zeros and ones when running stats are not tracked (then never read).
-    running_mean: Tensor,
-    running_var: Tensor,
-    /// num_batches_tracked as (low, high) u32 words.
-    tracked: wgpu::Buffer,
-    /// Batch statistics of the last forward that used them, and M2 for running_var.
-    save_mean: Tensor,
-    save_invstd: Tensor,
-    m2: Tensor,
-    workspace: Workspace,
+    state: State,
+    functional: Functional,
+    /// Statistics buffers of earlier forwards, reused when no [`Saved`] refers to them.
+    pool: Vec<Arc<SavedBuffers>>,
     /// Bumped by every setter, so that backward can tell the module changed since the forward.
     version: u64,
-    last_forward: Option<LastForward>,
+    /// What `backward` (without a handle) differentiates.
+    last_forward: Option<Saved>,
+    /// The statistics of the last forward that used batch statistics (`save_mean()`).
+    last_batch: Option<Arc<SavedBuffers>>,
 }
 
-/// A `[C]` tensor with the given contents (at least 16 bytes of buffer).
-fn channel_tensor(ctx: &Context, label: &str, values: &[f32]) -> Tensor {
-    let contents: &[u8] = if values.is_empty() {
-        &[0u8; 16]
+/// A `[C]` tensor with every value `v`.
+fn channel_tensor(ctx: &Context, c: usize, v: f32) -> Result<Tensor> {
+    if v == 0.0 {
+        Tensor::zeros(ctx, &[c])
     } else {
-        bytemuck::cast_slice(values)
-    };
-    let buffer = ctx
-        .device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: tensor::TENSOR_USAGE,
-        });
-    Tensor::from_raw(buffer, 0, vec![values.len()])
+        Tensor::from_slice(ctx, &vec![v; c], &[c])
+    }
 }
 
-/// The params key of a tensor pass over `x` (and `others` of the same shape, which must also
-/// allow vec4 reads for the vec4 kernels to be used).
-pub(crate) fn tensor_params_key(
-    x: &Tensor,
-    others: &[&Tensor],
-    eps: f64,
-    momentum: Option<f64>,
-) -> Result<ParamsKey> {
-    let shape = x.shape();
-    let too_large = |what: String, bytes: u64, limit: u64| Error::TooLarge { what, bytes, limit };
-    // Kernels index items with u32; larger tensors are processed in binding windows, but
-    // their element count must still fit.
-    if x.numel() as u64 > u64::from(u32::MAX) {
-        return Err(too_large(
-            format!("a tensor of shape {shape:?} (u32 element indices)"),
-            x.size_bytes(),
-            u64::from(u32::MAX) * 4,
-        ));
+impl State {
+    /// The functional arguments of a forward of `x` into `y` with `batch` statistics buffers
+    /// (None: running statistics).
+    fn forward_args<'a>(
+        &'a self,
+        options: &BatchNormOptions,
+        training: bool,
+        x: &'a Tensor,
+        y: &'a Tensor,
+        batch: Option<&'a SavedBuffers>,
+    ) -> ForwardArgs<'a> {
+        let batch_stats = training || self.running.is_none();
+        ForwardArgs {
+            input: x,
+            output: y,
+            weight: self.weight.as_ref(),
+            bias: self.bias.as_ref(),
+            // Eval without running stats normalizes with batch statistics and updates nothing.
+            running: self.running.as_ref().map(|r| RunningStats {
+                mean: &r.mean,
+                var: &r.var,
+                num_batches_tracked: Some(&r.tracked),
+            }),
+            training: batch_stats,
+            momentum: options.momentum,
+            eps: options.eps,
+            save_mean: batch.map(|b| &b.mean),
+            save_invstd: batch.map(|b| &b.invstd),
+        }
     }
-    let s: usize = shape[2..].iter().product();
-    let dim = |v: usize| {
-        u32::try_from(v).map_err(|_| {
-            too_large(
-                format!("a dimension of shape {shape:?}"),
-                v as u64,
-                u64::from(u32::MAX),
-            )
+
+    /// The functional arguments of the backward of `saved`.
+    fn backward_args<'a>(
+        &'a self,
+        eps: f64,
+        saved: &'a Saved,
+        grad_output: &'a Tensor,
+        grad_input: Option<&'a Tensor>,
+        grad_weight: Option<&'a Tensor>,
+        grad_bias: Option<&'a Tensor>,
+    ) -> Result<BackwardArgs<'a>> {
+        let stats = match (saved.batch.as_deref(), &self.running) {
+            (Some(b), _) => SavedStats::Batch {
+                save_mean: &b.mean,
+                save_invstd: &b.invstd,
+            },
+            (None, Some(r)) => SavedStats::Running {
+                running_mean: &r.mean,
+                running_var: &r.var,
+                eps,
+            },
+            (None, None) => return Err(Error::Backward("the forward saved no statistics".into())),
+        };
+        Ok(BackwardArgs {
+            x: &saved.x,
+            grad_output,
+            weight: self.weight.as_ref(),
+            stats,
+            grad_input,
+            grad_weight,
+            grad_bias,
         })
-    };
-    Ok(ParamsKey {
-        n: dim(shape[0])?,
-        c: dim(shape[1])?,
-        s: dim(s)?,
-        vec4_ok: std::iter::once(x)
-            .chain(others.iter().copied())
-            .all(|t| t.offset().is_multiple_of(16)),
-        eps: (eps as f32).to_bits(),
-        momentum: momentum.map(|m| (m as f32).to_bits()),
-    })
+    }
 }
 
 impl BatchNorm {
@@ -272,33 +317,52 @@ impl BatchNorm {
                 limit: u64::from(u32::MAX),
             });
         }
-        ctx.scoped(|| {
-            let tensor = |label: &str, v: f32| channel_tensor(ctx, label, &vec![v; c]);
-            let tracked = ctx
-                .device()
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("num_batches_tracked"),
-                    contents: &[0u8; 8],
-                    usage: tensor::TENSOR_USAGE,
-                });
-            Ok(BatchNorm {
-                ctx: ctx.clone(),
-                flavor,
-                num_features: c,
-                options,
-                training: true,
-                weight: tensor("weight", 1.0),
-                bias: tensor("bias", 0.0),
-                running_mean: tensor("running_mean", 0.0),
-                running_var: tensor("running_var", 1.0),
-                tracked,
-                save_mean: tensor("save_mean", 0.0),
-                save_invstd: tensor("save_invstd", 0.0),
-                m2: tensor("m2", 0.0),
-                workspace: Workspace::new(ctx),
-                version: 0,
-                last_forward: None,
+        // Every per-channel buffer (parameters and scratch) must fit one binding.
+        let limits = ctx.device().limits();
+        let limit = limits
+            .max_buffer_size
+            .min(limits.max_storage_buffer_binding_size);
+        if c as u64 * 8 > limit {
+            return Err(Error::TooLarge {
+                what: format!("per-channel buffers for num_features = {c}"),
+                bytes: c as u64 * 8,
+                limit,
+            });
+        }
+        let weight = options
+            .affine
+            .then(|| channel_tensor(ctx, c, 1.0))
+            .transpose()?;
+        let bias = options
+            .affine
+            .then(|| channel_tensor(ctx, c, 0.0))
+            .transpose()?;
+        let running = if options.track_running_stats {
+            Some(Running {
+                mean: channel_tensor(ctx, c, 0.0)?,
+                var: channel_tensor(ctx, c, 1.0)?,
+                tracked: BatchCounter::new(ctx)?,
             })
+        } else {
+            None
+        };
+        Ok(BatchNorm {
+            ctx: ctx.clone(),
+            id: NEXT_MODULE_ID.fetch_add(1, Ordering::Relaxed),
+            flavor,
+            num_features: c,
+            options,
+            training: true,
+            state: State {
+                weight,
+                bias,
+                running,
+            },
+            functional: Functional::new(ctx),
+            pool: Vec::new(),
+            version: 0,
+            last_forward: None,
+            last_batch: None,
         })
     }
 
@@ -368,11 +432,11 @@ impl BatchNorm {
 
     /// Whether a forward uses batch statistics (training, or eval without running stats).
     fn uses_batch_stats(&self) -> bool {
-        self.training || !self.options.track_running_stats
+        self.training || self.state.running.is_none()
     }
 
-    /// Checks an input the way PyTorch does, in PyTorch's order, and decides the work.
-    fn plan_forward(&self, x: &Tensor) -> Result<ForwardPlan> {
+    /// Checks an input the way PyTorch does, in PyTorch's order.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let shape = x.shape();
         self.flavor.check_rank(shape.len())?;
         let batch_stats = self.uses_batch_stats();
@@ -388,9 +452,8 @@ impl BatchNorm {
         if !eps_ok {
             return Err(Error::InvalidEps { eps, batch_stats });
         }
-        let empty = x.numel() == 0;
         // PyTorch returns an empty output before it checks channels.
-        if !empty && c != self.num_features {
+        if x.numel() > 0 && c != self.num_features {
             let what = if self.options.track_running_stats {
                 "running_mean"
             } else if self.options.affine {
@@ -406,23 +469,63 @@ impl BatchNorm {
                 num_features: self.num_features,
             });
         }
-        let mut key = tensor_params_key(x, &[], eps, self.options.momentum)?;
-        if empty {
-            key.c = self.num_features as u32;
-        }
-        Ok(ForwardPlan {
-            key,
-            batch_stats,
-            update_running: self.training && self.options.track_running_stats,
-        })
+        Ok(())
     }
 
-    fn check_output(x: &Tensor, y: &Tensor) -> Result<()> {
-        y.expect_shape("output tensor", x.shape())?;
-        if x.numel() > 0 && x.overlaps(y) {
-            return Err(Error::Aliasing);
+    /// Statistics buffers no [`Saved`] refers to, or new ones.
+    fn saved_buffers(&mut self) -> Result<Arc<SavedBuffers>> {
+        if let Some(b) = self.pool.iter().find(|b| Arc::strong_count(b) == 1) {
+            return Ok(b.clone());
         }
-        Ok(())
+        let c = self.num_features;
+        let b = Arc::new(SavedBuffers {
+            mean: Tensor::zeros(&self.ctx, &[c])?,
+            invstd: Tensor::zeros(&self.ctx, &[c])?,
+        });
+        self.pool.push(b.clone());
+        Ok(b)
+    }
+
+    /// Checks `x` and `y`, then records the forward with `record` (a submit or an encoder);
+    /// returns the handle for its backward. Nothing changes if a check fails.
+    fn run_forward(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        record: impl FnOnce(&mut Functional, &ForwardArgs<'_>) -> Result<()>,
+    ) -> Result<Saved> {
+        self.check_input(x)?;
+        let batch_stats = self.uses_batch_stats();
+        // The functional checks, before any state changes (without the statistics buffers,
+        // which are only picked once the call is known to be valid).
+        let probe = self
+            .state
+            .forward_args(&self.options, self.training, x, y, None);
+        self.functional.check(&probe)?;
+        // Release this module's own references first, so steady-state calls reuse buffers.
+        self.last_forward = None;
+        let batch = if batch_stats {
+            self.last_batch = None;
+            Some(self.saved_buffers()?)
+        } else {
+            None
+        };
+        let args = self
+            .state
+            .forward_args(&self.options, self.training, x, y, batch.as_deref());
+        record(&mut self.functional, &args)?;
+        if batch.is_some() {
+            self.last_batch = batch.clone();
+        }
+        let saved = Saved {
+            module: self.id,
+            x: x.clone(),
+            batch,
+            training: self.training,
+            version: self.version,
+        };
+        self.last_forward = Some(saved.clone());
+        Ok(saved)
     }
 
     /// Records the forward into `encoder`, writing `y` (same shape as `x`, not overlapping it).
@@ -437,108 +540,18 @@ impl BatchNorm {
         x: &Tensor,
         y: &Tensor,
     ) -> Result<()> {
-        let fp = self.plan_forward(x)?;
-        Self::check_output(x, y)?;
-        let ctx = self.ctx.clone();
-        ctx.scoped(|| {
-            self.record_forward(encoder, &fp, x, y);
-            Ok(())
-        })
+        self.encode_forward_saved(encoder, x, y).map(|_| ())
     }
 
-    fn record_forward(
+    /// Like [`BatchNorm::encode_forward`], returning the handle for
+    /// [`BatchNorm::encode_backward_saved`].
+    pub fn encode_forward_saved(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
-        fp: &ForwardPlan,
         x: &Tensor,
         y: &Tensor,
-    ) {
-        self.last_forward = Some(LastForward {
-            x: x.clone(),
-            batch_stats: fp.batch_stats,
-            training: self.training,
-            version: self.version,
-        });
-        let prepared = self.workspace.prepare(fp.key);
-        let ws = &mut self.workspace;
-        let tensor_groups = prepared.plan.as_ref().map(|plan| {
-            let blocks = || plan.blocks.iter().zip(&prepared.blocks);
-            let stats_groups = fp.batch_stats.then(|| {
-                let partials = ws.partials(plan.partials());
-                let per_block: Vec<wgpu::BindGroup> = blocks()
-                    .map(|(block, params)| {
-                        ws.bind(
-                            Kernel::Stats,
-                            &[params.clone(), x.window(plan, block), partials.clone()],
-                        )
-                    })
-                    .collect();
-                let finalize = ws.bind(
-                    Kernel::FinalizeStats,
-                    &[
-                        prepared.channel.clone(),
-                        partials,
-                        self.save_mean.slot(),
-                        self.save_invstd.slot(),
-                        self.m2.slot(),
-                    ],
-                );
-                (per_block, finalize)
-            });
-            let (mean, spread) = if fp.batch_stats {
-                (&self.save_mean, &self.save_invstd)
-            } else {
-                (&self.running_mean, &self.running_var)
-            };
-            let normalize: Vec<wgpu::BindGroup> = blocks()
-                .map(|(block, params)| {
-                    ws.bind(
-                        Kernel::Normalize,
-                        &[
-                            params.clone(),
-                            x.window(plan, block),
-                            y.window(plan, block),
-                            mean.slot(),
-                            spread.slot(),
-                            self.weight.slot(),
-                            self.bias.slot(),
-                        ],
-                    )
-                })
-                .collect();
-            (plan, stats_groups, normalize)
-        });
-        let update = fp.update_running.then(|| {
-            ws.bind(
-                Kernel::UpdateRunning,
-                &[
-                    prepared.channel.clone(),
-                    self.save_mean.slot(),
-                    self.m2.slot(),
-                    self.running_mean.slot(),
-                    self.running_var.slot(),
-                    Binding::whole(&self.tracked),
-                ],
-            )
-        });
-        if tensor_groups.is_none() && update.is_none() {
-            return;
-        }
-        let device = self.ctx.device();
-        let k = self.ctx.kernels();
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("batchnorm forward"),
-            timestamp_writes: None,
-        });
-        if let Some((plan, stats_groups, normalize)) = &tensor_groups {
-            if let Some((stats, finalize)) = stats_groups {
-                kernels::stats::encode(k, device, &mut pass, plan, stats, finalize);
-            }
-            kernels::normalize::encode(k, device, &mut pass, plan, normalize, !fp.batch_stats);
-        }
-        if let Some(update) = &update {
-            kernels::update_running::encode(k, device, &mut pass, update);
-        }
+    ) -> Result<Saved> {
+        self.run_forward(x, y, |f, args| f.encode_forward(encoder, args))
     }
 
     /// Runs the forward on `x` and returns a new output tensor; blocks until the GPU is done.
@@ -547,74 +560,62 @@ impl BatchNorm {
     /// (biased variance) and, in training mode, updates the running statistics; eval mode
     /// normalizes with the running statistics.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        let fp = self.plan_forward(x)?;
+        self.forward_saved(x).map(|(y, _)| y)
+    }
+
+    /// Like [`BatchNorm::forward`], also returning the handle for [`BatchNorm::backward_saved`]
+    /// (for a module applied more than once before its backward).
+    pub fn forward_saved(&mut self, x: &Tensor) -> Result<(Tensor, Saved)> {
+        self.check_input(x)?;
         let y = Tensor::empty(&self.ctx, x.shape())?;
-        self.submit(|bn, encoder| {
-            bn.record_forward(encoder, &fp, x, &y);
-            Ok(())
-        })?;
-        Ok(y)
+        let saved = self.run_forward(x, &y, |f, args| f.forward(args))?;
+        Ok((y, saved))
     }
 
     /// Like [`BatchNorm::forward`], writing into a caller-given output; blocks until done.
     pub fn forward_into(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        let fp = self.plan_forward(x)?;
-        Self::check_output(x, y)?;
-        self.submit(|bn, encoder| {
-            bn.record_forward(encoder, &fp, x, y);
-            Ok(())
-        })
-    }
-
-    /// Records with `f` into a new encoder, submits it and waits, inside error scopes.
-    fn submit(
-        &mut self,
-        f: impl FnOnce(&mut Self, &mut wgpu::CommandEncoder) -> Result<()>,
-    ) -> Result<()> {
-        let ctx = self.ctx.clone();
-        ctx.scoped(|| {
-            let mut encoder =
-                ctx.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("batchnorm"),
-                    });
-            f(self, &mut encoder)?;
-            ctx.submit_and_wait(encoder.finish())
-        })
+        self.run_forward(x, y, |f, args| f.forward(args))
+            .map(|_| ())
     }
 
     // ----- backward ----------------------------------------------------------------------
 
-    /// The last forward's input and whether it used batch statistics, after checking that
-    /// backward can run on it.
-    fn check_backward(
+    /// Checks that backward can run on `saved`.
+    fn check_saved(
         &self,
-        grad_output: &Tensor,
+        saved: &Saved,
         grad_weight: Option<&Tensor>,
         grad_bias: Option<&Tensor>,
-    ) -> Result<(Tensor, bool)> {
-        let last = self.last_forward.as_ref().ok_or_else(|| {
-            Error::Backward("no forward to differentiate: call forward first".into())
-        })?;
-        if last.training != self.training {
+    ) -> Result<()> {
+        if saved.module != self.id {
+            return Err(Error::Backward(
+                "the saved state belongs to another module".into(),
+            ));
+        }
+        if saved.training != self.training {
             return Err(Error::Backward(format!(
                 "the module was switched to {} mode after the forward (recorded in {} mode)",
                 if self.training { "training" } else { "eval" },
-                if last.training { "training" } else { "eval" },
+                if saved.training { "training" } else { "eval" },
             )));
         }
-        if last.version != self.version {
+        if saved.version != self.version {
             return Err(Error::Backward(
                 "a parameter, buffer or eps was changed after the forward".into(),
             ));
         }
-        grad_output.expect_shape("grad_output (must match the forward input)", last.x.shape())?;
         if !self.options.affine && (grad_weight.is_some() || grad_bias.is_some()) {
             return Err(Error::NotAvailable(
                 "grad_weight / grad_bias: the module has affine = false".into(),
             ));
         }
-        Ok((last.x.clone(), last.batch_stats))
+        Ok(())
+    }
+
+    fn last(&self) -> Result<Saved> {
+        self.last_forward.clone().ok_or_else(|| {
+            Error::Backward("no forward to differentiate: call forward first".into())
+        })
     }
 
     /// Gradients of the last forward for `grad_output` (PyTorch's `y.backward(grad_output)`),
@@ -625,12 +626,18 @@ impl BatchNorm {
     /// statistics; eval mode with running stats gives `grad_input = dy * weight /
     /// sqrt(running_var + eps)`. The forward's input tensor must not have been modified since.
     pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
-        let shape = self
-            .last_forward
-            .as_ref()
-            .map(|l| l.x.shape().to_vec())
-            .unwrap_or_default();
-        let grad_input = Tensor::empty(&self.ctx, &shape)?;
+        let saved = self.last()?;
+        self.backward_saved(&saved, grad_output)
+    }
+
+    /// Gradients of the forward that returned `saved`; blocks until the GPU is done.
+    pub fn backward_saved(&mut self, saved: &Saved, grad_output: &Tensor) -> Result<Gradients> {
+        self.check_saved(saved, None, None)?;
+        grad_output.expect_shape(
+            "grad_output (must match the forward input)",
+            saved.x.shape(),
+        )?;
+        let grad_input = Tensor::empty(&self.ctx, saved.x.shape())?;
         let (grad_weight, grad_bias) = if self.options.affine {
             (
                 Some(Tensor::empty(&self.ctx, &[self.num_features])?),
@@ -639,12 +646,15 @@ impl BatchNorm {
         } else {
             (None, None)
         };
-        self.backward_into(
+        let args = self.state.backward_args(
+            self.options.eps,
+            saved,
             grad_output,
-            &grad_input,
+            Some(&grad_input),
             grad_weight.as_ref(),
             grad_bias.as_ref(),
         )?;
+        self.functional.backward(&args)?;
         Ok(Gradients {
             grad_input,
             grad_weight,
@@ -661,22 +671,21 @@ impl BatchNorm {
         grad_weight: Option<&Tensor>,
         grad_bias: Option<&Tensor>,
     ) -> Result<()> {
-        let ctx = self.ctx.clone();
-        ctx.scoped(|| {
-            let mut encoder =
-                ctx.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("batchnorm backward"),
-                    });
-            self.encode_backward(
-                &mut encoder,
-                grad_output,
-                grad_input,
-                grad_weight,
-                grad_bias,
-            )?;
-            ctx.submit_and_wait(encoder.finish())
-        })
+        let saved = self.last()?;
+        self.check_saved(&saved, grad_weight, grad_bias)?;
+        grad_output.expect_shape(
+            "grad_output (must match the forward input)",
+            saved.x.shape(),
+        )?;
+        let args = self.state.backward_args(
+            self.options.eps,
+            &saved,
+            grad_output,
+            Some(grad_input),
+            grad_weight,
+            grad_bias,
+        )?;
+        self.functional.backward(&args)
     }
 
     /// Records the backward of the last forward into `encoder` (no submit, no wait).
@@ -688,29 +697,42 @@ impl BatchNorm {
         grad_weight: Option<&Tensor>,
         grad_bias: Option<&Tensor>,
     ) -> Result<()> {
-        let (x, batch_stats) = self.check_backward(grad_output, grad_weight, grad_bias)?;
-        let stats = if batch_stats {
-            SavedStats::Batch {
-                save_mean: &self.save_mean,
-                save_invstd: &self.save_invstd,
-            }
-        } else {
-            SavedStats::Running {
-                running_mean: &self.running_mean,
-                running_var: &self.running_var,
-                eps: self.options.eps,
-            }
-        };
-        let args = BackwardArgs {
-            x: &x,
+        let saved = self.last()?;
+        self.encode_backward_saved(
+            encoder,
+            &saved,
             grad_output,
-            weight: self.options.affine.then_some(&self.weight),
-            stats,
+            Some(grad_input),
+            grad_weight,
+            grad_bias,
+        )
+    }
+
+    /// Records the backward of the forward that returned `saved` into `encoder` (no submit, no
+    /// wait); every output is optional.
+    pub fn encode_backward_saved(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        saved: &Saved,
+        grad_output: &Tensor,
+        grad_input: Option<&Tensor>,
+        grad_weight: Option<&Tensor>,
+        grad_bias: Option<&Tensor>,
+    ) -> Result<()> {
+        self.check_saved(saved, grad_weight, grad_bias)?;
+        grad_output.expect_shape(
+            "grad_output (must match the forward input)",
+            saved.x.shape(),
+        )?;
+        let args = self.state.backward_args(
+            self.options.eps,
+            saved,
+            grad_output,
             grad_input,
             grad_weight,
             grad_bias,
-        };
-        backward::encode(&self.ctx, &mut self.workspace, encoder, &args)
+        )?;
+        self.functional.encode_backward(encoder, &args)
     }
 
     // ----- parameters and buffers -------------------------------------------------------
@@ -718,9 +740,13 @@ impl BatchNorm {
     fn write_channels(
         &mut self,
         what: &str,
-        which: fn(&Self) -> &Tensor,
+        t: Option<&Tensor>,
+        option: &str,
         values: &[f32],
     ) -> Result<()> {
+        let t = t.ok_or_else(|| {
+            Error::NotAvailable(format!("{what}: the module has {option} = false"))
+        })?;
         let c = self.num_features;
         if values.len() != c {
             return Err(Error::ShapeMismatch {
@@ -729,118 +755,90 @@ impl BatchNorm {
                 got: vec![values.len()],
             });
         }
+        // Through the queue: ordered before the next submitted command buffer, including
+        // one recorded earlier.
+        if c > 0 {
+            self.ctx.scoped(|| {
+                self.ctx
+                    .queue()
+                    .write_buffer(t.buffer(), t.offset(), bytemuck::cast_slice(values));
+                Ok(())
+            })?;
+        }
         self.version += 1;
-        if c == 0 {
-            return Ok(());
-        }
-        let t = which(self);
-        self.ctx.scoped(|| {
-            self.ctx
-                .queue()
-                .write_buffer(t.buffer(), t.offset(), bytemuck::cast_slice(values));
-            Ok(())
-        })
+        Ok(())
     }
 
-    fn require(&self, present: bool, what: &str, option: &str) -> Result<()> {
-        if present {
-            Ok(())
-        } else {
-            Err(Error::NotAvailable(format!(
-                "{what}: the module has {option} = false"
-            )))
-        }
-    }
-
-    fn read_if(&self, present: bool, t: &Tensor) -> Result<Option<Vec<f32>>> {
-        if present {
-            t.to_vec(&self.ctx).map(Some)
-        } else {
-            Ok(None)
-        }
+    fn read(t: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
+        t.map(Tensor::to_host).transpose()
     }
 
     /// `module.weight` (None when `affine = false`).
     pub fn weight(&self) -> Result<Option<Vec<f32>>> {
-        self.read_if(self.options.affine, &self.weight)
+        Self::read(self.state.weight.as_ref())
     }
 
     /// `module.bias` (None when `affine = false`).
     pub fn bias(&self) -> Result<Option<Vec<f32>>> {
-        self.read_if(self.options.affine, &self.bias)
+        Self::read(self.state.bias.as_ref())
     }
 
     /// Sets `module.weight` (C values).
     pub fn set_weight(&mut self, values: &[f32]) -> Result<()> {
-        self.require(self.options.affine, "weight", "affine")?;
-        self.write_channels("weight", |m| &m.weight, values)
+        let t = self.state.weight.clone();
+        self.write_channels("weight", t.as_ref(), "affine", values)
     }
 
     /// Sets `module.bias` (C values).
     pub fn set_bias(&mut self, values: &[f32]) -> Result<()> {
-        self.require(self.options.affine, "bias", "affine")?;
-        self.write_channels("bias", |m| &m.bias, values)
+        let t = self.state.bias.clone();
+        self.write_channels("bias", t.as_ref(), "affine", values)
     }
 
     /// `module.running_mean` (None when `track_running_stats = false`).
     pub fn running_mean(&self) -> Result<Option<Vec<f32>>> {
-        self.read_if(self.options.track_running_stats, &self.running_mean)
+        Self::read(self.state.running.as_ref().map(|r| &r.mean))
     }
 
     /// `module.running_var` (None when `track_running_stats = false`).
     pub fn running_var(&self) -> Result<Option<Vec<f32>>> {
-        self.read_if(self.options.track_running_stats, &self.running_var)
+        Self::read(self.state.running.as_ref().map(|r| &r.var))
     }
 
     /// Sets `module.running_mean` (C values).
     pub fn set_running_mean(&mut self, values: &[f32]) -> Result<()> {
-        self.require(
-            self.options.track_running_stats,
-            "running_mean",
-            "track_running_stats",
-        )?;
-        self.write_channels("running_mean", |m| &m.running_mean, values)
+        let t = self.state.running.as_ref().map(|r| r.mean.clone());
+        self.write_channels("running_mean", t.as_ref(), "track_running_stats", values)
     }
 
     /// Sets `module.running_var` (C values).
     pub fn set_running_var(&mut self, values: &[f32]) -> Result<()> {
-        self.require(
-            self.options.track_running_stats,
-            "running_var",
-            "track_running_stats",
-        )?;
-        self.write_channels("running_var", |m| &m.running_var, values)
+        let t = self.state.running.as_ref().map(|r| r.var.clone());
+        self.write_channels("running_var", t.as_ref(), "track_running_stats", values)
     }
 
     /// `module.num_batches_tracked` (None when `track_running_stats = false`).
     pub fn num_batches_tracked(&self) -> Result<Option<u64>> {
-        if !self.options.track_running_stats {
-            return Ok(None);
-        }
-        let bytes = tensor::read_bytes(&self.ctx, &self.tracked, 0, 8)?;
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-        Ok(Some(u64::from(words[0]) | (u64::from(words[1]) << 32)))
+        self.state
+            .running
+            .as_ref()
+            .map(|r| r.tracked.get())
+            .transpose()
     }
 
     /// Sets `module.num_batches_tracked`.
     pub fn set_num_batches_tracked(&mut self, value: u64) -> Result<()> {
-        self.require(
-            self.options.track_running_stats,
-            "num_batches_tracked",
-            "track_running_stats",
-        )?;
-        let words = [value as u32, (value >> 32) as u32];
-        self.ctx.scoped(|| {
-            self.ctx
-                .queue()
-                .write_buffer(&self.tracked, 0, bytemuck::cast_slice(&words));
-            Ok(())
-        })
+        match &self.state.running {
+            Some(r) => r.tracked.set(value),
+            None => Err(Error::NotAvailable(
+                "num_batches_tracked: the module has track_running_stats = false".into(),
+            )),
+        }
     }
 
     /// `module.reset_running_stats()`: running_mean 0, running_var 1, num_batches_tracked 0.
     pub fn reset_running_stats(&mut self) -> Result<()> {
-        if !self.options.track_running_stats {
+        if self.state.running.is_none() {
             return Ok(());
         }
         let c = self.num_features;
@@ -860,58 +858,81 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// The batch mean of the last forward that used batch statistics (PyTorch's `save_mean`).
+    /// The batch mean of the last forward that used batch statistics (PyTorch's `save_mean`;
+    /// zeros before any).
     pub fn save_mean(&self) -> Result<Vec<f32>> {
-        self.save_mean.to_vec(&self.ctx)
-    }
-
-    /// `1 / sqrt(biased batch variance + eps)` of the last forward that used batch statistics
-    /// (PyTorch's `save_invstd`).
-    pub fn save_invstd(&self) -> Result<Vec<f32>> {
-        self.save_invstd.to_vec(&self.ctx)
-    }
-
-    /// The GPU tensors of `weight`, `bias`, `running_mean`, `running_var`, `save_mean` and
-    /// `save_invstd` (shape `[C]` each), for use in the caller's own kernels or with
-    /// [`crate::BatchNormBackward`]. Writing them directly bypasses the module's change
-    /// tracking: call forward again before backward.
-    pub fn tensors(&self) -> ModuleTensors<'_> {
-        ModuleTensors {
-            weight: &self.weight,
-            bias: &self.bias,
-            running_mean: &self.running_mean,
-            running_var: &self.running_var,
-            save_mean: &self.save_mean,
-            save_invstd: &self.save_invstd,
+        match &self.last_batch {
+            Some(b) => b.mean.to_host(),
+            None => Ok(vec![0.0; self.num_features]),
         }
     }
 
-    /// How many bind groups the module keeps cached (for steady-state checks).
-    pub fn cached_bind_groups(&self) -> usize {
-        self.workspace.cached_bind_groups()
+    /// `1 / sqrt(biased batch variance + eps)` of the last forward that used batch statistics
+    /// (PyTorch's `save_invstd`; zeros before any).
+    pub fn save_invstd(&self) -> Result<Vec<f32>> {
+        match &self.last_batch {
+            Some(b) => b.invstd.to_host(),
+            None => Ok(vec![0.0; self.num_features]),
+        }
     }
 
-    /// How many scratch and parameter GPU buffers the module has created since it was built
-    /// (for steady-state checks: repeated calls on the same shapes create none).
+    /// The GPU tensors of the parameters, buffers and last saved statistics, for use in the
+    /// caller's own kernels or with the functional API. Writing them directly bypasses the
+    /// module's change tracking: call forward again before backward.
+    pub fn tensors(&self) -> ModuleTensors<'_> {
+        let running = self.state.running.as_ref();
+        ModuleTensors {
+            weight: self.state.weight.as_ref(),
+            bias: self.state.bias.as_ref(),
+            running_mean: running.map(|r| &r.mean),
+            running_var: running.map(|r| &r.var),
+            num_batches_tracked: running.map(|r| &r.tracked),
+            save_mean: self.last_batch.as_ref().map(|b| &b.mean),
+            save_invstd: self.last_batch.as_ref().map(|b| &b.invstd),
+        }
+    }
+
+    /// How many bind groups the module keeps cached (steady-state checks).
+    #[doc(hidden)]
+    pub fn cached_bind_groups(&self) -> usize {
+        self.functional.cached_bind_groups()
+    }
+
+    /// How many GPU buffers the module has created since it was built, parameters excluded
+    /// (steady-state checks: repeated calls on the same shapes create none).
+    #[doc(hidden)]
     pub fn buffers_created(&self) -> usize {
-        self.workspace.buffers_created()
+        self.functional.buffers_created() + self.pool.len() * 2
     }
 }
 
 /// The module's parameters, buffers and saved statistics as GPU tensors; see
-/// [`BatchNorm::tensors`].
-#[derive(Clone, Copy)]
+/// [`BatchNorm::tensors`]. Each is None where PyTorch has None.
+#[derive(Clone, Copy, Debug)]
 pub struct ModuleTensors<'a> {
-    /// `weight` (ones when affine = false).
-    pub weight: &'a Tensor,
-    /// `bias` (zeros when affine = false).
-    pub bias: &'a Tensor,
-    /// `running_mean`.
-    pub running_mean: &'a Tensor,
-    /// `running_var`.
-    pub running_var: &'a Tensor,
+    /// `weight` (affine).
+    pub weight: Option<&'a Tensor>,
+    /// `bias` (affine).
+    pub bias: Option<&'a Tensor>,
+    /// `running_mean` (track_running_stats).
+    pub running_mean: Option<&'a Tensor>,
+    /// `running_var` (track_running_stats).
+    pub running_var: Option<&'a Tensor>,
+    /// `num_batches_tracked` (track_running_stats).
+    pub num_batches_tracked: Option<&'a BatchCounter>,
     /// `save_mean` of the last batch-statistics forward.
-    pub save_mean: &'a Tensor,
+    pub save_mean: Option<&'a Tensor>,
     /// `save_invstd` of the last batch-statistics forward.
-    pub save_invstd: &'a Tensor,
+    pub save_invstd: Option<&'a Tensor>,
+}
+
+/// Gradients returned by [`BatchNorm::backward`].
+#[derive(Clone, Debug)]
+pub struct Gradients {
+    /// dL/dx, the shape of the forward input.
+    pub grad_input: Tensor,
+    /// dL/dweight, shape `[C]` (None when affine = false).
+    pub grad_weight: Option<Tensor>,
+    /// dL/dbias, shape `[C]` (None when affine = false).
+    pub grad_bias: Option<Tensor>,
 }

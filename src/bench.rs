@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::grid;
-use crate::tensor::{read_bytes, Tensor};
+use crate::ops::plan::grid;
+use crate::tensor::Tensor;
+use crate::transfer::read_bytes;
 
 const COPY_WG: u32 = 256;
 

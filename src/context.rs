@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::kernels::{KernelLimits, Kernels};
+use crate::ops::{KernelLimits, Pipelines, Walk};
 
 /// How [`Context::with_options`] picks an adapter. [`ContextOptions::from_env`] (the default)
 /// reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` like wgpu's own examples.
@@ -26,6 +26,10 @@ pub struct ContextOptions {
     /// `max_compute_workgroups_per_dimension`); the rest folds into y. For tests of the folded
     /// grids and for driver workarounds.
     pub max_workgroups_per_dimension: Option<u32>,
+    /// Forces the tensor kernels' walk where it can serve the shape (tests use it to cover
+    /// every walk on every kernel; the default picks the fastest per shape).
+    #[doc(hidden)]
+    pub force_walk: Option<Walk>,
 }
 
 impl ContextOptions {
@@ -83,8 +87,9 @@ pub(crate) struct ContextInner {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub report: AdapterReport,
-    pub kernels: Kernels,
+    pub pipelines: Pipelines,
     pub limits: KernelLimits,
+    pub force_walk: Option<Walk>,
     /// Errors wgpu reported outside any error scope, when this crate owns the device.
     pub uncaptured: Arc<Mutex<Vec<String>>>,
     /// Staging buffers reused by uploads and readbacks (fresh staging memory per transfer
@@ -97,8 +102,8 @@ pub(crate) struct ContextInner {
 /// `download` (MAP_READ | COPY_DST).
 #[derive(Default)]
 pub(crate) struct Staging {
-    pub upload: Vec<crate::tensor::StagingSlot>,
-    pub download: Vec<crate::tensor::StagingSlot>,
+    pub upload: Vec<crate::transfer::StagingSlot>,
+    pub download: Vec<crate::transfer::StagingSlot>,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels. Cheap to clone (shared).
@@ -251,14 +256,15 @@ impl Context {
             subgroups,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         };
-        let kernels = Kernels::new(&device, subgroups);
+        let pipelines = Pipelines::new(&device, subgroups);
         Context {
             inner: Arc::new(ContextInner {
                 device,
                 queue,
                 report,
-                kernels,
+                pipelines,
                 limits,
+                force_walk: options.force_walk,
                 uncaptured,
                 staging: Mutex::new(Staging::default()),
             }),
@@ -280,13 +286,29 @@ impl Context {
         &self.inner.report
     }
 
-    /// How many compute pipelines this context has compiled so far (each kernel variant once).
+    /// How many compute pipelines this context has compiled so far (each kernel variant once;
+    /// steady-state checks).
+    #[doc(hidden)]
     pub fn pipelines_created(&self) -> usize {
-        self.inner.kernels.pipelines_created()
+        self.inner.pipelines.created()
     }
 
-    pub(crate) fn kernels(&self) -> &Kernels {
-        &self.inner.kernels
+    pub(crate) fn pipelines(&self) -> &Pipelines {
+        &self.inner.pipelines
+    }
+
+    pub(crate) fn forced_walk(&self) -> Option<Walk> {
+        self.inner.force_walk
+    }
+
+    /// The walk the tensor kernels use for an input of `shape` bound from 16-byte aligned
+    /// offsets (tests pin the walk they exercise with it).
+    #[doc(hidden)]
+    pub fn planned_walk(&self, shape: &[usize]) -> Option<Walk> {
+        let n = u32::try_from(*shape.first()?).ok()?;
+        let c = u32::try_from(*shape.get(1)?).ok()?;
+        let s = u32::try_from(shape[2..].iter().product::<usize>()).ok()?;
+        (n > 0 && c > 0 && s > 0).then(|| crate::workspace::planned_walk(self, n, c, s, true))
     }
 
     pub(crate) fn limits(&self) -> &KernelLimits {
@@ -325,6 +347,22 @@ impl Context {
         }
     }
 
+    /// Records with `f` into a new encoder, submits it and waits, inside error scopes.
+    pub(crate) fn run(
+        &self,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        self.scoped(|| {
+            let mut encoder =
+                self.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("batchnorm"),
+                    });
+            f(&mut encoder)?;
+            self.submit_and_wait(encoder.finish())
+        })
+    }
+
     /// Submits `commands` and blocks until the device has finished them.
     pub(crate) fn submit_and_wait(&self, commands: wgpu::CommandBuffer) -> Result<()> {
         let index = self.inner.queue.submit(Some(commands));
@@ -352,5 +390,14 @@ impl Context {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Device(e.to_string()))?;
         self.take_uncaptured()
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.inner.report)
+            .field("limits", &self.inner.limits)
+            .finish()
     }
 }

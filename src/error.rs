@@ -87,6 +87,10 @@ pub enum Error {
     Backward(String),
     /// The module has no such parameter or buffer (e.g. `weight` with `affine = false`).
     NotAvailable(String),
+    /// A tensor was made on another device than the call's context.
+    WrongDevice(String),
+    /// A functional call's arguments do not fit together (e.g. eval without running stats).
+    InvalidArgument(String),
 }
 
 impl Error {
@@ -98,7 +102,7 @@ impl Error {
             Error::InvalidRank { .. }
             | Error::TooFewValuesPerChannel { .. }
             | Error::InvalidEps { .. } => Some("ValueError"),
-            Error::ChannelMismatch { .. } => Some("RuntimeError"),
+            Error::ChannelMismatch { .. } | Error::InvalidArgument(_) => Some("RuntimeError"),
             _ => None,
         }
     }
@@ -180,6 +184,8 @@ impl fmt::Display for Error {
             Error::Device(msg) => write!(f, "device error: {msg}"),
             Error::Backward(msg) => write!(f, "backward: {msg}"),
             Error::NotAvailable(msg) => write!(f, "not available: {msg}"),
+            Error::WrongDevice(msg) => write!(f, "wrong device: {msg}"),
+            Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
         }
     }
 }

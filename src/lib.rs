@@ -31,23 +31,30 @@
 
 #![warn(missing_docs)]
 
-mod backward;
 mod batchnorm;
+#[cfg(feature = "bench")]
 pub mod bench;
 mod context;
 mod error;
-mod kernels;
+pub mod functional;
+mod ops;
 pub mod reference;
 mod tensor;
+mod transfer;
 mod workspace;
 
-pub use backward::{BackwardArgs, BatchNormBackward, Gradients, SavedStats};
 pub use batchnorm::{
-    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, ModuleTensors,
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, Gradients,
+    ModuleTensors, Saved,
 };
 pub use context::{AdapterReport, Context, ContextOptions};
 pub use error::{Error, Result};
-pub use tensor::{Tensor, TENSOR_USAGE};
+pub use functional::{
+    BackwardArgs, BatchNormBackward, ForwardArgs, Functional, RunningStats, SavedStats,
+};
+#[doc(hidden)]
+pub use ops::Walk;
+pub use tensor::{BatchCounter, Tensor, TENSOR_USAGE};
 
 /// The README's code blocks, compiled as doc tests so that they stay true.
 #[cfg(doctest)]

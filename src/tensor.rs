@@ -1,11 +1,9 @@
 //! f32 GPU tensors: a buffer (or a window of one) holding a contiguous (N, C, *spatial) array.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::{Binding, Block, Plan};
+use crate::ops::Binding;
+use crate::transfer::{download, read_f32, upload};
 
 /// Usage flags of the buffers this crate creates for tensors.
 pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -23,8 +21,9 @@ pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// assert_eq!(x.to_vec(&ctx)?, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
 /// # Ok::<(), wgpu_batchnorm::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Tensor {
+    ctx: Context,
     buffer: wgpu::Buffer,
     offset: u64,
     shape: Vec<usize>,
@@ -81,6 +80,7 @@ impl Tensor {
     /// Overwrites the tensor with `data` (its length must equal the tensor's), through a reused
     /// staging buffer; blocks until the copy is done.
     pub fn write(&self, ctx: &Context, data: &[f32]) -> Result<()> {
+        self.check_context(ctx, "the tensor")?;
         if data.len() != self.numel() {
             return Err(Error::ShapeMismatch {
                 what: "Tensor::write data length".into(),
@@ -94,6 +94,7 @@ impl Tensor {
     /// Reads the tensor into `out` (its length must equal the tensor's), through a reused
     /// staging buffer; blocks until the GPU is done with the tensor.
     pub fn read_into(&self, ctx: &Context, out: &mut [f32]) -> Result<()> {
+        self.check_context(ctx, "the tensor")?;
         if out.len() != self.numel() {
             return Err(Error::ShapeMismatch {
                 what: "Tensor::read_into output length".into(),
@@ -121,6 +122,7 @@ impl Tensor {
                 mapped_at_creation: false,
             });
             Ok(Tensor {
+                ctx: ctx.clone(),
                 buffer,
                 offset: 0,
                 shape: shape.to_vec(),
@@ -157,24 +159,49 @@ impl Tensor {
             )));
         }
         Ok(Tensor {
+            ctx: ctx.clone(),
             buffer: buffer.clone(),
             offset,
             shape: shape.to_vec(),
         })
     }
 
-    /// A tensor over a buffer this crate made (no checks).
-    pub(crate) fn from_raw(buffer: wgpu::Buffer, offset: u64, shape: Vec<usize>) -> Self {
-        Tensor {
-            buffer,
-            offset,
-            shape,
-        }
+    /// Reads the tensor back into host memory (blocks until the GPU is done with it). `ctx`
+    /// must be the tensor's context (or wrap the same device); [`Tensor::to_host`] needs none.
+    pub fn to_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
+        self.check_context(ctx, "the tensor")?;
+        self.to_host()
     }
 
-    /// Reads the tensor back into host memory (blocks until the GPU is done with it).
-    pub fn to_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
-        read_f32(ctx, &self.buffer, self.offset, self.numel())
+    /// Reads the tensor back into host memory through its own context (blocks until the GPU is
+    /// done with it).
+    pub fn to_host(&self) -> Result<Vec<f32>> {
+        read_f32(&self.ctx, &self.buffer, self.offset, self.numel())
+    }
+
+    /// A new tensor of `shape` filled with zeros (the same as [`Tensor::empty`]: new buffers
+    /// are zeroed).
+    pub fn zeros(ctx: &Context, shape: &[usize]) -> Result<Self> {
+        Tensor::empty(ctx, shape)
+    }
+
+    /// The context the tensor was made with.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// A typed error unless the tensor lives on `ctx`'s device (binding it elsewhere would be a
+    /// wgpu validation error, or a panic inside wgpu).
+    pub(crate) fn check_context(&self, ctx: &Context, what: &str) -> Result<()> {
+        if self.ctx.device() == ctx.device() {
+            Ok(())
+        } else {
+            Err(Error::WrongDevice(format!(
+                "{what} was made on another device ({}) than this call's ({})",
+                self.ctx.adapter().name,
+                ctx.adapter().name
+            )))
+        }
     }
 
     /// The shape, (N, C, *spatial).
@@ -212,16 +239,6 @@ impl Tensor {
         }
     }
 
-    /// The window of this tensor that `block` of `plan` binds.
-    pub(crate) fn window(&self, plan: &Plan, block: &Block) -> Binding {
-        let item = plan.item_bytes();
-        Binding {
-            buffer: self.buffer.clone(),
-            offset: self.offset + u64::from(block.params.bind_base) * item,
-            size: block.bind_items * item,
-        }
-    }
-
     /// Checks that the tensor has `shape`.
     pub(crate) fn expect_shape(&self, what: &str, shape: &[usize]) -> Result<()> {
         if self.shape != shape {
@@ -242,242 +259,85 @@ impl Tensor {
     }
 }
 
-/// Copies `len` f32 values at byte `offset` of `buffer` to the host.
-pub(crate) fn read_f32(
-    ctx: &Context,
-    buffer: &wgpu::Buffer,
-    offset: u64,
-    len: usize,
-) -> Result<Vec<f32>> {
-    let mut out = vec![0.0f32; len];
-    download(ctx, buffer, offset, bytemuck::cast_slice_mut(&mut out))?;
-    Ok(out)
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("offset", &self.offset)
+            .field("buffer_size", &self.buffer.size())
+            .field("adapter", &self.ctx.adapter().name)
+            .finish()
+    }
 }
 
-/// Copies `size` bytes (a multiple of 4) at `offset` of `buffer` to the host.
-pub(crate) fn read_bytes(
-    ctx: &Context,
-    buffer: &wgpu::Buffer,
-    offset: u64,
-    size: u64,
-) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; size as usize];
-    download(ctx, buffer, offset, &mut out)?;
-    Ok(out)
-}
-
-/// Host-device transfers move through two staging buffers of at most this many bytes, so that
-/// the host's copy of one chunk overlaps the device's copy of the other.
-const STAGING_CHUNK: u64 = 8 << 20;
-
-/// Mapping state of a staging buffer, set by its map_async callback.
-const MAP_PENDING: u8 = 0;
-const MAP_DONE: u8 = 1;
-const MAP_FAILED: u8 = 2;
-
-/// A reused staging buffer, its mapping state and the submission that last used it.
-pub(crate) struct StagingSlot {
+/// `num_batches_tracked`: a 64-bit counter on the GPU (two u32 words, low then high), which a
+/// training forward increments.
+#[derive(Clone)]
+pub struct BatchCounter {
+    ctx: Context,
     buffer: wgpu::Buffer,
-    state: Arc<AtomicU8>,
-    last_use: Option<wgpu::SubmissionIndex>,
 }
 
-impl StagingSlot {
-    fn new(ctx: &Context, size: u64, usage: wgpu::BufferUsages, mapped: bool) -> Self {
-        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("staging"),
-            size,
-            usage,
-            mapped_at_creation: mapped,
-        });
-        StagingSlot {
-            buffer,
-            state: Arc::new(AtomicU8::new(if mapped { MAP_DONE } else { MAP_PENDING })),
-            last_use: None,
-        }
-    }
-
-    /// Asks for the buffer to be mapped once the device is done with it (does not wait).
-    fn request_map(&mut self, mode: wgpu::MapMode) {
-        self.state.store(MAP_PENDING, Ordering::SeqCst);
-        let state = self.state.clone();
-        self.buffer.slice(..).map_async(mode, move |r| {
-            state.store(
-                if r.is_ok() { MAP_DONE } else { MAP_FAILED },
-                Ordering::SeqCst,
-            );
-        });
-    }
-
-    /// Blocks until a requested mapping is done: first waiting for the submission that used the
-    /// buffer last (not for later ones), then for everything.
-    fn wait_mapped(&self, ctx: &Context) -> Result<()> {
-        for poll in [
-            wgpu::PollType::Wait {
-                submission_index: self.last_use.clone(),
-                timeout: None,
-            },
-            wgpu::PollType::wait_indefinitely(),
-        ] {
-            match self.state.load(Ordering::SeqCst) {
-                MAP_DONE => return Ok(()),
-                MAP_FAILED => return Err(Error::Device("mapping a staging buffer failed".into())),
-                _ => {}
-            }
-            ctx.device()
-                .poll(poll)
-                .map_err(|e| Error::Device(e.to_string()))?;
-        }
-        match self.state.load(Ordering::SeqCst) {
-            MAP_DONE => Ok(()),
-            _ => Err(Error::Device(
-                "mapping a staging buffer did not complete".into(),
-            )),
-        }
+impl std::fmt::Debug for BatchCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchCounter")
+            .field("adapter", &self.ctx.adapter().name)
+            .finish()
     }
 }
 
-/// Two staging slots of at least `chunk` bytes in `slots`, replaced when too small.
-fn staging_slots<'a>(
-    ctx: &Context,
-    slots: &'a mut Vec<StagingSlot>,
-    chunk: u64,
-    usage: wgpu::BufferUsages,
-    mapped: bool,
-) -> &'a mut [StagingSlot] {
-    if slots.len() != 2 || slots.iter().any(|s| s.buffer.size() < chunk) {
-        *slots = (0..2)
-            .map(|_| StagingSlot::new(ctx, chunk, usage, mapped))
-            .collect();
-    }
-    slots
-}
-
-fn lock_staging(ctx: &Context) -> Result<std::sync::MutexGuard<'_, crate::context::Staging>> {
-    ctx.inner
-        .staging
-        .lock()
-        .map_err(|_| Error::Device("staging buffers poisoned".into()))
-}
-
-/// The staging chunk for a transfer of `size` bytes: small transfers get small buffers.
-fn chunk_for(size: u64) -> u64 {
-    size.next_power_of_two().clamp(256, STAGING_CHUNK)
-}
-
-/// Writes `data` (a multiple of 4 bytes) at `offset` of `buffer` through the context's upload
-/// staging buffers, which stay mapped between uploads; returns once the device has the data.
-pub(crate) fn upload(ctx: &Context, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
-    let size = data.len() as u64;
-    if size == 0 {
-        return Ok(());
-    }
-    if !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
-        return Err(Error::InvalidBuffer(
-            "writing needs BufferUsages::COPY_DST".into(),
-        ));
-    }
-    let mut staging = lock_staging(ctx)?;
-    ctx.scoped(|| {
-        let chunk = chunk_for(size);
-        let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
-        let slots = staging_slots(ctx, &mut staging.upload, chunk, usage, true);
-        let mut last = None;
-        for (i, piece) in data.chunks(chunk as usize).enumerate() {
-            let slot = &mut slots[i % 2];
-            slot.wait_mapped(ctx)?;
-            let len = piece.len() as u64;
-            slot.buffer
-                .slice(..len)
-                .get_mapped_range_mut()
-                .map_err(|e| Error::Device(e.to_string()))?
-                .copy_from_slice(piece);
-            slot.buffer.unmap();
-            let mut encoder =
-                ctx.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("upload"),
-                    });
-            encoder.copy_buffer_to_buffer(&slot.buffer, 0, buffer, offset + i as u64 * chunk, len);
-            let index = ctx.queue().submit(Some(encoder.finish()));
-            slot.last_use = Some(index.clone());
-            // Mapped again as soon as the device is done: ready for the next chunk or upload.
-            slot.request_map(wgpu::MapMode::Write);
-            last = Some(index);
-        }
-        ctx.device()
-            .poll(wgpu::PollType::Wait {
-                submission_index: last,
-                timeout: None,
+impl BatchCounter {
+    /// A counter at 0.
+    pub fn new(ctx: &Context) -> Result<Self> {
+        ctx.scoped(|| {
+            let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("num_batches_tracked"),
+                size: 8,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            });
+            Ok(BatchCounter {
+                ctx: ctx.clone(),
+                buffer,
             })
-            .map_err(|e| Error::Device(e.to_string()))?;
-        Ok(())
-    })
-}
+        })
+    }
 
-/// Reads `out.len()` bytes (a multiple of 4) at `offset` of `buffer` through the context's
-/// download staging buffers; the device copies chunk i + 1 while the host copies chunk i out.
-pub(crate) fn download(
-    ctx: &Context,
-    buffer: &wgpu::Buffer,
-    offset: u64,
-    out: &mut [u8],
-) -> Result<()> {
-    let size = out.len() as u64;
-    if size == 0 {
-        return Ok(());
+    /// The count (blocks until the GPU is done with it).
+    pub fn get(&self) -> Result<u64> {
+        let mut words = [0u32; 2];
+        download(
+            &self.ctx,
+            &self.buffer,
+            0,
+            bytemuck::cast_slice_mut(&mut words),
+        )?;
+        Ok(u64::from(words[0]) | (u64::from(words[1]) << 32))
     }
-    if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-        return Err(Error::InvalidBuffer(
-            "reading back needs BufferUsages::COPY_SRC".into(),
-        ));
+
+    /// Sets the count; takes effect before the next submitted command buffer.
+    pub fn set(&self, value: u64) -> Result<()> {
+        let words = [value as u32, (value >> 32) as u32];
+        self.ctx.scoped(|| {
+            self.ctx
+                .queue()
+                .write_buffer(&self.buffer, 0, bytemuck::cast_slice(&words));
+            Ok(())
+        })
     }
-    let mut staging = lock_staging(ctx)?;
-    ctx.scoped(|| {
-        let chunk = chunk_for(size);
-        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        let slots = staging_slots(ctx, &mut staging.download, chunk, usage, false);
-        let mut pending: Option<(usize, &mut [u8])> = None;
-        let mut pieces = out.chunks_mut(chunk as usize).enumerate();
-        loop {
-            let next = pieces.next();
-            if let Some((i, piece)) = &next {
-                let slot = &mut slots[i % 2];
-                let mut encoder =
-                    ctx.device()
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                            label: Some("readback"),
-                        });
-                let len = piece.len() as u64;
-                encoder.copy_buffer_to_buffer(
-                    buffer,
-                    offset + *i as u64 * chunk,
-                    &slot.buffer,
-                    0,
-                    len,
-                );
-                slot.last_use = Some(ctx.queue().submit(Some(encoder.finish())));
-                slot.request_map(wgpu::MapMode::Read);
-            }
-            if let Some((j, piece)) = pending.take() {
-                let slot = &mut slots[j % 2];
-                slot.wait_mapped(ctx)?;
-                {
-                    let len = piece.len() as u64;
-                    let view = slot
-                        .buffer
-                        .slice(..len)
-                        .get_mapped_range()
-                        .map_err(|e| Error::Device(e.to_string()))?;
-                    piece.copy_from_slice(&view);
-                }
-                slot.buffer.unmap();
-            }
-            match next {
-                Some(n) => pending = Some(n),
-                None => break,
-            }
+
+    /// The buffer (8 bytes).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    pub(crate) fn check_context(&self, ctx: &Context) -> Result<()> {
+        if self.ctx.device() == ctx.device() {
+            Ok(())
+        } else {
+            Err(Error::WrongDevice(
+                "num_batches_tracked was made on another device than this call's".into(),
+            ))
         }
-        Ok(())
-    })
+    }
 }

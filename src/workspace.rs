@@ -1,124 +1,170 @@
-//! Per-module GPU scratch space and caches: the params buffer and plan of each shape, the
-//! Welford / gradient partials, and bind groups. Built once per shape and tensor set, then reused,
-//! so steady-state calls allocate no GPU objects.
+//! GPU scratch space and caches of one caller of the ops (a module or a [`crate::Functional`]):
+//! prepared plans and uniform buffers per shape and hyperparameters, the partials buffer,
+//! per-channel scratch, and bind groups. Built once per shape and tensor set, then reused, so
+//! steady-state calls allocate no GPU objects. Every buffer is checked against the device's
+//! limits before it is created.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
 use crate::context::Context;
-use crate::kernels::{BindCache, Binding, Kernel, Params, Plan};
+use crate::error::{Error, Result};
+use crate::ops::update_running::UpdateParams;
+use crate::ops::{BindCache, Binding, ChannelParams, Plan, PreparedPlan, Recorder, Walk};
 
-/// Everything that fixes a params buffer's contents and the plan.
+/// Everything that fixes a plan: the (N, C, S) shape and whether vec4 reads are allowed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub(crate) struct ParamsKey {
+pub(crate) struct Geometry {
     pub n: u32,
     pub c: u32,
     pub s: u32,
-    /// Whether the bound tensors allow vec4 reads (16-byte aligned offsets).
+    /// Whether every bound tensor allows vec4 reads (16-byte aligned offsets).
     pub vec4_ok: bool,
-    /// eps as f32 bits.
-    pub eps: u32,
-    /// momentum as f32 bits; None is the cumulative average.
-    pub momentum: Option<u32>,
 }
 
-impl ParamsKey {
-    /// An empty input has no plan: nothing is read or written but num_batches_tracked.
-    pub fn is_empty(&self) -> bool {
-        u64::from(self.n) * u64::from(self.c) * u64::from(self.s) == 0
-    }
-}
-
-/// Params buffers (immutable once created) and the plan they describe (None when empty):
-/// one per block, and `channel` for the per-channel passes (the first block's, or the empty
-/// batch's).
-#[derive(Clone)]
-pub(crate) struct Prepared {
-    pub plan: Option<Plan>,
-    pub blocks: Vec<Binding>,
-    pub channel: Binding,
-}
+/// At most this many entries per cache; a full cache starts over.
+const MAX_CACHED: usize = 64;
 
 pub(crate) struct Workspace {
     ctx: Context,
-    prepared: HashMap<ParamsKey, Prepared>,
+    plans: HashMap<Geometry, Arc<PreparedPlan>>,
+    channel_params: HashMap<(u32, u32, u32, u32), Binding>,
+    update_params: HashMap<(u32, u32, u32, u32, u32), Binding>,
     partials: Option<wgpu::Buffer>,
     /// Per-channel buffers by purpose, grown to the largest channel count seen.
-    channel_scratch: HashMap<&'static str, wgpu::Buffer>,
+    scratch: HashMap<&'static str, wgpu::Buffer>,
     binds: BindCache,
     /// GPU buffers this workspace has created (params, partials, scratch).
     buffers_created: usize,
 }
 
-/// At most this many shapes keep their params buffer; a full cache starts over.
-const MAX_PREPARED: usize = 64;
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("plans", &self.plans.len())
+            .field("bind_groups", &self.binds.len())
+            .field("buffers_created", &self.buffers_created)
+            .finish()
+    }
+}
+
+fn clear_if_full<K, V>(map: &mut HashMap<K, V>) {
+    if map.len() >= MAX_CACHED {
+        map.clear();
+    }
+}
 
 impl Workspace {
     pub fn new(ctx: &Context) -> Self {
         Workspace {
             ctx: ctx.clone(),
-            prepared: HashMap::new(),
+            plans: HashMap::new(),
+            channel_params: HashMap::new(),
+            update_params: HashMap::new(),
             partials: None,
-            channel_scratch: HashMap::new(),
+            scratch: HashMap::new(),
             binds: BindCache::default(),
             buffers_created: 0,
         }
     }
 
-    /// The params buffer and plan for a key, created on first use. The buffer's contents never
-    /// change, so several calls recorded into one encoder cannot see each other's parameters.
-    pub fn prepare(&mut self, key: ParamsKey) -> Prepared {
-        if let Some(p) = self.prepared.get(&key) {
+    fn uniform(&mut self, label: &str, contents: &[u8]) -> Binding {
+        self.buffers_created += 1;
+        let buffer = self
+            .ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        Binding::whole(&buffer)
+    }
+
+    /// The plan of a non-empty geometry and its per-block params buffers, made on first use.
+    /// The buffers never change, so several calls recorded into one encoder cannot see each
+    /// other's parameters.
+    pub fn plan(&mut self, g: Geometry) -> Arc<PreparedPlan> {
+        if let Some(p) = self.plans.get(&g) {
             return p.clone();
         }
-        if self.prepared.len() >= MAX_PREPARED {
-            self.prepared.clear();
-        }
+        clear_if_full(&mut self.plans);
         let limits = *self.ctx.limits();
-        let plan = (!key.is_empty()).then(|| Plan::new(key.n, key.c, key.s, key.vec4_ok, &limits));
-        let mut created = 0;
-        let mut finish = |mut params: Params| {
-            created += 1;
-            params.eps = f32::from_bits(key.eps);
-            params.momentum = key.momentum.map(f32::from_bits).unwrap_or(0.0);
-            params.cumulative = u32::from(key.momentum.is_none());
-            params.update_stats = u32::from(plan.is_some());
-            let buffer = self
-                .ctx
-                .device()
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("batchnorm params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-            Binding::whole(&buffer)
-        };
-        let blocks: Vec<Binding> = plan
-            .as_ref()
-            .map(|plan| plan.blocks.iter().map(|b| finish(b.params)).collect())
-            .unwrap_or_default();
-        let channel = match blocks.first() {
-            Some(first) => first.clone(),
-            None => finish(Params {
-                channels: key.c,
-                plane: 1,
-                ..Params::default()
-            }),
-        };
-        self.buffers_created += created;
-        let prepared = Prepared {
-            plan,
-            blocks,
-            channel,
-        };
-        self.prepared.insert(key, prepared.clone());
+        let plan = Plan::new(g.n, g.c, g.s, g.vec4_ok, &limits, self.ctx.forced_walk());
+        let params = plan
+            .blocks
+            .iter()
+            .map(|b| self.uniform("block params", bytemuck::bytes_of(&b.params)))
+            .collect();
+        let prepared = Arc::new(PreparedPlan { plan, params });
+        self.plans.insert(g, prepared.clone());
         prepared
     }
 
-    /// The partials buffer, grown (never shrunk) to hold `count` vec4 partials.
-    pub fn partials(&mut self, count: u64) -> Binding {
-        let bytes = count.max(1) * 16;
+    /// The per-channel uniform for C channels of `count` values in `total_tasks` partials.
+    pub fn channel_params(&mut self, c: u32, total_tasks: u64, count: u32, eps: f32) -> Binding {
+        let total_tasks = total_tasks as u32;
+        let key = (c, total_tasks, count, eps.to_bits());
+        if let Some(b) = self.channel_params.get(&key) {
+            return b.clone();
+        }
+        clear_if_full(&mut self.channel_params);
+        let params = ChannelParams {
+            channels: c,
+            total_tasks,
+            count,
+            eps,
+        };
+        let b = self.uniform("channel params", bytemuck::bytes_of(&params));
+        self.channel_params.insert(key, b.clone());
+        b
+    }
+
+    /// The running-update uniform.
+    pub fn update_params(&mut self, params: UpdateParams) -> Binding {
+        let key = (
+            params.channels,
+            params.count,
+            params.momentum.to_bits(),
+            params.cumulative,
+            params.update_stats,
+        );
+        if let Some(b) = self.update_params.get(&key) {
+            return b.clone();
+        }
+        clear_if_full(&mut self.update_params);
+        let b = self.uniform("update params", bytemuck::bytes_of(&params));
+        self.update_params.insert(key, b.clone());
+        b
+    }
+
+    /// Checks that a scratch buffer of `bytes` fits the device (before any state changes).
+    pub fn check_fits(&self, what: &str, bytes: u64) -> Result<()> {
+        let limits = self.ctx.device().limits();
+        let limit = limits
+            .max_buffer_size
+            .min(limits.max_storage_buffer_binding_size);
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes of the partials of `plan`.
+    pub fn partials_bytes(plan: &Plan) -> u64 {
+        plan.partials().max(1) * 16
+    }
+
+    /// The partials buffer, grown (never shrunk) to hold the partials of `plan`. The caller
+    /// checked the size with [`Workspace::check_fits`].
+    pub fn partials(&mut self, plan: &Plan) -> Binding {
+        let bytes = Self::partials_bytes(plan);
         if let Some(b) = self.partials.as_ref().filter(|b| b.size() >= bytes) {
             return Binding::whole(b);
         }
@@ -139,11 +185,7 @@ impl Workspace {
     /// A scratch buffer of at least `bytes`, one per `purpose`, grown on demand.
     pub fn scratch(&mut self, purpose: &'static str, bytes: u64) -> Binding {
         let bytes = bytes.max(16);
-        if let Some(b) = self
-            .channel_scratch
-            .get(purpose)
-            .filter(|b| b.size() >= bytes)
-        {
+        if let Some(b) = self.scratch.get(purpose).filter(|b| b.size() >= bytes) {
             return Binding::whole(b);
         }
         self.buffers_created += 1;
@@ -153,20 +195,30 @@ impl Workspace {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        if self
-            .channel_scratch
-            .insert(purpose, buffer.clone())
-            .is_some()
-        {
+        if self.scratch.insert(purpose, buffer.clone()).is_some() {
             self.binds.clear();
         }
         Binding::whole(&buffer)
     }
 
-    /// The bind group of `kernel` over `bindings`, cached.
-    pub fn bind(&mut self, kernel: Kernel, bindings: &[Binding]) -> wgpu::BindGroup {
-        self.binds
-            .get(self.ctx.kernels(), self.ctx.device(), kernel, bindings)
+    /// Opens a compute pass on `encoder` and hands `f` a recorder over it.
+    pub fn record(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        label: &str,
+        f: impl FnOnce(&mut Recorder<'_, '_>),
+    ) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        let mut rec = Recorder {
+            device: self.ctx.device(),
+            pipelines: self.ctx.pipelines(),
+            binds: &mut self.binds,
+            pass: &mut pass,
+        };
+        f(&mut rec);
     }
 
     /// Number of cached bind groups (for steady-state checks).
@@ -178,4 +230,11 @@ impl Workspace {
     pub fn buffers_created(&self) -> usize {
         self.buffers_created
     }
+}
+
+/// The walk that a context plans for `shape` (tests pin the walk they exercise with it).
+pub(crate) fn planned_walk(ctx: &Context, n: u32, c: u32, s: u32, vec4_ok: bool) -> Walk {
+    Plan::new(n, c, s, vec4_ok, ctx.limits(), ctx.forced_walk())
+        .geometry
+        .walk
 }

@@ -350,13 +350,13 @@ fn the_functional_form_and_the_encoder_path_match_the_module() {
         let t = bn.tensors();
         let stats = if training {
             SavedStats::Batch {
-                save_mean: t.save_mean,
-                save_invstd: t.save_invstd,
+                save_mean: t.save_mean.unwrap(),
+                save_invstd: t.save_invstd.unwrap(),
             }
         } else {
             SavedStats::Running {
-                running_mean: t.running_mean,
-                running_var: t.running_var,
+                running_mean: t.running_mean.unwrap(),
+                running_var: t.running_var.unwrap(),
                 eps: bn.eps(),
             }
         };
@@ -366,9 +366,9 @@ fn the_functional_form_and_the_encoder_path_match_the_module() {
             .run(&BackwardArgs {
                 x: &xt,
                 grad_output: &dyt,
-                weight: Some(t.weight),
+                weight: t.weight,
                 stats,
-                grad_input: &gx2,
+                grad_input: Some(&gx2),
                 grad_weight: Some(&gw2),
                 grad_bias: None,
             })

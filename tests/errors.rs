@@ -19,7 +19,7 @@ fn state(bn: &BatchNorm) -> State {
 
 /// A module whose buffers are not at their initial values, so "unchanged" means something.
 fn trained_module(ctx: &Context, options: BatchNormOptions) -> BatchNorm {
-    let mut bn: BatchNorm = BatchNorm2d::with_options(ctx, 3, options).unwrap().into();
+    let mut bn: BatchNorm = BatchNorm2d::with_options(ctx, 3, options).unwrap();
     let x: Vec<f32> = (0..2 * 3 * 4)
         .map(|i| (i as f32 * 0.37).sin() * 3.0)
         .collect();

@@ -1,0 +1,683 @@
+//! The functional layer: batch norm on caller-owned tensors, like
+//! `torch.nn.functional.batch_norm` and aten's `native_batch_norm` /
+//! `native_batch_norm_backward`. [`crate::BatchNorm`] is built on it; a framework author can
+//! build their own module the same way.
+//!
+//! [`Functional`] holds the scratch space and caches (create one per stream of calls and reuse
+//! it). Each operation has an encode-only form that records into the caller's
+//! `wgpu::CommandEncoder` and waits on nothing, and a blocking convenience that submits and
+//! waits.
+//!
+//! ```no_run
+//! use wgpu_batchnorm::{BackwardArgs, Context, ForwardArgs, Functional, RunningStats, SavedStats, Tensor};
+//! let ctx = Context::new()?;
+//! let x = Tensor::from_slice(&ctx, &[1., 2., 3., 4., 5., 6., 7., 8.], &[4, 2])?;
+//! let y = Tensor::empty(&ctx, &[4, 2])?;
+//! let (mean, invstd) = (Tensor::empty(&ctx, &[2])?, Tensor::empty(&ctx, &[2])?);
+//! let running_mean = Tensor::from_slice(&ctx, &[0.0; 2], &[2])?;
+//! let running_var = Tensor::from_slice(&ctx, &[1.0; 2], &[2])?;
+//! let mut f = Functional::new(&ctx);
+//! // F.batch_norm(x, running_mean, running_var, training=True): no weight, no bias.
+//! f.forward(&ForwardArgs {
+//!     running: Some(RunningStats { mean: &running_mean, var: &running_var, num_batches_tracked: None }),
+//!     save_mean: Some(&mean),
+//!     save_invstd: Some(&invstd),
+//!     ..ForwardArgs::new(&x, &y)
+//! })?;
+//! let dy = Tensor::from_slice(&ctx, &[1.0; 8], &[4, 2])?;
+//! let dx = Tensor::empty(&ctx, &[4, 2])?;
+//! f.backward(&BackwardArgs {
+//!     stats: SavedStats::Batch { save_mean: &mean, save_invstd: &invstd },
+//!     grad_input: Some(&dx),
+//!     ..BackwardArgs::new(&x, &dy)
+//! })?;
+//! # Ok::<(), wgpu_batchnorm::Error>(())
+//! ```
+//!
+//! Encode-only calls do not open error scopes (popping one would wait on the host): a wgpu
+//! validation error in them surfaces where the caller submits, through the device's
+//! uncaptured-error handler. Every check this crate makes happens before anything is
+//! recorded, and a rejected call records nothing.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::ops::backward_finalize::BackwardFinalizeBindings;
+use crate::ops::backward_input::BackwardInputBindings;
+use crate::ops::backward_reduce::BackwardReduceBindings;
+use crate::ops::finalize_stats::FinalizeStatsBindings;
+use crate::ops::normalize::NormalizeBindings;
+use crate::ops::stats::StatsBindings;
+use crate::ops::update_running::{UpdateParams, UpdateRunningBindings};
+use crate::ops::{Binding, Statistics};
+use crate::tensor::{BatchCounter, Tensor};
+use crate::workspace::{Geometry, Workspace};
+
+/// The running buffers a training forward updates and an eval forward normalizes with.
+#[derive(Clone, Copy, Debug)]
+pub struct RunningStats<'a> {
+    /// `running_mean`, shape `[C]`.
+    pub mean: &'a Tensor,
+    /// `running_var`, shape `[C]` (unbiased).
+    pub var: &'a Tensor,
+    /// `num_batches_tracked`, incremented by every training forward; needed when `momentum`
+    /// is `None` (the factor is then `1 / num_batches_tracked`).
+    pub num_batches_tracked: Option<&'a BatchCounter>,
+}
+
+/// One forward: `F.batch_norm(input, running_mean, running_var, weight, bias, training,
+/// momentum, eps)`, writing `output` and (with batch statistics) the saved statistics.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardArgs<'a> {
+    /// (N, C, *spatial).
+    pub input: &'a Tensor,
+    /// Same shape as `input`, overlapping it nowhere.
+    pub output: &'a Tensor,
+    /// Per-channel scale `[C]`; None: 1.
+    pub weight: Option<&'a Tensor>,
+    /// Per-channel shift `[C]`; None: 0.
+    pub bias: Option<&'a Tensor>,
+    /// Running buffers: updated when `training`, normalized with when not.
+    pub running: Option<RunningStats<'a>>,
+    /// Batch statistics (and a running update, if `running` is given); else the running
+    /// statistics, which must then be given.
+    pub training: bool,
+    /// Running-update factor; None: cumulative average (needs `num_batches_tracked`).
+    pub momentum: Option<f64>,
+    /// Added to the variance.
+    pub eps: f64,
+    /// Written with the batch mean `[C]` (training); None: kept in scratch space.
+    pub save_mean: Option<&'a Tensor>,
+    /// Written with `1 / sqrt(biased var + eps)` `[C]` (training); None: kept in scratch.
+    pub save_invstd: Option<&'a Tensor>,
+}
+
+impl<'a> ForwardArgs<'a> {
+    /// A training forward of `input` into `output` with PyTorch's defaults (momentum 0.1,
+    /// eps 1e-5), no weight, bias or running buffers; set the rest with struct update syntax.
+    pub fn new(input: &'a Tensor, output: &'a Tensor) -> Self {
+        ForwardArgs {
+            input,
+            output,
+            weight: None,
+            bias: None,
+            running: None,
+            training: true,
+            momentum: Some(0.1),
+            eps: 1e-5,
+            save_mean: None,
+            save_invstd: None,
+        }
+    }
+}
+
+/// The statistics the forward normalized with.
+#[derive(Clone, Copy, Debug)]
+pub enum SavedStats<'a> {
+    /// Batch statistics (training, or eval without running stats): the forward's `save_mean`
+    /// and `save_invstd`, shape `[C]`. The gradient flows through the statistics.
+    Batch {
+        /// Per-channel batch mean.
+        save_mean: &'a Tensor,
+        /// Per-channel `1 / sqrt(biased var + eps)`.
+        save_invstd: &'a Tensor,
+    },
+    /// Running statistics (eval with tracked buffers), shape `[C]`; they are constants.
+    Running {
+        /// `running_mean`.
+        running_mean: &'a Tensor,
+        /// `running_var`.
+        running_var: &'a Tensor,
+        /// `eps` (>= 0).
+        eps: f64,
+    },
+}
+
+/// One backward: `native_batch_norm_backward`. Every output is optional.
+#[derive(Clone, Copy, Debug)]
+pub struct BackwardArgs<'a> {
+    /// The forward's input, (N, C, *spatial).
+    pub x: &'a Tensor,
+    /// dL/dy, same shape as `x`.
+    pub grad_output: &'a Tensor,
+    /// The forward's weight, shape `[C]`; None means 1 (affine = false).
+    pub weight: Option<&'a Tensor>,
+    /// The statistics the forward normalized with.
+    pub stats: SavedStats<'a>,
+    /// Output: dL/dx, same shape as `x`, overlapping neither `x` nor `grad_output`.
+    pub grad_input: Option<&'a Tensor>,
+    /// Output: dL/dweight, shape `[C]`.
+    pub grad_weight: Option<&'a Tensor>,
+    /// Output: dL/dbias, shape `[C]`.
+    pub grad_bias: Option<&'a Tensor>,
+}
+
+impl<'a> BackwardArgs<'a> {
+    /// A backward of `x` and `grad_output` with no outputs; `stats` is a placeholder
+    /// (`SavedStats::Running` with `x` itself would be rejected), so set it and the outputs
+    /// with struct update syntax.
+    pub fn new(x: &'a Tensor, grad_output: &'a Tensor) -> Self {
+        BackwardArgs {
+            x,
+            grad_output,
+            weight: None,
+            stats: SavedStats::Batch {
+                save_mean: x,
+                save_invstd: x,
+            },
+            grad_input: None,
+            grad_weight: None,
+            grad_bias: None,
+        }
+    }
+}
+
+/// Batch norm on caller-owned tensors, with its own scratch space and caches.
+#[derive(Debug)]
+pub struct Functional {
+    ctx: Context,
+    ws: Workspace,
+}
+
+/// What a checked forward will record.
+struct ForwardWork {
+    c: u32,
+    /// None for an empty input.
+    geometry: Option<Geometry>,
+    count: u32,
+    eps: f32,
+    statistics: Statistics,
+    update: Option<UpdateParams>,
+}
+
+/// What a checked backward will record.
+struct BackwardWork {
+    c: u32,
+    geometry: Option<Geometry>,
+    count: u32,
+    eps: f32,
+    statistics: Statistics,
+}
+
+/// The (N, C, S) geometry of `x` with every tensor in `others` bound alongside it; TooLarge
+/// where the kernels' u32 indices cannot address it.
+fn geometry(x: &Tensor, others: &[Option<&Tensor>]) -> Result<(u32, Option<Geometry>, u32)> {
+    let shape = x.shape();
+    let too_large = |what: String, bytes: u64, limit: u64| Error::TooLarge { what, bytes, limit };
+    if x.numel() as u64 > u64::from(u32::MAX) {
+        return Err(too_large(
+            format!("a tensor of shape {shape:?} (u32 element indices)"),
+            x.size_bytes(),
+            u64::from(u32::MAX) * 4,
+        ));
+    }
+    let dim = |v: usize| {
+        u32::try_from(v).map_err(|_| {
+            too_large(
+                format!("a dimension of shape {shape:?}"),
+                v as u64,
+                u64::from(u32::MAX),
+            )
+        })
+    };
+    let s: usize = shape[2..].iter().product();
+    let (n, c, s) = (dim(shape[0])?, dim(shape[1])?, dim(s)?);
+    let g = (x.numel() > 0).then(|| Geometry {
+        n,
+        c,
+        s,
+        vec4_ok: std::iter::once(x)
+            .chain(others.iter().flatten().copied())
+            .all(|t| t.offset().is_multiple_of(16)),
+    });
+    Ok((c, g, n.saturating_mul(s)))
+}
+
+fn check_rank(what: &str, x: &Tensor) -> Result<()> {
+    if x.shape().len() < 2 {
+        return Err(Error::ShapeMismatch {
+            what: format!("{what} (needs at least (N, C))"),
+            expected: vec![0, 0],
+            got: x.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn check_channels(ctx: &Context, what: &str, t: Option<&Tensor>, c: usize) -> Result<()> {
+    if let Some(t) = t {
+        t.check_context(ctx, what)?;
+        t.expect_shape(what, &[c])?;
+    }
+    Ok(())
+}
+
+fn check_eps(eps: f64, batch_stats: bool) -> Result<()> {
+    // NaN fails both.
+    let ok = if batch_stats { eps > 0.0 } else { eps >= 0.0 };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidEps { eps, batch_stats })
+    }
+}
+
+impl Functional {
+    /// A functional runner for `ctx`.
+    pub fn new(ctx: &Context) -> Self {
+        Functional {
+            ctx: ctx.clone(),
+            ws: Workspace::new(ctx),
+        }
+    }
+
+    /// The context this runner records for.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    fn check_forward(&self, a: &ForwardArgs<'_>) -> Result<ForwardWork> {
+        let ctx = &self.ctx;
+        check_rank("forward input", a.input)?;
+        a.input.check_context(ctx, "input")?;
+        a.output.check_context(ctx, "output")?;
+        a.output.expect_shape("output tensor", a.input.shape())?;
+        let shape = a.input.shape();
+        // Like PyTorch, an empty input is returned before channels are compared: the
+        // per-channel tensors then only have to agree with each other.
+        let c = if a.input.numel() == 0 {
+            [a.weight, a.bias, a.save_mean, a.save_invstd]
+                .into_iter()
+                .chain(a.running.iter().flat_map(|r| [Some(r.mean), Some(r.var)]))
+                .flatten()
+                .map(Tensor::numel)
+                .next()
+                .unwrap_or(shape[1])
+        } else {
+            shape[1]
+        };
+        let batch_stats = a.training;
+        if batch_stats
+            && a.input.numel() > 0
+            && shape[0] * shape[2..].iter().product::<usize>() == 1
+        {
+            return Err(Error::TooFewValuesPerChannel {
+                shape: shape.to_vec(),
+            });
+        }
+        check_eps(a.eps, batch_stats)?;
+        if a.input.numel() > 0 && a.input.overlaps(a.output) {
+            return Err(Error::Aliasing);
+        }
+        check_channels(ctx, "weight", a.weight, c)?;
+        check_channels(ctx, "bias", a.bias, c)?;
+        check_channels(ctx, "save_mean", a.save_mean, c)?;
+        check_channels(ctx, "save_invstd", a.save_invstd, c)?;
+        if let (Some(m), Some(s)) = (a.save_mean, a.save_invstd) {
+            if c > 0 && m.overlaps(s) {
+                return Err(Error::Aliasing);
+            }
+        }
+        if let Some(r) = &a.running {
+            check_channels(ctx, "running_mean", Some(r.mean), c)?;
+            check_channels(ctx, "running_var", Some(r.var), c)?;
+            if let Some(counter) = r.num_batches_tracked {
+                counter.check_context(ctx)?;
+            }
+            if a.training && a.momentum.is_none() && r.num_batches_tracked.is_none() {
+                return Err(Error::InvalidArgument(
+                    "momentum None (cumulative average) needs num_batches_tracked".into(),
+                ));
+            }
+        } else if !a.training {
+            return Err(Error::InvalidArgument(
+                "running_mean and running_var must be given in eval mode (training = false)".into(),
+            ));
+        }
+        let (_, geometry, count) = geometry(a.input, &[Some(a.output)])?;
+        let c32 = c as u32;
+        let update = match (&a.running, a.training) {
+            (Some(_), true) => Some(UpdateParams {
+                channels: c32,
+                count,
+                momentum: a.momentum.unwrap_or(0.0) as f32,
+                cumulative: u32::from(a.momentum.is_none()),
+                update_stats: u32::from(geometry.is_some()),
+                _pad: [0; 3],
+            }),
+            _ => None,
+        };
+        let work = ForwardWork {
+            c: c32,
+            geometry,
+            count,
+            eps: a.eps as f32,
+            statistics: if batch_stats {
+                Statistics::Batch
+            } else {
+                Statistics::Running
+            },
+            update,
+        };
+        self.check_scratch(work.geometry, work.c)?;
+        Ok(work)
+    }
+
+    /// Runs every check of a forward without recording anything.
+    pub(crate) fn check(&self, args: &ForwardArgs<'_>) -> Result<()> {
+        self.check_forward(args).map(|_| ())
+    }
+
+    /// Every scratch buffer a call will need fits the device.
+    fn check_scratch(&self, g: Option<Geometry>, c: u32) -> Result<()> {
+        self.ws.check_fits(
+            &format!("per-channel scratch for {c} channels"),
+            u64::from(c) * 8,
+        )?;
+        if let Some(g) = g {
+            // The plan is cheap to make on the host; the buffer is what could be too large.
+            let plan = crate::ops::Plan::new(
+                g.n,
+                g.c,
+                g.s,
+                g.vec4_ok,
+                self.ctx.limits(),
+                self.ctx.forced_walk(),
+            );
+            self.ws
+                .check_fits("the partials buffer", Workspace::partials_bytes(&plan))?;
+        }
+        Ok(())
+    }
+
+    fn record_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &ForwardArgs<'_>,
+        w: &ForwardWork,
+    ) {
+        let ws = &mut self.ws;
+        let channel_bytes = u64::from(w.c) * 4;
+        let save_mean = a
+            .save_mean
+            .map(Tensor::slot)
+            .unwrap_or_else(|| ws.scratch("save_mean", channel_bytes));
+        let save_invstd = a
+            .save_invstd
+            .map(Tensor::slot)
+            .unwrap_or_else(|| ws.scratch("save_invstd", channel_bytes));
+        let m2 = ws.scratch("m2", channel_bytes);
+        let tensor_work = w.geometry.map(|g| {
+            let prepared = ws.plan(g);
+            let plan = &prepared.plan;
+            let chan = ws.channel_params(w.c, plan.total_tasks, w.count, w.eps);
+            let stats = (w.statistics == Statistics::Batch).then(|| {
+                let partials = ws.partials(plan);
+                (
+                    StatsBindings {
+                        x: a.input.slot(),
+                        partials: partials.clone(),
+                    },
+                    FinalizeStatsBindings {
+                        chan: chan.clone(),
+                        partials,
+                        save_mean: save_mean.clone(),
+                        save_invstd: save_invstd.clone(),
+                        m2: m2.clone(),
+                    },
+                )
+            });
+            let (mean, spread) = match (&a.running, w.statistics) {
+                (Some(r), Statistics::Running) => (r.mean.slot(), r.var.slot()),
+                _ => (save_mean.clone(), save_invstd.clone()),
+            };
+            let normalize = NormalizeBindings {
+                chan,
+                x: a.input.slot(),
+                y: a.output.slot(),
+                mean,
+                spread,
+                weight: a.weight.map(Tensor::slot),
+                bias: a.bias.map(Tensor::slot),
+            };
+            (prepared, stats, normalize)
+        });
+        let update = match (w.update, &a.running) {
+            (Some(params), Some(r)) => Some(UpdateRunningBindings {
+                upd: ws.update_params(params),
+                save_mean: save_mean.clone(),
+                m2,
+                running_mean: r.mean.slot(),
+                running_var: r.var.slot(),
+                tracked: r.num_batches_tracked.map(|t| Binding::whole(t.buffer())),
+            }),
+            _ => None,
+        };
+        if tensor_work.is_none() && update.is_none() {
+            return;
+        }
+        let statistics = w.statistics;
+        ws.record(encoder, "batchnorm forward", |rec| {
+            if let Some((prepared, stats, normalize)) = &tensor_work {
+                if let Some((stats, finalize)) = stats {
+                    stats.encode(rec, prepared);
+                    finalize.encode(rec, prepared.plan.channel_grid);
+                }
+                normalize.encode(rec, prepared, statistics);
+            }
+            if let Some(update) = &update {
+                update.encode(rec);
+            }
+        });
+    }
+
+    /// Records the forward into `encoder`: no submit, no wait. See the module docs for when
+    /// validation errors surface.
+    pub fn encode_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &ForwardArgs<'_>,
+    ) -> Result<()> {
+        let work = self.check_forward(args)?;
+        self.record_forward(encoder, args, &work);
+        Ok(())
+    }
+
+    /// Runs the forward and waits for it.
+    pub fn forward(&mut self, args: &ForwardArgs<'_>) -> Result<()> {
+        let work = self.check_forward(args)?;
+        let ctx = self.ctx.clone();
+        ctx.run(|encoder| {
+            self.record_forward(encoder, args, &work);
+            Ok(())
+        })
+    }
+
+    fn check_backward(&self, a: &BackwardArgs<'_>) -> Result<BackwardWork> {
+        let ctx = &self.ctx;
+        check_rank("backward input x", a.x)?;
+        let shape = a.x.shape();
+        let c = shape[1];
+        a.x.check_context(ctx, "x")?;
+        a.grad_output.check_context(ctx, "grad_output")?;
+        a.grad_output.expect_shape("grad_output", shape)?;
+        if let Some(g) = a.grad_input {
+            g.check_context(ctx, "grad_input")?;
+            g.expect_shape("grad_input", shape)?;
+            if a.x.numel() > 0 && (g.overlaps(a.x) || g.overlaps(a.grad_output)) {
+                return Err(Error::Aliasing);
+            }
+        }
+        check_channels(ctx, "weight", a.weight, c)?;
+        check_channels(ctx, "grad_weight", a.grad_weight, c)?;
+        check_channels(ctx, "grad_bias", a.grad_bias, c)?;
+        let (statistics, eps) = match a.stats {
+            SavedStats::Batch {
+                save_mean,
+                save_invstd,
+            } => {
+                check_channels(ctx, "save_mean", Some(save_mean), c)?;
+                check_channels(ctx, "save_invstd", Some(save_invstd), c)?;
+                // eps is folded into save_invstd and not read.
+                (Statistics::Batch, 0.0)
+            }
+            SavedStats::Running {
+                running_mean,
+                running_var,
+                eps,
+            } => {
+                check_channels(ctx, "running_mean", Some(running_mean), c)?;
+                check_channels(ctx, "running_var", Some(running_var), c)?;
+                check_eps(eps, false)?;
+                (Statistics::Running, eps)
+            }
+        };
+        if let (Some(gw), Some(gb)) = (a.grad_weight, a.grad_bias) {
+            if c > 0 && gw.overlaps(gb) {
+                return Err(Error::Aliasing);
+            }
+        }
+        let (c32, geometry, count) = geometry(a.x, &[Some(a.grad_output), a.grad_input])?;
+        self.check_scratch(geometry, c32)?;
+        Ok(BackwardWork {
+            c: c32,
+            geometry,
+            count,
+            eps: eps as f32,
+            statistics,
+        })
+    }
+
+    fn record_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &BackwardArgs<'_>,
+        w: &BackwardWork,
+    ) {
+        let Some(g) = w.geometry else {
+            // No values: the parameter gradients are sums over nothing.
+            for t in [a.grad_weight, a.grad_bias].into_iter().flatten() {
+                if w.c > 0 {
+                    encoder.clear_buffer(t.buffer(), t.offset(), Some(t.size_bytes()));
+                }
+            }
+            return;
+        };
+        let ws = &mut self.ws;
+        let (mean, spread) = match a.stats {
+            SavedStats::Batch {
+                save_mean,
+                save_invstd,
+            } => (save_mean, save_invstd),
+            SavedStats::Running {
+                running_mean,
+                running_var,
+                ..
+            } => (running_mean, running_var),
+        };
+        let batch = w.statistics == Statistics::Batch;
+        let sums_needed =
+            (batch && a.grad_input.is_some()) || a.grad_weight.is_some() || a.grad_bias.is_some();
+        let prepared = ws.plan(g);
+        let plan = &prepared.plan;
+        let chan = ws.channel_params(w.c, plan.total_tasks, w.count, w.eps);
+        let coef = ws.scratch("coef", u64::from(w.c) * 8);
+        let sums = sums_needed.then(|| {
+            let partials = ws.partials(plan);
+            (
+                BackwardReduceBindings {
+                    x: a.x.slot(),
+                    dy: a.grad_output.slot(),
+                    mean: mean.slot(),
+                    partials: partials.clone(),
+                },
+                BackwardFinalizeBindings {
+                    chan: chan.clone(),
+                    partials,
+                    spread: spread.slot(),
+                    grad_weight: a.grad_weight.map(Tensor::slot),
+                    grad_bias: a.grad_bias.map(Tensor::slot),
+                    coef: coef.clone(),
+                },
+            )
+        });
+        let input = a.grad_input.map(|dx| BackwardInputBindings {
+            chan,
+            x: a.x.slot(),
+            dy: a.grad_output.slot(),
+            dx: dx.slot(),
+            mean: mean.slot(),
+            spread: spread.slot(),
+            weight: a.weight.map(Tensor::slot),
+            coef: batch.then_some(coef),
+        });
+        let statistics = w.statistics;
+        ws.record(encoder, "batchnorm backward", |rec| {
+            if let Some((reduce, finalize)) = &sums {
+                reduce.encode(rec, &prepared);
+                finalize.encode(rec, prepared.plan.channel_grid, statistics);
+            }
+            if let Some(input) = &input {
+                input.encode(rec, &prepared, statistics);
+            }
+        });
+    }
+
+    /// Records the backward into `encoder`: no submit, no wait.
+    pub fn encode_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &BackwardArgs<'_>,
+    ) -> Result<()> {
+        let work = self.check_backward(args)?;
+        self.record_backward(encoder, args, &work);
+        Ok(())
+    }
+
+    /// Runs the backward and waits for it.
+    pub fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
+        let work = self.check_backward(args)?;
+        let ctx = self.ctx.clone();
+        ctx.run(|encoder| {
+            self.record_backward(encoder, args, &work);
+            Ok(())
+        })
+    }
+
+    /// Cached bind groups (steady-state checks).
+    #[doc(hidden)]
+    pub fn cached_bind_groups(&self) -> usize {
+        self.ws.cached_bind_groups()
+    }
+
+    /// GPU buffers created so far (steady-state checks).
+    #[doc(hidden)]
+    pub fn buffers_created(&self) -> usize {
+        self.ws.buffers_created()
+    }
+}
+
+/// The functional backward under its earlier name: [`Functional::encode_backward`] and
+/// [`Functional::backward`] as `encode` and `run`.
+#[derive(Debug)]
+pub struct BatchNormBackward(Functional);
+
+impl BatchNormBackward {
+    /// A backward runner for `ctx`.
+    pub fn new(ctx: &Context) -> Self {
+        BatchNormBackward(Functional::new(ctx))
+    }
+
+    /// Records the backward into `encoder` (no submit, no wait).
+    pub fn encode(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &BackwardArgs<'_>,
+    ) -> Result<()> {
+        self.0.encode_backward(encoder, args)
+    }
+
+    /// Runs the backward and waits for it.
+    pub fn run(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
+        self.0.backward(args)
+    }
+}

@@ -1,0 +1,770 @@
+//! The op layer: one module per kernel, each beside its shader in `shaders/`, and the
+//! machinery they share.
+//!
+//! | kernel | host module | shader |
+//! |---|---|---|
+//! | statistics (Welford partials) | [`stats`] | `stats.wgsl` |
+//! | statistics merge per channel | [`finalize_stats`] | `finalize_stats.wgsl` |
+//! | normalize (fused scale and shift) | [`normalize`] | `normalize.wgsl` |
+//! | running-statistics update | [`update_running`] | `update_running.wgsl` |
+//! | backward sums | [`backward_reduce`] | `backward_reduce.wgsl` |
+//! | backward per channel | [`backward_finalize`] | `backward_finalize.wgsl` |
+//! | grad_input | [`backward_input`] | `backward_input.wgsl` |
+//!
+//! Each module declares its bindings once, with [`bindings!`]: a struct with one named field
+//! per binding. That declaration is the only place a binding's number lives: it gives the
+//! bind-group layout, the bind group, and the `@group(0) @binding(i) var ...` lines prepended
+//! to the shader (the `.wgsl` files use the names and declare no bindings). Optional bindings
+//! are `Option`s; an absent one is specialised away by a generated `HAS_<NAME>` override
+//! constant and bound to a small unused buffer.
+//!
+//! A compiled pipeline is one [`Variant`]: kernel x walk x item width x reduction path x dtype
+//! x layout x epilogue x statistics x which optional bindings are present. Pipelines and
+//! bind-group layouts are built once per device ([`Pipelines`]); bind groups are cached per
+//! exact buffer ranges ([`BindCache`]). Shaders are assembled from pieces (see
+//! [`Assembly`]): `common.wgsl`; for tensor kernels an item piece and `walk.wgsl`; for kernels
+//! that reduce a reduction piece (and, for tensor kernels, `walk_reduce.wgsl`).
+
+pub(crate) mod backward_finalize;
+pub(crate) mod backward_input;
+pub(crate) mod backward_reduce;
+pub(crate) mod finalize_stats;
+pub(crate) mod normalize;
+pub(crate) mod plan;
+pub(crate) mod stats;
+pub(crate) mod update_running;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub(crate) use plan::{KernelLimits, Plan};
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const ITEM_VEC4: &str = include_str!("../../shaders/item_vec4.wgsl");
+const ITEM_SCALAR: &str = include_str!("../../shaders/item_scalar.wgsl");
+const WALK: &str = include_str!("../../shaders/walk.wgsl");
+const WALK_REDUCE: &str = include_str!("../../shaders/walk_reduce.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
+const REDUCE_WORKGROUP: &str = include_str!("../../shaders/reduce_workgroup.wgsl");
+
+/// The most bindings any kernel has.
+pub(crate) const MAX_BINDINGS: usize = 9;
+
+// ---- variants -------------------------------------------------------------------------------
+
+/// The kernels.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum Kernel {
+    Stats,
+    FinalizeStats,
+    Normalize,
+    UpdateRunning,
+    BackwardReduce,
+    BackwardFinalize,
+    BackwardInput,
+}
+
+impl Kernel {
+    const ALL: [Kernel; 7] = [
+        Kernel::Stats,
+        Kernel::FinalizeStats,
+        Kernel::Normalize,
+        Kernel::UpdateRunning,
+        Kernel::BackwardReduce,
+        Kernel::BackwardFinalize,
+        Kernel::BackwardInput,
+    ];
+
+    fn spec(self) -> &'static KernelSpec {
+        match self {
+            Kernel::Stats => &stats::SPEC,
+            Kernel::FinalizeStats => &finalize_stats::SPEC,
+            Kernel::Normalize => &normalize::SPEC,
+            Kernel::UpdateRunning => &update_running::SPEC,
+            Kernel::BackwardReduce => &backward_reduce::SPEC,
+            Kernel::BackwardFinalize => &backward_finalize::SPEC,
+            Kernel::BackwardInput => &backward_input::SPEC,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a tensor kernel walks its block (`WALK` in `shaders/walk.wgsl`); see
+/// [`plan::WalkGeometry`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Walk {
+    /// One plane segment per workgroup (planes of at least 64 items).
+    Planes,
+    /// Eight invocations per plane (planes of 8 to 63 items).
+    Runs,
+    /// One item column per invocation, down the rows (planes of fewer than 8 items).
+    Columns,
+}
+
+impl Walk {
+    /// Every walk, for tests that cover them all.
+    pub const ALL: [Walk; 3] = [Walk::Planes, Walk::Runs, Walk::Columns];
+
+    fn constant(self) -> f64 {
+        match self {
+            Walk::Planes => 0.0,
+            Walk::Runs => 1.0,
+            Walk::Columns => 2.0,
+        }
+    }
+}
+
+/// Values per item a tensor kernel loads (`Item` in the item pieces).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum ItemWidth {
+    Scalar,
+    /// Planes of a multiple of 4 values with 16-byte aligned bindings.
+    Vec4,
+}
+
+impl ItemWidth {
+    pub fn bytes(self) -> u64 {
+        match self {
+            ItemWidth::Scalar => 4,
+            ItemWidth::Vec4 => 16,
+        }
+    }
+}
+
+/// How a workgroup reduces: subgroup shuffles, or workgroup memory only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum Reduction {
+    Subgroup,
+    Workgroup,
+}
+
+/// Element type of the activations.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum DType {
+    F32,
+}
+
+/// Memory layout of the activations.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum Layout {
+    /// (N, C, *spatial), row-major.
+    Contiguous,
+}
+
+/// What the normalize pass applies after the affine transform.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum Epilogue {
+    None,
+}
+
+/// Which statistics a kernel normalizes with (`USE_RUNNING`, for kernels that declare it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum Statistics {
+    /// save_mean / save_invstd of this batch.
+    Batch,
+    /// running_mean / running_var (eval mode), invstd = 1 / sqrt(running_var + eps).
+    Running,
+}
+
+/// One compiled pipeline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Variant {
+    pub kernel: Kernel,
+    /// Tensor kernels only.
+    pub walk: Option<Walk>,
+    pub item: ItemWidth,
+    /// Kernels that reduce only.
+    pub reduction: Option<Reduction>,
+    pub dtype: DType,
+    pub layout: Layout,
+    pub epilogue: Epilogue,
+    pub workgroup_size: u32,
+    pub statistics: Statistics,
+    /// Which of the kernel's bindings are bound (absent optional ones are not), by position
+    /// in its bindings struct; derived from the struct, never written by hand.
+    pub present: u16,
+}
+
+// ---- bindings -------------------------------------------------------------------------------
+
+/// How a kernel uses one binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// What a binding field holds and how it is bound per dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RoleKind {
+    /// The per-block uniform of a tensor pass, supplied by the plan.
+    Blocks,
+    /// A buffer range bound as it is.
+    Whole,
+    /// A buffer range that may be absent.
+    Optional,
+    /// A tensor bound through each block's window.
+    Window,
+}
+
+/// A binding's role: the type of its field in a bindings struct and how it is bound.
+pub(crate) trait Role {
+    type Field;
+    const KIND: RoleKind;
+    fn resolve(field: &Self::Field, at: Option<(&PreparedPlan, usize)>) -> Option<Binding>;
+}
+
+/// Bound as it is.
+pub(crate) struct Whole;
+/// Bound as it is, or absent.
+pub(crate) struct Optional;
+/// A tensor bound through the window of each block.
+pub(crate) struct Window;
+
+impl Role for Whole {
+    type Field = Binding;
+    const KIND: RoleKind = RoleKind::Whole;
+    fn resolve(field: &Binding, _: Option<(&PreparedPlan, usize)>) -> Option<Binding> {
+        Some(field.clone())
+    }
+}
+
+impl Role for Optional {
+    type Field = Option<Binding>;
+    const KIND: RoleKind = RoleKind::Optional;
+    fn resolve(field: &Option<Binding>, _: Option<(&PreparedPlan, usize)>) -> Option<Binding> {
+        field.clone()
+    }
+}
+
+impl Role for Window {
+    type Field = Binding;
+    const KIND: RoleKind = RoleKind::Window;
+    fn resolve(field: &Binding, at: Option<(&PreparedPlan, usize)>) -> Option<Binding> {
+        Some(match at {
+            Some((p, i)) => field.window(&p.plan, &p.plan.blocks[i]),
+            None => field.clone(),
+        })
+    }
+}
+
+/// One binding of a kernel, as declared by [`bindings!`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BindingSpec {
+    pub name: &'static str,
+    pub access: Access,
+    /// The WGSL type of the variable.
+    pub wgsl: &'static str,
+    pub role: RoleKind,
+}
+
+/// Declares a kernel's bindings struct: one field per binding, in binding order (the first,
+/// `per_block NAME`, is the tensor passes' per-block uniform, which the plan supplies). Each
+/// field is `name: Access Role "WGSL type"`. Generates `SPEC` (the order, for the layout and
+/// the shader's declarations) and `resolve` (the bound ranges of one dispatch, in that order).
+macro_rules! bindings {
+    (
+        $(#[$meta:meta])*
+        $name:ident $(, per_block $geo:ident)? {
+            $( $(#[$fmeta:meta])* $field:ident : $access:ident $role:ident $wgsl:literal ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug)]
+        pub(crate) struct $name {
+            $( $(#[$fmeta])* pub $field: <$crate::ops::$role as $crate::ops::Role>::Field, )*
+        }
+
+        impl $name {
+            /// The bindings in binding order.
+            pub(crate) const SPEC: &'static [$crate::ops::BindingSpec] = &[
+                $( $crate::ops::BindingSpec {
+                    name: stringify!($geo),
+                    access: $crate::ops::Access::Uniform,
+                    wgsl: "Block",
+                    role: $crate::ops::RoleKind::Blocks,
+                }, )?
+                $( $crate::ops::BindingSpec {
+                    name: stringify!($field),
+                    access: $crate::ops::Access::$access,
+                    wgsl: $wgsl,
+                    role: <$crate::ops::$role as $crate::ops::Role>::KIND,
+                }, )*
+            ];
+
+            /// The ranges bound for block `at` (None: the per-channel passes), in binding
+            /// order; None where an optional binding is absent.
+            #[allow(unused_mut, unused_assignments)]
+            pub(crate) fn resolve(
+                &self,
+                at: Option<(&$crate::ops::PreparedPlan, usize)>,
+            ) -> [Option<$crate::ops::Binding>; $crate::ops::MAX_BINDINGS] {
+                let mut out: [Option<$crate::ops::Binding>; $crate::ops::MAX_BINDINGS] =
+                    Default::default();
+                let mut i = 0;
+                $(
+                    let _ = stringify!($geo);
+                    out[i] = at.map(|(p, b)| p.params[b].clone());
+                    i += 1;
+                )?
+                $(
+                    out[i] = <$crate::ops::$role as $crate::ops::Role>::resolve(&self.$field, at);
+                    i += 1;
+                )*
+                out
+            }
+        }
+    };
+}
+pub(crate) use bindings;
+
+/// A buffer range bound to one binding; `size` 0 binds the rest of the buffer.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Binding {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Binding {
+    pub fn whole(buffer: &wgpu::Buffer) -> Self {
+        Binding {
+            buffer: buffer.clone(),
+            offset: 0,
+            size: 0,
+        }
+    }
+
+    /// The part of this tensor binding that `block` of `plan` binds.
+    pub fn window(&self, plan: &Plan, block: &plan::Block) -> Binding {
+        let item = plan.item.bytes();
+        Binding {
+            buffer: self.buffer.clone(),
+            offset: self.offset + u64::from(block.params.bind_base) * item,
+            size: block.bind_items * item,
+        }
+    }
+}
+
+/// A plan with one immutable params buffer per block, so that several calls recorded into one
+/// encoder cannot see each other's parameters.
+#[derive(Debug)]
+pub(crate) struct PreparedPlan {
+    pub plan: Plan,
+    pub params: Vec<Binding>,
+}
+
+/// Per-channel totals and eps: `Channels` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ChannelParams {
+    pub channels: u32,
+    pub total_tasks: u32,
+    pub count: u32,
+    pub eps: f32,
+}
+
+// ---- kernels and pipelines ------------------------------------------------------------------
+
+/// How a kernel is assembled and dispatched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Assembly {
+    /// Walks the tensor, one dispatch per block, writes elementwise: common, item, walk.
+    TensorMap,
+    /// Walks the tensor and reduces each task: common, item, walk, reduction, walk_reduce.
+    TensorReduce,
+    /// One workgroup per channel, reducing: common, reduction.
+    PerChannel,
+    /// One workgroup: common.
+    Single,
+}
+
+/// A kernel's static description.
+pub(crate) struct KernelSpec {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub bindings: &'static [BindingSpec],
+    pub assembly: Assembly,
+    /// Whether the shader declares `USE_RUNNING`.
+    pub has_statistics: bool,
+    /// Invocations per workgroup of the non-tensor kernels.
+    pub workgroup_size: u32,
+}
+
+/// The `HAS_<NAME>` override of an optional binding.
+fn presence_constant(name: &str) -> String {
+    format!("HAS_{}", name.to_uppercase())
+}
+
+/// The WGSL declarations of a kernel's bindings (and the overrides of its optional ones).
+fn declarations(spec: &KernelSpec) -> String {
+    let mut out = String::new();
+    for (i, b) in spec.bindings.iter().enumerate() {
+        let class = match b.access {
+            Access::Uniform => "uniform",
+            Access::Read => "storage, read",
+            Access::ReadWrite => "storage, read_write",
+        };
+        out.push_str(&format!(
+            "@group(0) @binding({i}) var<{class}> {}: {};\n",
+            b.name, b.wgsl
+        ));
+        if b.role == RoleKind::Optional {
+            out.push_str(&format!(
+                "override {}: bool = true;\n",
+                presence_constant(b.name)
+            ));
+        }
+    }
+    out
+}
+
+/// Bind-group layouts (built once per device, from each kernel's bindings struct) and compiled
+/// pipelines (built on first use, then reused), keyed by [`Variant`].
+pub(crate) struct Pipelines {
+    reduction: Reduction,
+    layouts: Vec<wgpu::BindGroupLayout>,
+    pipeline_layouts: Vec<wgpu::PipelineLayout>,
+    pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
+    /// Bound where an optional binding is absent (never read: its `HAS_` constant is false).
+    unbound: Binding,
+}
+
+impl std::fmt::Debug for Pipelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipelines")
+            .field("reduction", &self.reduction)
+            .field("compiled", &self.created())
+            .finish()
+    }
+}
+
+impl Pipelines {
+    pub fn new(device: &wgpu::Device, subgroups: bool) -> Self {
+        let mut layouts = Vec::new();
+        let mut pipeline_layouts = Vec::new();
+        for kernel in Kernel::ALL {
+            let spec = kernel.spec();
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
+                .bindings
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match b.access {
+                            Access::Uniform => wgpu::BufferBindingType::Uniform,
+                            Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                            Access::ReadWrite => {
+                                wgpu::BufferBindingType::Storage { read_only: false }
+                            }
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(spec.name),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(spec.name),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            layouts.push(layout);
+            pipeline_layouts.push(pipeline_layout);
+        }
+        let unbound = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unbound"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Pipelines {
+            reduction: if subgroups {
+                Reduction::Subgroup
+            } else {
+                Reduction::Workgroup
+            },
+            layouts,
+            pipeline_layouts,
+            pipelines: Mutex::new(HashMap::new()),
+            unbound: Binding::whole(&unbound),
+        }
+    }
+
+    /// How many pipelines have been compiled.
+    pub fn created(&self) -> usize {
+        self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    /// The variant of `kernel` for `plan` (tensor kernels) with these bindings bound.
+    fn variant(
+        &self,
+        kernel: Kernel,
+        plan: Option<&Plan>,
+        statistics: Statistics,
+        bound: &[Option<Binding>; MAX_BINDINGS],
+    ) -> Variant {
+        let spec = kernel.spec();
+        let reduces = matches!(spec.assembly, Assembly::TensorReduce | Assembly::PerChannel);
+        let present = bound
+            .iter()
+            .take(spec.bindings.len())
+            .enumerate()
+            .fold(0u16, |m, (i, b)| m | (u16::from(b.is_some()) << i));
+        Variant {
+            kernel,
+            walk: plan.map(|p| p.geometry.walk),
+            item: plan.map_or(ItemWidth::Scalar, |p| p.item),
+            reduction: reduces.then_some(self.reduction),
+            dtype: DType::F32,
+            layout: Layout::Contiguous,
+            epilogue: Epilogue::None,
+            workgroup_size: plan.map_or(spec.workgroup_size, |p| p.geometry.wg as u32),
+            statistics: if spec.has_statistics {
+                statistics
+            } else {
+                Statistics::Batch
+            },
+            present,
+        }
+    }
+
+    /// The full WGSL source of a variant.
+    fn source(&self, v: &Variant) -> String {
+        let spec = v.kernel.spec();
+        let reduce = match v.reduction {
+            Some(Reduction::Subgroup) => REDUCE_SUBGROUP,
+            _ => REDUCE_WORKGROUP,
+        };
+        let item = match v.item {
+            ItemWidth::Vec4 => ITEM_VEC4,
+            ItemWidth::Scalar => ITEM_SCALAR,
+        };
+        let pieces: &[&str] = match spec.assembly {
+            Assembly::TensorMap => &[COMMON, item, WALK],
+            Assembly::TensorReduce => &[COMMON, item, WALK, reduce, WALK_REDUCE],
+            Assembly::PerChannel => &[COMMON, reduce],
+            Assembly::Single => &[COMMON],
+        };
+        let mut src = String::with_capacity(16 * 1024);
+        src.push_str(&declarations(spec));
+        for piece in pieces {
+            src.push_str(piece);
+        }
+        src.push_str(spec.source);
+        src
+    }
+
+    /// The pipeline of a variant, compiled on first use.
+    fn pipeline(&self, device: &wgpu::Device, v: &Variant) -> wgpu::ComputePipeline {
+        let mut cache = match self.pipelines.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(p) = cache.get(v) {
+            return p.clone();
+        }
+        let spec = v.kernel.spec();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(spec.name),
+            source: wgpu::ShaderSource::Wgsl(self.source(v).into()),
+        });
+        let mut constants: Vec<(String, f64)> = vec![("WG".into(), f64::from(v.workgroup_size))];
+        if let Some(walk) = v.walk {
+            constants.push(("WALK".into(), walk.constant()));
+        }
+        if spec.has_statistics {
+            let running = v.statistics == Statistics::Running;
+            constants.push(("USE_RUNNING".into(), f64::from(u8::from(running))));
+        }
+        for (i, b) in spec.bindings.iter().enumerate() {
+            if b.role == RoleKind::Optional {
+                let present = v.present & (1 << i) != 0;
+                constants.push((presence_constant(b.name), f64::from(u8::from(present))));
+            }
+        }
+        let constants: Vec<(&str, f64)> = constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(spec.name),
+            layout: Some(&self.pipeline_layouts[v.kernel.index()]),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                // Every kernel writes its workgroup memory before reading it.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        cache.insert(*v, pipeline.clone());
+        pipeline
+    }
+}
+
+/// Keeps at most this many bind groups per cache; a full cache starts over.
+const MAX_CACHED_BIND_GROUPS: usize = 256;
+
+/// Bind groups keyed by kernel and exact buffer ranges, so a repeated call with the same
+/// tensors creates none. The key is a fixed-size array: a lookup allocates nothing.
+#[derive(Default)]
+pub(crate) struct BindCache {
+    groups: HashMap<(Kernel, [Option<Binding>; MAX_BINDINGS]), wgpu::BindGroup>,
+}
+
+impl BindCache {
+    fn get(
+        &mut self,
+        pipelines: &Pipelines,
+        device: &wgpu::Device,
+        kernel: Kernel,
+        bound: &[Option<Binding>; MAX_BINDINGS],
+    ) -> wgpu::BindGroup {
+        let spec = kernel.spec();
+        let mut key: [Option<Binding>; MAX_BINDINGS] = Default::default();
+        for (i, slot) in key.iter_mut().enumerate().take(spec.bindings.len()) {
+            *slot = Some(
+                bound[i]
+                    .clone()
+                    .unwrap_or_else(|| pipelines.unbound.clone()),
+            );
+        }
+        let key = (kernel, key);
+        if let Some(group) = self.groups.get(&key) {
+            return group.clone();
+        }
+        if self.groups.len() >= MAX_CACHED_BIND_GROUPS {
+            self.groups.clear();
+        }
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = key
+            .1
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                }),
+            })
+            .collect();
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(spec.name),
+            layout: &pipelines.layouts[kernel.index()],
+            entries: &entries,
+        });
+        self.groups.insert(key, group.clone());
+        group
+    }
+
+    /// Forgets every group (e.g. when a scratch buffer they bind was replaced).
+    pub fn clear(&mut self) {
+        self.groups.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+// ---- recording ------------------------------------------------------------------------------
+
+/// What an op's `encode` records with: the device's pipelines, a bind-group cache, and an open
+/// compute pass.
+pub(crate) struct Recorder<'a, 'p> {
+    pub device: &'a wgpu::Device,
+    pub pipelines: &'a Pipelines,
+    pub binds: &'a mut BindCache,
+    pub pass: &'a mut wgpu::ComputePass<'p>,
+}
+
+impl Recorder<'_, '_> {
+    /// One dispatch per block of `prepared`, each with the bindings `resolve` gives for it.
+    pub fn dispatch_blocks(
+        &mut self,
+        kernel: Kernel,
+        prepared: &PreparedPlan,
+        statistics: Statistics,
+        resolve: impl Fn(Option<(&PreparedPlan, usize)>) -> [Option<Binding>; MAX_BINDINGS],
+    ) {
+        let plan = &prepared.plan;
+        for (i, block) in plan.blocks.iter().enumerate() {
+            let bound = resolve(Some((prepared, i)));
+            if i == 0 {
+                let v = self
+                    .pipelines
+                    .variant(kernel, Some(plan), statistics, &bound);
+                let pipeline = self.pipelines.pipeline(self.device, &v);
+                self.pass.set_pipeline(&pipeline);
+            }
+            let group = self.binds.get(self.pipelines, self.device, kernel, &bound);
+            self.pass.set_bind_group(0, &group, &[]);
+            self.pass
+                .dispatch_workgroups(block.grid[0], block.grid[1], 1);
+        }
+    }
+
+    /// One dispatch of `grid` workgroups with `bound`.
+    pub fn dispatch(
+        &mut self,
+        kernel: Kernel,
+        statistics: Statistics,
+        bound: &[Option<Binding>; MAX_BINDINGS],
+        grid: [u32; 2],
+    ) {
+        let v = self.pipelines.variant(kernel, None, statistics, bound);
+        let pipeline = self.pipelines.pipeline(self.device, &v);
+        let group = self.binds.get(self.pipelines, self.device, kernel, bound);
+        self.pass.set_pipeline(&pipeline);
+        self.pass.set_bind_group(0, &group, &[]);
+        self.pass.dispatch_workgroups(grid[0], grid[1], 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_declares_its_bindings_once_and_in_order() {
+        for kernel in Kernel::ALL {
+            let spec = kernel.spec();
+            assert!(spec.bindings.len() <= MAX_BINDINGS, "{}", spec.name);
+            assert!(
+                spec.bindings
+                    .iter()
+                    .filter(|b| b.role == RoleKind::Optional)
+                    .count()
+                    <= 16
+            );
+            let decls = declarations(spec);
+            for (i, b) in spec.bindings.iter().enumerate() {
+                assert!(decls.contains(&format!("@binding({i}) var")));
+                assert!(decls.contains(&format!(" {}: {}", b.name, b.wgsl)));
+                // The shader uses every binding it is given (the per-block uniform is read by
+                // walk.wgsl).
+                if b.role != RoleKind::Blocks {
+                    assert!(
+                        spec.source.contains(b.name),
+                        "{} does not use {}",
+                        spec.name,
+                        b.name
+                    );
+                }
+            }
+            // And declares none of its own.
+            assert!(!spec.source.contains("@binding"), "{}", spec.name);
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! How a tensor pass is cut up, in three independent parts:
+//!
+//! 1. [`Windows`]: blocks of the tensor that each fit one storage binding (whole rows, whole
+//!    planes or plane pieces). Knows nothing about walks.
+//! 2. [`WalkGeometry`]: which walk (`shaders/walk.wgsl`) serves the shape, its workgroup size
+//!    and task size, how many tasks (partials) a region has and how many workgroups cover it.
+//! 3. [`BlockParams`]: the per-dispatch uniform that tells a kernel its block and walk.
+//!
+//! [`Plan`] puts them together. Hyperparameters (eps, momentum) are not part of a plan: they
+//! live in [`super::ChannelParams`] and [`super::update_running::UpdateParams`].
+
+use super::{ItemWidth, Walk};
+
+/// The limits the planner works within: the adapter's, or lower ones set through
+/// [`crate::ContextOptions`] (tests use them to exercise windows and folded grids cheaply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KernelLimits {
+    /// Workgroups per grid dimension (the x dimension; y takes the rest).
+    pub max_grid: u32,
+    /// Bytes per storage binding (a multiple of `align`).
+    pub max_binding: u64,
+    /// Storage-buffer offset alignment in bytes (at least 16).
+    pub align: u64,
+}
+
+/// Invocations per run in the planes and runs walks (`LANES` in `walk.wgsl`): lavapipe's SIMD
+/// width.
+pub(crate) const LANES: u32 = 8;
+/// The length of the reciprocal table (`BlockParams::recip`): no invocation pushes more items
+/// than this into one Welford partial (keeps partial counts exact and the ratios looked up).
+const MAX_STEPS: u64 = 16;
+/// Workgroup sizes the planes walk chooses from (largest first).
+const PLANES_WORKGROUP_SIZES: [u64; 3] = [256, 128, 64];
+/// Invocations per workgroup of the runs and columns walks.
+const WG_TENSOR: u64 = 256;
+/// Planes shorter than this many items use the runs walk (at most MAX_STEPS * LANES, so a
+/// run's steps fit the reciprocal table), ...
+const RUNS_BELOW: u64 = 64;
+/// ... or, below this many items (fewer than a run's lanes), the columns walk.
+const COLUMNS_BELOW: u64 = LANES as u64;
+/// Columns walk: aim for at least this many workgroups per block.
+const COLUMN_TARGET_WORKGROUPS: u64 = 128;
+/// Columns walk: at most this many rows per invocation (at most MAX_STEPS).
+const MAX_ROWS_PER_TASK: u64 = 8;
+
+// ---- 1. binding windows ---------------------------------------------------------------------
+
+/// How the tensor is cut into binding windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WindowKind {
+    /// The whole tensor fits one binding: one region, bound from its start.
+    Whole,
+    /// Blocks of whole rows (every channel).
+    Rows,
+    /// A row is larger than a binding: blocks of whole planes within one row.
+    Planes,
+    /// A plane is larger than a binding: pieces of one plane.
+    Pieces,
+}
+
+/// A box of the (N, C, plane) tensor: rows x channels x items of each plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Region {
+    pub row_begin: u64,
+    pub rows: u64,
+    pub channel_begin: u64,
+    pub channels: u64,
+    pub s_begin: u64,
+    pub s_count: u64,
+}
+
+/// The tensor's binding windows, in memory order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Windows {
+    pub kind: WindowKind,
+    pub regions: Vec<Region>,
+    /// Items one window holds at most.
+    pub window_items: u64,
+}
+
+impl Windows {
+    /// Windows of an (n, c, plane) tensor of `item_bytes` items.
+    pub fn new(n: u64, c: u64, plane: u64, item_bytes: u64, limits: &KernelLimits) -> Windows {
+        // A window may start up to `align` bytes before its first item.
+        let window_items = (limits.max_binding.saturating_sub(limits.align) / item_bytes).max(1);
+        let row_items = c * plane;
+        let full = |row_begin, rows, channel_begin, channels| Region {
+            row_begin,
+            rows,
+            channel_begin,
+            channels,
+            s_begin: 0,
+            s_count: plane,
+        };
+        let mut regions = Vec::new();
+        let kind = if n * row_items * item_bytes <= limits.max_binding {
+            regions.push(full(0, n, 0, c));
+            WindowKind::Whole
+        } else if row_items <= window_items {
+            let per = (window_items / row_items).max(1);
+            let mut row = 0;
+            while row < n {
+                let rows = per.min(n - row);
+                regions.push(full(row, rows, 0, c));
+                row += rows;
+            }
+            WindowKind::Rows
+        } else if plane <= window_items {
+            let per = (window_items / plane).max(1);
+            for row in 0..n {
+                let mut ch = 0;
+                while ch < c {
+                    let channels = per.min(c - ch);
+                    regions.push(full(row, 1, ch, channels));
+                    ch += channels;
+                }
+            }
+            WindowKind::Planes
+        } else {
+            let pieces = plane.div_ceil(window_items);
+            for row in 0..n {
+                for ch in 0..c {
+                    for piece in 0..pieces {
+                        let s_begin = piece * window_items;
+                        regions.push(Region {
+                            s_begin,
+                            s_count: window_items.min(plane - s_begin),
+                            ..full(row, 1, ch, 1)
+                        });
+                    }
+                }
+            }
+            WindowKind::Pieces
+        };
+        Windows {
+            kind,
+            regions,
+            window_items,
+        }
+    }
+}
+
+// ---- 2. the walk -----------------------------------------------------------------------------
+
+/// The walk serving a shape and its sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WalkGeometry {
+    pub walk: Walk,
+    /// Invocations per workgroup.
+    pub wg: u64,
+    /// Planes walk: items per task (a plane segment, a multiple of `wg`).
+    pub task_items: u64,
+    /// Columns walk: rows per task.
+    pub task_rows: u64,
+}
+
+impl WalkGeometry {
+    /// The walks that can serve planes of `plane` items cut into `windows`: the planes walk
+    /// always; the runs walk while a run's steps fit the reciprocal table; the columns walk
+    /// unless planes are cut into pieces.
+    pub fn can_serve(walk: Walk, plane: u64, windows: &Windows) -> bool {
+        match walk {
+            Walk::Planes => true,
+            Walk::Runs => {
+                plane <= MAX_STEPS * u64::from(LANES) && windows.kind != WindowKind::Pieces
+            }
+            Walk::Columns => windows.kind != WindowKind::Pieces,
+        }
+    }
+
+    /// The walk for (n, c, plane): the fastest measured on lavapipe for the plane length, or
+    /// `force` where it can serve the shape.
+    pub fn choose(n: u64, c: u64, plane: u64, windows: &Windows, force: Option<Walk>) -> Self {
+        let preferred = if plane >= RUNS_BELOW {
+            Walk::Planes
+        } else if plane >= COLUMNS_BELOW {
+            Walk::Runs
+        } else {
+            Walk::Columns
+        };
+        let walk = [force, Some(preferred)]
+            .into_iter()
+            .flatten()
+            .find(|&w| Self::can_serve(w, plane, windows))
+            .unwrap_or(Walk::Planes);
+        match walk {
+            Walk::Planes => {
+                // As few segments per plane as MAX_STEPS allows, each just long enough to cover
+                // the plane; the workgroup size that leaves the fewest invocations idle (the
+                // largest within 5% of the best).
+                let chunk = |wg: u64| {
+                    let segments = plane.div_ceil(wg * MAX_STEPS).max(1);
+                    (segments, wg * plane.div_ceil(segments * wg).max(1))
+                };
+                let slots = |wg: u64| {
+                    let (segments, task_items) = chunk(wg);
+                    segments * task_items
+                };
+                let best = PLANES_WORKGROUP_SIZES
+                    .iter()
+                    .map(|&w| slots(w))
+                    .min()
+                    .unwrap_or(1);
+                let wg = PLANES_WORKGROUP_SIZES
+                    .iter()
+                    .copied()
+                    .find(|&w| slots(w) * 100 <= best * 105)
+                    .unwrap_or(WG_TENSOR);
+                WalkGeometry {
+                    walk,
+                    wg,
+                    task_items: chunk(wg).1,
+                    task_rows: 1,
+                }
+            }
+            // A run covers its whole plane.
+            Walk::Runs => WalkGeometry {
+                walk,
+                wg: WG_TENSOR,
+                task_items: plane,
+                task_rows: 1,
+            },
+            Walk::Columns => {
+                let groups = (c * plane).div_ceil(WG_TENSOR).max(1);
+                let blocks_wanted = COLUMN_TARGET_WORKGROUPS.div_ceil(groups);
+                WalkGeometry {
+                    walk,
+                    wg: WG_TENSOR,
+                    task_items: 1,
+                    task_rows: n.div_ceil(blocks_wanted).clamp(1, MAX_ROWS_PER_TASK),
+                }
+            }
+        }
+    }
+
+    /// Tasks (partials) per channel of `rows` rows of `s_count` items.
+    pub fn tasks(&self, rows: u64, s_count: u64) -> u64 {
+        match self.walk {
+            Walk::Planes => rows * s_count.div_ceil(self.task_items).max(1),
+            Walk::Runs => rows,
+            Walk::Columns => rows.div_ceil(self.task_rows).max(1) * s_count,
+        }
+    }
+
+    /// Workgroups that cover `region` when each of its channels has `tasks` tasks.
+    pub fn workgroups(&self, region: &Region, tasks: u64) -> u64 {
+        match self.walk {
+            Walk::Planes => region.channels * tasks,
+            Walk::Runs => (region.rows * region.channels).div_ceil(self.wg / u64::from(LANES)),
+            Walk::Columns => {
+                (region.channels * region.s_count).div_ceil(self.wg) * (tasks / region.s_count)
+            }
+        }
+    }
+}
+
+// ---- 3. per-dispatch parameters ---------------------------------------------------------------
+
+/// One dispatch's uniform: `Block` in `shaders/common.wgsl`, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct BlockParams {
+    pub channels: u32,
+    pub plane: u32,
+    pub row_stride: u32,
+    pub row_begin: u32,
+    pub rows: u32,
+    pub channel_begin: u32,
+    pub dispatch_channels: u32,
+    pub s_begin: u32,
+    pub s_count: u32,
+    pub bind_base: u32,
+    pub tasks: u32,
+    pub task_items: u32,
+    pub task_rows: u32,
+    pub task_offset: u32,
+    pub total_tasks: u32,
+    pub _pad0: u32,
+    /// 1 / (i + 1) for i < 16: the merge ratios of `welford_push` in `stats.wgsl`.
+    pub recip: [[f32; 4]; 4],
+}
+
+/// One dispatch's share of a tensor: its params and grid, and the window of every tensor it
+/// binds (`bind_base` items from the tensor's start, `bind_items` long).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Block {
+    pub params: BlockParams,
+    pub grid: [u32; 2],
+    pub bind_items: u64,
+}
+
+/// How one tensor shape is cut into blocks (each within one storage binding) and walk tasks.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Plan {
+    pub item: ItemWidth,
+    pub geometry: WalkGeometry,
+    pub blocks: Vec<Block>,
+    /// Partials per channel over all blocks.
+    pub total_tasks: u64,
+    /// Grid for one workgroup per channel.
+    pub channel_grid: [u32; 2],
+}
+
+impl Plan {
+    /// Plans a non-empty (N, C, S) tensor. `vec4_ok` says whether every bound tensor allows
+    /// vec4 reads (16-byte aligned offsets); `force` picks the walk where it can serve.
+    pub fn new(
+        n: u32,
+        c: u32,
+        s: u32,
+        vec4_ok: bool,
+        limits: &KernelLimits,
+        force: Option<Walk>,
+    ) -> Plan {
+        let item = if vec4_ok && s.is_multiple_of(4) {
+            ItemWidth::Vec4
+        } else {
+            ItemWidth::Scalar
+        };
+        let item_bytes = item.bytes();
+        let plane = u64::from(s) * 4 / item_bytes;
+        let (n64, c64) = (u64::from(n), u64::from(c));
+        let windows = Windows::new(n64, c64, plane, item_bytes, limits);
+        let geometry = WalkGeometry::choose(n64, c64, plane, &windows, force);
+        // Pieces of a plane all get the tasks of a full window, so that a channel's partial
+        // slots follow one stride; the spare tasks of the shorter last piece write empty
+        // partials (see `span_start` in walk.wgsl).
+        let tasks_of = |r: &Region| match windows.kind {
+            WindowKind::Pieces => geometry.tasks(1, windows.window_items.min(plane)),
+            _ => geometry.tasks(r.rows, r.s_count),
+        };
+        // A region's partials follow those of the earlier regions over the same channels.
+        let mut next_slot: Vec<(u64, u64)> = Vec::new();
+        let mut offsets = Vec::with_capacity(windows.regions.len());
+        for r in &windows.regions {
+            let tasks = tasks_of(r);
+            let offset = match next_slot.iter_mut().find(|(ch, _)| *ch == r.channel_begin) {
+                Some((_, next)) => {
+                    let o = *next;
+                    *next += tasks;
+                    o
+                }
+                None => {
+                    next_slot.push((r.channel_begin, tasks));
+                    0
+                }
+            };
+            offsets.push((offset, tasks));
+        }
+        let total_tasks = next_slot.iter().map(|&(_, t)| t).max().unwrap_or(0);
+        let align_items = limits.align / item_bytes;
+        let whole = windows.kind == WindowKind::Whole;
+        let base = BlockParams {
+            channels: c,
+            plane: plane as u32,
+            row_stride: (c64 * plane) as u32,
+            task_items: geometry.task_items as u32,
+            task_rows: geometry.task_rows as u32,
+            total_tasks: total_tasks as u32,
+            recip: std::array::from_fn(|i| std::array::from_fn(|j| 1.0 / (4 * i + j + 1) as f32)),
+            ..BlockParams::default()
+        };
+        let blocks = windows
+            .regions
+            .iter()
+            .zip(offsets)
+            .map(|(r, (task_offset, tasks))| {
+                let first = (r.row_begin * c64 + r.channel_begin) * plane + r.s_begin;
+                let last = ((r.row_begin + r.rows - 1) * c64 + r.channel_begin + r.channels - 1)
+                    * plane
+                    + r.s_begin
+                    + r.s_count;
+                let bind_base = if whole {
+                    0
+                } else {
+                    first / align_items * align_items
+                };
+                Block {
+                    params: BlockParams {
+                        row_begin: r.row_begin as u32,
+                        rows: r.rows as u32,
+                        channel_begin: r.channel_begin as u32,
+                        dispatch_channels: r.channels as u32,
+                        s_begin: r.s_begin as u32,
+                        s_count: r.s_count as u32,
+                        bind_base: bind_base as u32,
+                        tasks: tasks as u32,
+                        task_offset: task_offset as u32,
+                        ..base
+                    },
+                    grid: grid(geometry.workgroups(r, tasks), limits.max_grid),
+                    bind_items: last - bind_base,
+                }
+            })
+            .collect();
+        Plan {
+            item,
+            geometry,
+            blocks,
+            total_tasks,
+            channel_grid: grid(c64, limits.max_grid),
+        }
+    }
+
+    /// Number of partials the reduction passes write (C * total_tasks).
+    pub fn partials(&self) -> u64 {
+        self.blocks
+            .first()
+            .map_or(0, |b| u64::from(b.params.channels) * self.total_tasks)
+    }
+}
+
+/// Folds `workgroups` into a 2-D grid whose x dimension stays within `max_dim`; kernels recover
+/// the linear index and skip the overhang.
+pub(crate) fn grid(workgroups: u64, max_dim: u32) -> [u32; 2] {
+    let max_dim = u64::from(max_dim.max(1));
+    if workgroups <= max_dim {
+        [workgroups as u32, 1]
+    } else {
+        let y = workgroups.div_ceil(max_dim);
+        let x = workgroups.div_ceil(y);
+        [x as u32, y as u32]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: KernelLimits = KernelLimits {
+        max_grid: 65535,
+        max_binding: 128 << 20,
+        align: 256,
+    };
+
+    #[test]
+    fn grid_folds_and_covers() {
+        assert_eq!(grid(10, 65535), [10, 1]);
+        let [x, y] = grid(200_000, 65535);
+        assert!(x <= 65535 && u64::from(x) * u64::from(y) >= 200_000);
+        let [x, y] = grid(17, 4);
+        assert!(x <= 4 && x * y >= 17);
+    }
+
+    /// Every element of the tensor is covered by exactly one block, every partial slot by
+    /// exactly one task, and every window fits the binding limit.
+    fn check_cover(
+        n: u32,
+        c: u32,
+        s: u32,
+        vec4_ok: bool,
+        limits: &KernelLimits,
+        force: Option<Walk>,
+    ) {
+        let plan = Plan::new(n, c, s, vec4_ok, limits, force);
+        let item_bytes = plan.item.bytes();
+        let plane = (u64::from(s) * 4 / item_bytes) as u32;
+        let total = (n * c * plane) as usize;
+        let mut seen = vec![0u8; total];
+        let total_tasks = plan.total_tasks as u32;
+        let mut slots = vec![0u32; (c * total_tasks) as usize];
+        let g = plan.geometry;
+        for b in &plan.blocks {
+            let p = &b.params;
+            assert!(b.bind_items * item_bytes <= limits.max_binding);
+            assert_eq!(u64::from(p.bind_base) * item_bytes % limits.align, 0);
+            for ch in p.channel_begin..p.channel_begin + p.dispatch_channels {
+                for r in p.row_begin..p.row_begin + p.rows {
+                    for i in p.s_begin..p.s_begin + p.s_count {
+                        let at = (r * c + ch) * plane + i;
+                        assert!(at >= p.bind_base && u64::from(at - p.bind_base) < b.bind_items);
+                        seen[at as usize] += 1;
+                    }
+                }
+                for t in 0..p.tasks {
+                    slots[(ch * total_tasks + p.task_offset + t) as usize] += 1;
+                }
+            }
+            let workgroups = u64::from(b.grid[0]) * u64::from(b.grid[1]);
+            match g.walk {
+                Walk::Planes => {
+                    assert_eq!(g.task_items % g.wg, 0);
+                    assert!(g.task_items / g.wg <= MAX_STEPS);
+                    let segments = p.s_count.div_ceil(p.task_items);
+                    assert!(p.tasks >= p.rows * segments);
+                    assert!(workgroups >= u64::from(p.tasks * p.dispatch_channels));
+                }
+                Walk::Runs => {
+                    assert_eq!(p.tasks, p.rows);
+                    assert!(u64::from(p.s_count.div_ceil(LANES)) <= MAX_STEPS);
+                    let planes = u64::from(p.rows * p.dispatch_channels);
+                    assert!(workgroups * (g.wg / u64::from(LANES)) >= planes);
+                }
+                Walk::Columns => {
+                    assert_eq!(p.tasks % p.s_count, 0);
+                    assert!(u64::from(p.tasks / p.s_count) * g.task_rows >= u64::from(p.rows));
+                    assert!(g.task_rows <= MAX_STEPS);
+                }
+            }
+            assert!(b.grid[0] <= limits.max_grid);
+        }
+        assert!(
+            seen.iter().all(|&v| v == 1),
+            "{n}x{c}x{s} {force:?}: elements not covered once"
+        );
+        assert!(
+            slots.iter().all(|&v| v == 1),
+            "{n}x{c}x{s} {force:?}: partial slots not covered once"
+        );
+    }
+
+    const FORCES: [Option<Walk>; 4] = [
+        None,
+        Some(Walk::Planes),
+        Some(Walk::Runs),
+        Some(Walk::Columns),
+    ];
+
+    #[test]
+    fn plans_cover_every_item_once_for_every_walk() {
+        for &(n, c, s) in &[
+            (1, 1, 1),
+            (2, 3, 5),
+            (32, 64, 3136),
+            (256, 1024, 1),
+            (4, 2048, 49),
+            (1, 1, 1 << 20),
+        ] {
+            for vec4_ok in [false, true] {
+                for force in FORCES {
+                    check_cover(n, c, s, vec4_ok, &LIMITS, force);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_windows_split_rows_planes_and_pieces() {
+        let tiny = KernelLimits {
+            max_grid: 7,
+            max_binding: 4096,
+            align: 32,
+        };
+        for &(n, c, s) in &[
+            (64, 8, 9),
+            (8, 3, 1000),
+            (2, 2, 5000),
+            (2, 2, 50_000),
+            (300, 10, 1),
+            (3, 5, 7),
+        ] {
+            for vec4_ok in [false, true] {
+                for force in FORCES {
+                    check_cover(n, c, s, vec4_ok, &tiny, force);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_walks_follow_the_plane_length() {
+        let walk = |s| Plan::new(4, 8, s, false, &LIMITS, None).geometry.walk;
+        assert_eq!(walk(3136), Walk::Planes);
+        assert_eq!(walk(196), Walk::Planes);
+        assert_eq!(walk(49), Walk::Runs);
+        assert_eq!(walk(7), Walk::Columns);
+        assert_eq!(walk(1), Walk::Columns);
+        // A forced walk that cannot serve falls back to the planes walk.
+        let plan = Plan::new(4, 8, 1000, false, &LIMITS, Some(Walk::Runs));
+        assert_eq!(plan.geometry.walk, Walk::Planes);
+    }
+}
