@@ -20,6 +20,15 @@ pub fn context_without_subgroups() -> Context {
     Context::with_options(options).expect("a GPU adapter")
 }
 
+/// A context whose tensor kernels use `walk` wherever it can serve the shape, on the given
+/// reduction path.
+pub fn context_with_walk(walk: wgpu_batchnorm::Walk, disable_subgroups: bool) -> Context {
+    let mut options = ContextOptions::from_env();
+    options.force_walk = Some(walk);
+    options.disable_subgroups = disable_subgroups;
+    Context::with_options(options).expect("a GPU adapter")
+}
+
 /// Both reduction paths (just one where the adapter has no subgroups).
 pub fn contexts() -> Vec<(&'static str, Context)> {
     let ctx = context();
@@ -99,11 +108,7 @@ pub mod checks {
     use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, Flavor, Gradients, Tensor};
 
     pub fn flavor_for(rank: usize) -> Flavor {
-        match rank {
-            2 | 3 => Flavor::OneD,
-            4 => Flavor::TwoD,
-            _ => Flavor::ThreeD,
-        }
+        Flavor::for_rank(rank).expect("a batch-norm rank (2 to 5)")
     }
 
     /// A GPU module and a reference of `shape`'s flavor, with the same random weight and bias
