@@ -297,6 +297,12 @@ impl Context {
         &self.inner.pipelines
     }
 
+    /// Whether `other` is this context or a clone of it. Device handles cannot tell: devices of
+    /// different wgpu instances can compare equal.
+    pub(crate) fn same(&self, other: &Context) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub(crate) fn forced_walk(&self) -> Option<Walk> {
         self.inner.force_walk
     }

@@ -193,11 +193,12 @@ impl Tensor {
     /// A typed error unless the tensor lives on `ctx`'s device (binding it elsewhere would be a
     /// wgpu validation error, or a panic inside wgpu).
     pub(crate) fn check_context(&self, ctx: &Context, what: &str) -> Result<()> {
-        if self.ctx.device() == ctx.device() {
+        if self.ctx.same(ctx) {
             Ok(())
         } else {
             Err(Error::WrongDevice(format!(
-                "{what} was made on another device ({}) than this call's ({})",
+                "{what} was made with another Context ({}) than this call's ({}); share one \
+                 Context (clone it) per device",
                 self.ctx.adapter().name,
                 ctx.adapter().name
             )))
@@ -332,7 +333,7 @@ impl BatchCounter {
     }
 
     pub(crate) fn check_context(&self, ctx: &Context) -> Result<()> {
-        if self.ctx.device() == ctx.device() {
+        if self.ctx.same(ctx) {
             Ok(())
         } else {
             Err(Error::WrongDevice(
