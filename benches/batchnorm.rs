@@ -11,11 +11,7 @@ use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, Flavor, Tensor};
 const SHAPES: &[&[usize]] = &[&[32, 64, 56, 56], &[256, 1024], &[16, 3, 224, 224]];
 
 fn flavor(shape: &[usize]) -> Flavor {
-    if shape.len() <= 3 {
-        Flavor::OneD
-    } else {
-        Flavor::TwoD
-    }
+    Flavor::for_rank(shape.len()).expect("benchmark shapes have rank 2 to 5")
 }
 
 /// Total GPU time of `iters` runs of `work`.

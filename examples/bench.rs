@@ -81,11 +81,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn flavor(shape: &[usize]) -> Flavor {
-    match shape.len() {
-        2 | 3 => Flavor::OneD,
-        4 => Flavor::TwoD,
-        _ => Flavor::ThreeD,
-    }
+    Flavor::for_rank(shape.len()).expect("benchmark shapes have rank 2 to 5")
 }
 
 fn data(len: usize, seed: u32) -> Vec<f32> {

@@ -11,23 +11,30 @@
 //! let ctx = Context::new()?; // honours WGPU_BACKEND and WGPU_ADAPTER_NAME
 //! let mut bn = BatchNorm1d::new(&ctx, 3)?; // nn.BatchNorm1d(3)
 //! let x = Tensor::from_slice(&ctx, &[1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12.], &[4, 3])?;
-//! let y = bn.forward(&x)?.to_vec(&ctx)?; // bn(x)
+//! let y = bn.forward(&x)?.to_host()?; // bn(x)
 //! let running_mean = bn.running_mean()?; // bn.running_mean
 //! # Ok::<(), wgpu_batchnorm::Error>(())
 //! ```
 //!
 //! Users who own a device wrap it with [`Context::from_device`] and record work into their own
-//! encoder with [`BatchNorm::encode_forward`].
+//! encoder with [`BatchNorm::encode_forward`]; encode-only calls submit nothing and wait on
+//! nothing.
 //!
 //! Backward: [`BatchNorm::backward`] (or [`BatchNorm::encode_backward`]) differentiates the
-//! last forward; [`BatchNormBackward`] is the functional form for users with their own autograd.
+//! last forward; [`BatchNorm::forward_saved`] returns a [`Saved`] handle for
+//! [`BatchNorm::backward_saved`] when a module is applied more than once per step.
+//! [`functional`] is the layer under the module, on caller-owned tensors, for framework
+//! authors.
 //!
 //! How it runs: a statistics pass writes Welford partials (count, mean, M2), a small pass merges
 //! them per channel with Chan's formula (never `E[x^2] - E[x]^2`), one fused pass computes
 //! `y = (x - mean) * (invstd * weight) + bias`, and a separate one-workgroup dispatch updates
-//! the running statistics. Workgroups work inside one channel (a plane segment) or invocations
-//! own one item column, so no kernel divides per element to find a channel. Tensors larger than
-//! one storage binding are processed in windows. `BENCHMARKS.md` has the measured speed.
+//! the running statistics. Each tensor kernel walks its data one of three ways, chosen per
+//! shape: plane segments per workgroup (planes of at least 64 items), runs of 8 invocations per
+//! plane (8 to 63 items: 14x14 and 7x7 planes), or one item column per invocation (fewer than 8
+//! items, e.g. `(N, C)`). Tensors larger than one storage binding are processed in windows.
+//! README's "How it works" maps each kernel to its host module, shader and CPU oracle;
+//! `BENCHMARKS.md` has the measured speed.
 
 #![warn(missing_docs)]
 

@@ -23,17 +23,29 @@ fn lowered(disable_subgroups: bool) -> Context {
 #[test]
 fn windows_and_folded_grids_match_the_reference() {
     let shapes: &[&[usize]] = &[
-        &[64, 8, 9, 9],   // windows of whole rows, columns walk, scalar items
-        &[40, 5, 12, 12], // windows of whole rows, columns walk, vec4 items
+        &[64, 8, 9, 9],   // windows of whole rows, planes walk, scalar items
+        &[40, 5, 12, 12], // windows of whole rows, runs walk, vec4 items
         &[6, 3, 40, 40],  // a row is larger than a window: windows of whole planes
         &[2, 2, 9000],    // a plane is larger than a window: pieces of one plane
         &[2, 3, 4, 2500], // pieces of one plane, vec4 items
-        &[700, 10],       // (N, C) in windows of rows
+        &[700, 10],       // (N, C) in windows of rows, columns walk
         &[3, 7, 5, 11],   // fits one window, folded grid only
     ];
     for disable_subgroups in [false, true] {
         let ctx = lowered(disable_subgroups);
         let mut worst: f64 = 0.0;
+        assert_eq!(
+            ctx.planned_walk(shapes[0]),
+            Some(wgpu_batchnorm::Walk::Planes)
+        );
+        assert_eq!(
+            ctx.planned_walk(shapes[1]),
+            Some(wgpu_batchnorm::Walk::Runs)
+        );
+        assert_eq!(
+            ctx.planned_walk(shapes[5]),
+            Some(wgpu_batchnorm::Walk::Columns)
+        );
         for (i, shape) in shapes.iter().enumerate() {
             worst = worst.max(check_forward_backward(&ctx, shape, 40 + i as u64));
         }
