@@ -280,3 +280,69 @@ pub fn backward(
         grad_bias: sum_dy,
     })
 }
+
+// ---- per-pass oracles: one function per GPU pass, named like its shader -------------------
+
+/// A Welford partial in f64: (count, mean, M2).
+pub type Partial = (f64, f64, f64);
+
+/// `stats.wgsl` for one task: the (count, mean, M2) of `values`, computed in two passes.
+pub fn welford_partials(values: &[f32]) -> Partial {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let m2 = values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>();
+    (n, mean, m2)
+}
+
+/// Chan et al.'s merge of two partials (`welford_merge` in `common.wgsl`).
+pub fn merge(a: Partial, b: Partial) -> Partial {
+    let n = a.0 + b.0;
+    if n == 0.0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let delta = b.1 - a.1;
+    (
+        n,
+        a.1 + delta * b.0 / n,
+        a.2 + b.2 + delta * delta * a.0 * b.0 / n,
+    )
+}
+
+/// `finalize_stats.wgsl` for one channel: its partials merged in order into
+/// (save_mean, save_invstd, M2), with the exact value count `count`.
+pub fn finalize_stats(partials: &[Partial], count: usize, eps: f64) -> (f64, f64, f64) {
+    let total = partials
+        .iter()
+        .fold((0.0, 0.0, 0.0), |acc, &p| merge(acc, p));
+    let var = total.2 / count as f64;
+    (total.1, 1.0 / (var + eps).sqrt(), total.2)
+}
+
+/// `update_running.wgsl` for one channel: the new (running_mean, running_var) from the batch
+/// mean and M2 of `count` values, with `factor` = momentum or 1 / num_batches_tracked.
+pub fn update_running(
+    running: (f64, f64),
+    save_mean: f64,
+    m2: f64,
+    count: usize,
+    factor: f64,
+) -> (f64, f64) {
+    (
+        factor * save_mean + (1.0 - factor) * running.0,
+        factor * (m2 / (count as f64 - 1.0)) + (1.0 - factor) * running.1,
+    )
+}
+
+/// `backward_reduce.wgsl` merged over a channel: (sum(dy), sum(dy * (x - mean))).
+pub fn backward_sums(x: &[f32], dy: &[f32], mean: f64) -> (f64, f64) {
+    x.iter().zip(dy).fold((0.0, 0.0), |(s, sx), (&x, &g)| {
+        let g = f64::from(g);
+        (s + g, sx + g * (f64::from(x) - mean))
+    })
+}

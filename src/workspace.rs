@@ -172,7 +172,8 @@ impl Workspace {
         let buffer = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("partials"),
             size: bytes,
-            usage: wgpu::BufferUsages::STORAGE,
+            // COPY_SRC: the ops' tests read partials back.
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         // Cached bind groups may point at the old buffer.
@@ -199,6 +200,12 @@ impl Workspace {
             self.binds.clear();
         }
         Binding::whole(&buffer)
+    }
+
+    /// The partials buffer, if any (the ops' tests read it back).
+    #[cfg(test)]
+    pub fn partials_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.partials.as_ref()
     }
 
     /// Opens a compute pass on `encoder` and hands `f` a recorder over it.

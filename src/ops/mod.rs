@@ -732,6 +732,63 @@ impl Recorder<'_, '_> {
     }
 }
 
+/// Shared by the ops' tests: contexts per walk, recording one op alone, reading buffers back.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Recorder, Walk};
+    use crate::workspace::Workspace;
+    use crate::{Context, ContextOptions};
+
+    /// A context whose tensor kernels use `walk` where it can serve.
+    pub fn context(walk: Option<Walk>) -> Context {
+        Context::with_options(ContextOptions {
+            force_walk: walk,
+            ..ContextOptions::from_env()
+        })
+        .expect("a GPU adapter (on Linux without a GPU: apt-get install mesa-vulkan-drivers)")
+    }
+
+    /// Records what `f` records, alone, submits it and waits.
+    pub fn run(ctx: &Context, ws: &mut Workspace, f: impl FnOnce(&mut Recorder<'_, '_>)) {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ws.record(&mut encoder, "op test", f);
+        ctx.queue().submit(Some(encoder.finish()));
+        ctx.wait().expect("the op ran");
+    }
+
+    /// `len` f32 values of `buffer`.
+    pub fn read(ctx: &Context, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
+        crate::transfer::read_f32(ctx, buffer, 0, len).expect("readback")
+    }
+
+    /// Deterministic values in [lo, hi).
+    pub fn values(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                lo + (hi - lo) * ((state >> 40) as f32 / (1u64 << 24) as f32)
+            })
+            .collect()
+    }
+
+    /// The values of channel `ch` of an (n, c, s) array.
+    pub fn channel(x: &[f32], n: usize, c: usize, s: usize, ch: usize) -> Vec<f32> {
+        (0..n)
+            .flat_map(|b| x[(b * c + ch) * s..(b * c + ch + 1) * s].iter().copied())
+            .collect()
+    }
+
+    /// |got - want| within `rel` of max(1, |want|).
+    pub fn close(got: f32, want: f64, rel: f64) -> bool {
+        (f64::from(got) - want).abs() <= rel * want.abs().max(1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,3 +54,57 @@ impl UpdateRunningBindings {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{UpdateParams, UpdateRunningBindings};
+    use crate::ops::testing::{close, context, read, run, values};
+    use crate::ops::Binding;
+    use crate::reference::update_running;
+    use crate::workspace::Workspace;
+    use crate::{BatchCounter, Tensor};
+
+    /// Momentum and cumulative updates match the oracle; the counter increments.
+    #[test]
+    fn update_running_matches_its_oracle() {
+        let ctx = context(None);
+        let (c, count) = (300usize, 17usize);
+        let mean = values(c, 1, -2.0, 2.0);
+        let m2 = values(c, 2, 0.0, 30.0);
+        let rm0 = values(c, 3, -1.0, 1.0);
+        let rv0 = values(c, 4, 0.5, 2.0);
+        for (momentum, tracked) in [(Some(0.3f32), 0u64), (None, 4)] {
+            let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &[c]).unwrap();
+            let (rm, rv) = (t(&rm0), t(&rv0));
+            let counter = BatchCounter::new(&ctx).unwrap();
+            counter.set(tracked).unwrap();
+            let mut ws = Workspace::new(&ctx);
+            let op = UpdateRunningBindings {
+                upd: ws.update_params(UpdateParams {
+                    channels: c as u32,
+                    count: count as u32,
+                    momentum: momentum.unwrap_or(0.0),
+                    cumulative: u32::from(momentum.is_none()),
+                    update_stats: 1,
+                    _pad: [0; 3],
+                }),
+                save_mean: t(&mean).slot(),
+                m2: t(&m2).slot(),
+                running_mean: rm.slot(),
+                running_var: rv.slot(),
+                tracked: Some(Binding::whole(counter.buffer())),
+            };
+            run(&ctx, &mut ws, |rec| op.encode(rec));
+            let factor = momentum.map_or(1.0 / (tracked + 1) as f64, f64::from);
+            let (got_m, got_v) = (read(&ctx, rm.buffer(), c), read(&ctx, rv.buffer(), c));
+            for ch in 0..c {
+                let f = |v: &[f32]| f64::from(v[ch]);
+                let (want_m, want_v) =
+                    update_running((f(&rm0), f(&rv0)), f(&mean), f(&m2), count, factor);
+                assert!(close(got_m[ch], want_m, 1e-6), "running_mean {ch}");
+                assert!(close(got_v[ch], want_v, 1e-6), "running_var {ch}");
+            }
+            assert_eq!(counter.get().unwrap(), tracked + 1);
+        }
+    }
+}
