@@ -346,3 +346,39 @@ pub fn backward_sums(x: &[f32], dy: &[f32], mean: f64) -> (f64, f64) {
         (s + g, sx + g * (f64::from(x) - mean))
     })
 }
+
+/// `backward_finalize.wgsl` for one channel: from its merged sums (sum(dy), sum(dy * (x -
+/// mean))), the saved invstd and the value count, (grad_weight, grad_bias, coef) with coef =
+/// (sum(dy) / n, sum(dy * xhat) / n), the two terms `backward_input` subtracts.
+pub fn backward_finalize(sums: (f64, f64), invstd: f64, count: usize) -> (f64, f64, (f64, f64)) {
+    let (sum_dy, sum_dy_xhat) = (sums.0, sums.1 * invstd);
+    let n = count as f64;
+    (sum_dy_xhat, sum_dy, (sum_dy / n, sum_dy_xhat / n))
+}
+
+/// `backward_input.wgsl` for one channel's values: with `coef` (batch statistics)
+/// `dx = weight * invstd * (dy - coef.0 - xhat * coef.1)`, `xhat = (x - mean) * invstd`;
+/// without it (running statistics, where `invstd` is 1 / sqrt(running_var + eps))
+/// `dx = dy * weight * invstd`.
+pub fn backward_input(
+    x: &[f32],
+    dy: &[f32],
+    mean: f64,
+    invstd: f64,
+    weight: f64,
+    coef: Option<(f64, f64)>,
+) -> Vec<f64> {
+    x.iter()
+        .zip(dy)
+        .map(|(&x, &g)| {
+            let g = f64::from(g);
+            match coef {
+                Some((k_dy, k_xhat)) => {
+                    let xhat = (f64::from(x) - mean) * invstd;
+                    weight * invstd * (g - k_dy - xhat * k_xhat)
+                }
+                None => g * weight * invstd,
+            }
+        })
+        .collect()
+}

@@ -39,68 +39,51 @@ impl BackwardReduceBindings {
 #[cfg(test)]
 mod tests {
     use super::BackwardReduceBindings;
-    use crate::ops::testing::{channel, context, read, run, values};
-    use crate::ops::Walk;
+    use crate::ops::testing::{
+        channel, channel_partials, on_every_walk, prepare, run, tensor, values, SHAPES,
+    };
     use crate::reference::backward_sums;
-    use crate::workspace::{Geometry, Workspace};
-    use crate::Tensor;
 
     /// Each channel's partial sums, added, give its oracle, on every walk.
     #[test]
     fn backward_sums_match_their_oracle_on_every_walk() {
-        for walk in Walk::ALL {
-            let ctx = context(Some(walk));
-            for (seed, &(n, c, s)) in [(5usize, 3usize, 77usize), (4, 6, 48), (300, 4, 1)]
+        on_every_walk(&SHAPES, |ctx, what, seed, (n, c, s)| {
+            let x = values(n * c * s, 10 + seed, -3.0, 3.0);
+            let dy = values(n * c * s, 20 + seed, -1.0, 1.0);
+            let mean = values(c, 30 + seed, -0.5, 0.5);
+            let (mut ws, prepared) = prepare(ctx, (n, c, s));
+            let op = BackwardReduceBindings {
+                x: tensor(ctx, &x, &[n, c, s]).slot(),
+                dy: tensor(ctx, &dy, &[n, c, s]).slot(),
+                mean: tensor(ctx, &mean, &[c]).slot(),
+                partials: ws.partials(&prepared.plan),
+            };
+            run(ctx, &mut ws, |rec| op.encode(rec, &prepared));
+            for (ch, list) in channel_partials(ctx, &ws, &prepared.plan, c)
                 .iter()
                 .enumerate()
             {
-                let x = values(n * c * s, 10 + seed as u64, -3.0, 3.0);
-                let dy = values(n * c * s, 20 + seed as u64, -1.0, 1.0);
-                let mean = values(c, 30 + seed as u64, -0.5, 0.5);
-                let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(&ctx, v, shape).unwrap();
-                let mut ws = Workspace::new(&ctx);
-                let g = Geometry {
-                    n: n as u32,
-                    c: c as u32,
-                    s: s as u32,
-                    vec4_ok: true,
-                };
-                let prepared = ws.plan(g);
-                let partials = ws.partials(&prepared.plan);
-                let op = BackwardReduceBindings {
-                    x: t(&x, &[n, c, s]).slot(),
-                    dy: t(&dy, &[n, c, s]).slot(),
-                    mean: t(&mean, &[c]).slot(),
-                    partials,
-                };
-                run(&ctx, &mut ws, |rec| op.encode(rec, &prepared));
-                let tasks = prepared.plan.total_tasks as usize;
-                let got = read(&ctx, ws.partials_buffer().unwrap(), c * tasks * 4);
-                for ch in 0..c {
-                    let (sum_dy, sum_dy_xmu) = got[ch * tasks * 4..(ch + 1) * tasks * 4]
-                        .chunks(4)
-                        .fold((0.0, 0.0), |(a, b), p| {
-                            (a + f64::from(p[0]), b + f64::from(p[1]))
-                        });
-                    let want = backward_sums(
-                        &channel(&x, n, c, s, ch),
-                        &channel(&dy, n, c, s, ch),
-                        f64::from(mean[ch]),
-                    );
-                    let scale = (n * s) as f64;
-                    let what = format!("{walk:?} {n}x{c}x{s} channel {ch}");
-                    assert!(
-                        (sum_dy - want.0).abs() <= 1e-5 * scale,
-                        "{what}: sum(dy) {sum_dy} {}",
-                        want.0
-                    );
-                    assert!(
-                        (sum_dy_xmu - want.1).abs() <= 1e-5 * scale * 3.0,
-                        "{what}: sum(dy (x - mean)) {sum_dy_xmu} {}",
-                        want.1
-                    );
-                }
+                let (sum_dy, sum_dy_xmu) = list.iter().fold((0.0, 0.0), |(a, b), p| {
+                    (a + f64::from(p[0]), b + f64::from(p[1]))
+                });
+                let want = backward_sums(
+                    &channel(&x, n, c, s, ch),
+                    &channel(&dy, n, c, s, ch),
+                    f64::from(mean[ch]),
+                );
+                // f32 sums of n * s terms of magnitude <= 1 (dy) and <= 3.5 (dy * (x - mean)).
+                let scale = (n * s) as f64;
+                assert!(
+                    (sum_dy - want.0).abs() <= 1e-5 * scale,
+                    "{what} channel {ch}: sum(dy) {sum_dy} {}",
+                    want.0
+                );
+                assert!(
+                    (sum_dy_xmu - want.1).abs() <= 1e-5 * scale * 3.0,
+                    "{what} channel {ch}: sum(dy (x - mean)) {sum_dy_xmu} {}",
+                    want.1
+                );
             }
-        }
+        });
     }
 }

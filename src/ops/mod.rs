@@ -735,9 +735,10 @@ impl Recorder<'_, '_> {
 /// Shared by the ops' tests: contexts per walk, recording one op alone, reading buffers back.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{Recorder, Walk};
-    use crate::workspace::Workspace;
-    use crate::{Context, ContextOptions};
+    use super::{Plan, PreparedPlan, Recorder, Walk};
+    use crate::workspace::{Geometry, Workspace};
+    use crate::{Context, ContextOptions, Tensor};
+    use std::sync::Arc;
 
     /// A context whose tensor kernels use `walk` where it can serve.
     pub fn context(walk: Option<Walk>) -> Context {
@@ -781,6 +782,66 @@ pub(crate) mod testing {
         (0..n)
             .flat_map(|b| x[(b * c + ch) * s..(b * c + ch + 1) * s].iter().copied())
             .collect()
+    }
+
+    /// (n, c, s) shapes the tensor-kernel tests run on every walk: planes of 77 and 48 items
+    /// (a remainder and a multiple of 4), spatial size 1 with a long batch, and planes longer
+    /// than one workgroup's span.
+    pub const SHAPES: [(usize, usize, usize); 4] =
+        [(5, 3, 77), (4, 6, 48), (300, 4, 1), (2, 2, 5000)];
+
+    /// Calls `f(ctx, what, seed, shape)` for every walk and every shape: each on its own
+    /// context pinned to that walk, `what` naming both for assertion messages.
+    pub fn on_every_walk(
+        shapes: &[(usize, usize, usize)],
+        mut f: impl FnMut(&Context, &str, u64, (usize, usize, usize)),
+    ) {
+        for walk in Walk::ALL {
+            let ctx = context(Some(walk));
+            for (seed, &(n, c, s)) in shapes.iter().enumerate() {
+                f(
+                    &ctx,
+                    &format!("{walk:?} {n}x{c}x{s}"),
+                    seed as u64,
+                    (n, c, s),
+                );
+            }
+        }
+    }
+
+    /// A workspace and the plan of an (n, c, s) tensor on it.
+    pub fn prepare(
+        ctx: &Context,
+        (n, c, s): (usize, usize, usize),
+    ) -> (Workspace, Arc<PreparedPlan>) {
+        let mut ws = Workspace::new(ctx);
+        let prepared = ws.plan(Geometry {
+            n: n as u32,
+            c: c as u32,
+            s: s as u32,
+            vec4_ok: true,
+        });
+        (ws, prepared)
+    }
+
+    /// The partials a reducing kernel wrote to the workspace, one list per channel in task
+    /// order.
+    pub fn channel_partials(
+        ctx: &Context,
+        ws: &Workspace,
+        plan: &Plan,
+        c: usize,
+    ) -> Vec<Vec<[f32; 4]>> {
+        let tasks = plan.total_tasks as usize;
+        let flat = read(ctx, ws.partials_buffer().expect("partials"), c * tasks * 4);
+        flat.chunks(tasks * 4)
+            .map(|ch| ch.chunks(4).map(|p| [p[0], p[1], p[2], p[3]]).collect())
+            .collect()
+    }
+
+    /// A tensor holding `data`.
+    pub fn tensor(ctx: &Context, data: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_slice(ctx, data, shape).expect("upload")
     }
 
     /// |got - want| within `rel` of max(1, |want|).

@@ -45,3 +45,69 @@ impl NormalizeBindings {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NormalizeBindings;
+    use crate::ops::testing::{close, on_every_walk, prepare, read, run, tensor, values, SHAPES};
+    use crate::ops::Statistics;
+    use crate::reference::normalize;
+    use crate::Tensor;
+
+    fn wide(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&v| f64::from(v)).collect()
+    }
+
+    /// y matches the oracle with batch and with running statistics, with and without
+    /// weight and bias, on every walk.
+    #[test]
+    fn normalize_matches_its_oracle_on_every_walk() {
+        on_every_walk(&SHAPES, |ctx, what, seed, (n, c, s)| {
+            let shape = [n, c, s];
+            let x = values(n * c * s, 40 + seed, -5.0, 7.0);
+            let mean = values(c, 50 + seed, -1.0, 1.0);
+            let spread = values(c, 60 + seed, 0.3, 2.0);
+            let weight = values(c, 70 + seed, -2.0, 2.0);
+            let bias = values(c, 80 + seed, -1.0, 1.0);
+            let eps = 1e-3f32;
+            for statistics in [Statistics::Batch, Statistics::Running] {
+                for affine in [true, false] {
+                    let (mut ws, prepared) = prepare(ctx, (n, c, s));
+                    let y = Tensor::empty(ctx, &shape).unwrap();
+                    let count = (n * s) as u32;
+                    let op = NormalizeBindings {
+                        chan: ws.channel_params(c as u32, prepared.plan.total_tasks, count, eps),
+                        x: tensor(ctx, &x, &shape).slot(),
+                        y: y.slot(),
+                        mean: tensor(ctx, &mean, &[c]).slot(),
+                        spread: tensor(ctx, &spread, &[c]).slot(),
+                        weight: affine.then(|| tensor(ctx, &weight, &[c]).slot()),
+                        bias: affine.then(|| tensor(ctx, &bias, &[c]).slot()),
+                    };
+                    run(ctx, &mut ws, |rec| op.encode(rec, &prepared, statistics));
+                    let got = read(ctx, y.buffer(), n * c * s);
+                    // The oracle takes a variance: `spread` is running_var (eps added), or
+                    // save_invstd, whose variance 1 / invstd^2 gives it back with eps 0.
+                    let (var, eps) = match statistics {
+                        Statistics::Running => (wide(&spread), f64::from(eps)),
+                        Statistics::Batch => {
+                            (spread.iter().map(|&v| f64::from(v).powi(-2)).collect(), 0.0)
+                        }
+                    };
+                    let (w, b) = if affine {
+                        (wide(&weight), wide(&bias))
+                    } else {
+                        (vec![1.0; c], vec![0.0; c])
+                    };
+                    let want = normalize(&x, &shape, &wide(&mean), &var, &w, &b, eps).unwrap();
+                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            close(g, w, 2e-6),
+                            "{what} {statistics:?} affine {affine}: y[{i}] {g} {w}"
+                        );
+                    }
+                }
+            }
+        });
+    }
+}

@@ -34,62 +34,41 @@ impl StatsBindings {
 #[cfg(test)]
 mod tests {
     use super::StatsBindings;
-    use crate::ops::testing::{channel, close, context, read, run, values};
-    use crate::ops::Walk;
+    use crate::ops::testing::{
+        channel, channel_partials, close, on_every_walk, prepare, run, tensor, values, SHAPES,
+    };
     use crate::reference::{merge, welford_partials};
-    use crate::workspace::{Geometry, Workspace};
-    use crate::Tensor;
 
     /// Each channel's partials, merged in order, give its Welford oracle, on every walk.
     #[test]
     fn stats_partials_merge_to_each_channels_oracle_on_every_walk() {
-        for walk in Walk::ALL {
-            let ctx = context(Some(walk));
-            for (seed, &(n, c, s)) in [
-                (5usize, 3usize, 77usize),
-                (4, 6, 48),
-                (300, 4, 1),
-                (2, 2, 5000),
-            ]
-            .iter()
-            .enumerate()
+        on_every_walk(&SHAPES, |ctx, what, seed, (n, c, s)| {
+            let x = values(n * c * s, seed, 10.0, 12.0);
+            let (mut ws, prepared) = prepare(ctx, (n, c, s));
+            let op = StatsBindings {
+                x: tensor(ctx, &x, &[n, c, s]).slot(),
+                partials: ws.partials(&prepared.plan),
+            };
+            run(ctx, &mut ws, |rec| op.encode(rec, &prepared));
+            for (ch, list) in channel_partials(ctx, &ws, &prepared.plan, c)
+                .iter()
+                .enumerate()
             {
-                let x = values(n * c * s, seed as u64, 10.0, 12.0);
-                let xt = Tensor::from_slice(&ctx, &x, &[n, c, s]).unwrap();
-                let mut ws = Workspace::new(&ctx);
-                let g = Geometry {
-                    n: n as u32,
-                    c: c as u32,
-                    s: s as u32,
-                    vec4_ok: true,
-                };
-                let prepared = ws.plan(g);
-                let partials = ws.partials(&prepared.plan);
-                let op = StatsBindings {
-                    x: xt.slot(),
-                    partials,
-                };
-                run(&ctx, &mut ws, |rec| op.encode(rec, &prepared));
-                let tasks = prepared.plan.total_tasks as usize;
-                let got = read(&ctx, ws.partials_buffer().unwrap(), c * tasks * 4);
-                for ch in 0..c {
-                    let merged = got[ch * tasks * 4..(ch + 1) * tasks * 4]
-                        .chunks(4)
-                        .map(|p| (f64::from(p[0]), f64::from(p[1]), f64::from(p[2])))
-                        .fold((0.0, 0.0, 0.0), merge);
-                    let want = welford_partials(&channel(&x, n, c, s, ch));
-                    let what = format!("{walk:?} {n}x{c}x{s} channel {ch}");
-                    assert_eq!(merged.0, want.0, "{what}: count");
-                    assert!(
-                        close(merged.1 as f32, want.1, 1e-6),
-                        "{what}: mean {merged:?} {want:?}"
-                    );
-                    assert!(
-                        close(merged.2 as f32, want.2, 1e-4),
-                        "{what}: M2 {merged:?} {want:?}"
-                    );
-                }
+                let merged = list
+                    .iter()
+                    .map(|p| (f64::from(p[0]), f64::from(p[1]), f64::from(p[2])))
+                    .fold((0.0, 0.0, 0.0), merge);
+                let want = welford_partials(&channel(&x, n, c, s, ch));
+                assert_eq!(merged.0, want.0, "{what} channel {ch}: count");
+                assert!(
+                    close(merged.1 as f32, want.1, 1e-6),
+                    "{what} channel {ch}: mean {merged:?} {want:?}"
+                );
+                assert!(
+                    close(merged.2 as f32, want.2, 1e-4),
+                    "{what} channel {ch}: M2 {merged:?} {want:?}"
+                );
             }
-        }
+        });
     }
 }
