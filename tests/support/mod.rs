@@ -198,6 +198,38 @@ pub mod checks {
         worst
     }
 
+    /// Worst err/allowed of a forward's output `y` and the module's running statistics
+    /// (`running`: mean and var, None when not tracked) against the reference after the same
+    /// forward (`y64`), with the golden README's tolerances; asserts each, naming `what`.
+    pub fn forward_ratio(
+        what: &str,
+        y: &[f32],
+        y64: &[f64],
+        running: Option<(Vec<f32>, Vec<f32>)>,
+        cpu: &ReferenceBatchNorm,
+    ) -> f64 {
+        let (mean, var) = cpu.last_stats.clone().unwrap();
+        let kappa_c = reference::kappa(&mean, &var, cpu.options.eps);
+        let k = 1.0 + kappa_c.iter().copied().fold(0.0, f64::max) / 30.0;
+        let mut worst = rel_l2_ratio(y, y64, k);
+        assert!(worst <= 1.0, "{what}: output err/allowed {worst}");
+        assert_eq!(running.is_some(), cpu.options.track_running_stats, "{what}");
+        if let Some((rm, rv)) = running {
+            let rm_r = per_channel_ratio(&rm, &cpu.running_mean, |ch| {
+                TOL * (cpu.running_mean[ch].abs() + cpu.running_var[ch].sqrt())
+            });
+            let rv_r = per_channel_ratio(&rv, &cpu.running_var, |ch| {
+                TOL * (1.0 + kappa_c[ch] / 30.0) * cpu.running_var[ch]
+            });
+            assert!(
+                rm_r <= 1.0 && rv_r <= 1.0,
+                "{what}: running stats err/allowed {rm_r} {rv_r}"
+            );
+            worst = worst.max(rm_r).max(rv_r);
+        }
+        worst
+    }
+
     /// Training forward + backward, then eval forward + backward, on the GPU and the reference
     /// from the same random state; asserts the golden README's tolerances for outputs, running
     /// statistics and gradients, and returns the worst err/allowed ratio.
@@ -217,28 +249,9 @@ pub mod checks {
             let xt = Tensor::from_slice(ctx, &x, shape).unwrap();
             let y = gpu.forward(&xt).unwrap().to_vec(ctx).unwrap();
             let y64 = cpu.forward(&x, shape).unwrap();
-            let (mean, var) = cpu.last_stats.clone().unwrap();
-            let kappa_c = reference::kappa(&mean, &var, options.eps);
-            let k = 1.0 + kappa_c.iter().copied().fold(0.0, f64::max) / 30.0;
-            let r = rel_l2_ratio(&y, &y64, k);
-            assert!(
-                r <= 1.0,
-                "{shape:?} training={training}: output err/allowed {r}"
-            );
-            worst = worst.max(r);
-            let rm = gpu.running_mean().unwrap().unwrap();
-            let rv = gpu.running_var().unwrap().unwrap();
-            let rm_r = per_channel_ratio(&rm, &cpu.running_mean, |ch| {
-                TOL * (cpu.running_mean[ch].abs() + cpu.running_var[ch].sqrt())
-            });
-            let rv_r = per_channel_ratio(&rv, &cpu.running_var, |ch| {
-                TOL * (1.0 + kappa_c[ch] / 30.0) * cpu.running_var[ch]
-            });
-            assert!(
-                rm_r <= 1.0 && rv_r <= 1.0,
-                "{shape:?}: running stats {rm_r} {rv_r}"
-            );
-            worst = worst.max(rm_r).max(rv_r);
+            let running = gpu.running_mean().unwrap().zip(gpu.running_var().unwrap());
+            let what = format!("{shape:?} training={training}");
+            worst = worst.max(forward_ratio(&what, &y, &y64, running, &cpu));
 
             let grads = gpu
                 .backward(&Tensor::from_slice(ctx, &dy, shape).unwrap())

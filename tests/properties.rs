@@ -1,0 +1,349 @@
+//! Property tests: random shapes (rank 2 to 5, sizes 1 to 300, odd sizes, N = 1, spatial 1),
+//! options (eps, momentum incl. None, affine, track_running_stats) and step sequences (train,
+//! eval and backward interleaved), on the module and on the functional API, against the f64
+//! reference under the golden README's tolerances. A failure shrinks to a minimal case.
+//!
+//! The runs are deterministic (a fixed seed) and bounded to seconds on lavapipe; set
+//! `PROPTEST_CASES` to run more.
+
+mod support;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use support::checks::{forward_ratio, gradient_ratio, module_pair};
+use support::golden::{per_channel_ratio, TOL};
+use support::Rng;
+use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
+use wgpu_batchnorm::{
+    BackwardArgs, BatchCounter, BatchNormOptions, Context, Error, ForwardArgs, Functional,
+    Gradients, RunningStats, SavedStats, Tensor,
+};
+
+/// Cases are shrunk to at most this many values, so each runs in milliseconds.
+const MAX_NUMEL: usize = 6000;
+
+/// Mostly small sizes, where the walks change, and some up to 300.
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => 1usize..=4, 3 => 5usize..=40, 1 => 41usize..=300]
+}
+
+/// A shape of rank 2 to 5, its largest dimension halved until it holds at most MAX_NUMEL
+/// values (halving keeps odd sizes odd half the time).
+fn shape() -> impl Strategy<Value = Vec<usize>> {
+    (2usize..=5)
+        .prop_flat_map(|rank| prop::collection::vec(dim(), rank))
+        .prop_map(|mut shape| {
+            while shape.iter().product::<usize>() > MAX_NUMEL {
+                let (i, _) = shape.iter().enumerate().max_by_key(|(_, &d)| d).unwrap();
+                shape[i] = shape[i].div_ceil(2);
+            }
+            shape
+        })
+}
+
+fn options() -> impl Strategy<Value = BatchNormOptions> {
+    (
+        prop::sample::select(vec![1e-5, 1e-3, 0.1, 1.0]),
+        prop_oneof![Just(None), (0.0f64..=1.0).prop_map(Some)],
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(eps, momentum, affine, track)| BatchNormOptions {
+            eps,
+            momentum,
+            affine,
+            track_running_stats: track,
+        })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Train,
+    Eval,
+    /// Differentiates the last forward that succeeded.
+    Backward,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![Just(Step::Train), Just(Step::Eval), Just(Step::Backward)]
+}
+
+/// One context for all cases, and a fixed seed.
+fn runner(cases: u32) -> TestRunner {
+    let config = Config {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    TestRunner::new_with_rng(config, rng)
+}
+
+/// Per-channel data around channel means up to 20 standard deviations away from zero, so
+/// the tolerances' conditioning factor is exercised too.
+fn data(rng: &mut Rng, shape: &[usize]) -> Vec<f32> {
+    let c = shape[1];
+    let means: Vec<f64> = (0..c).map(|_| rng.range(-20.0, 20.0)).collect();
+    let stds: Vec<f64> = (0..c).map(|_| rng.range(0.2, 3.0)).collect();
+    rng.channel_data(shape, &means, &stds)
+}
+
+/// Whether batch statistics of `shape` are defined (more than one value per channel).
+fn enough_values(shape: &[usize]) -> bool {
+    shape[0] * shape[2..].iter().product::<usize>() > 1
+}
+
+/// Runs `steps` on a module and on the reference; every output, running statistic and
+/// gradient within tolerance, every refused step refused by both with nothing changed.
+fn check_module(
+    ctx: &Context,
+    shape: &[usize],
+    options: BatchNormOptions,
+    steps: &[Step],
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let (mut gpu, mut cpu) = module_pair(ctx, shape, options, &mut rng);
+    let what = format!("{shape:?} {options:?} {steps:?}");
+    let mut last_x: Option<Vec<f32>> = None;
+    for (i, &step) in steps.iter().enumerate() {
+        let what = format!("{what} step {i} {step:?}");
+        match step {
+            Step::Train | Step::Eval => {
+                let training = matches!(step, Step::Train);
+                gpu.set_training(training);
+                cpu.training = training;
+                let x = data(&mut rng, shape);
+                let xt = Tensor::from_slice(ctx, &x, shape).unwrap();
+                let before = (
+                    gpu.running_mean().unwrap(),
+                    gpu.num_batches_tracked().unwrap(),
+                );
+                let batch_stats = training || !options.track_running_stats;
+                if batch_stats && !enough_values(shape) {
+                    let err = gpu.forward(&xt).unwrap_err();
+                    assert!(
+                        matches!(err, Error::TooFewValuesPerChannel { .. }),
+                        "{what}: {err}"
+                    );
+                    let after = (
+                        gpu.running_mean().unwrap(),
+                        gpu.num_batches_tracked().unwrap(),
+                    );
+                    assert_eq!(
+                        before, after,
+                        "{what}: a refused forward changed the module"
+                    );
+                    continue;
+                }
+                let y = gpu.forward(&xt).unwrap().to_host().unwrap();
+                let y64 = cpu.forward(&x, shape).unwrap();
+                let running = gpu.running_mean().unwrap().zip(gpu.running_var().unwrap());
+                forward_ratio(&what, &y, &y64, running, &cpu);
+                assert_eq!(
+                    gpu.num_batches_tracked().unwrap(),
+                    options
+                        .track_running_stats
+                        .then_some(cpu.num_batches_tracked),
+                    "{what}"
+                );
+                last_x = Some(x);
+            }
+            Step::Backward => {
+                let dy = rng.vec_f32(shape.iter().product(), -1.0, 1.0);
+                let dyt = Tensor::from_slice(ctx, &dy, shape).unwrap();
+                match &last_x {
+                    None => {
+                        let err = gpu.backward(&dyt).unwrap_err();
+                        assert!(matches!(err, Error::Backward(_)), "{what}: {err}");
+                    }
+                    Some(x) => {
+                        let grads = gpu.backward(&dyt).unwrap();
+                        gradient_ratio(ctx, &grads, &cpu, x, &dy, shape);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_module_matches_the_reference_on_random_shapes_options_and_steps() {
+    let ctx = support::context();
+    let strategy = (
+        shape(),
+        options(),
+        prop::collection::vec(step(), 1..=5),
+        any::<u64>(),
+    );
+    runner(200)
+        .run(&strategy, |(shape, options, steps, seed)| {
+            check_module(&ctx, &shape, options, &steps, seed);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// One training forward and its backward through the functional API, with each optional
+/// tensor present or not: weight, bias, running buffers, the counter, saved statistics.
+#[derive(Clone, Copy, Debug)]
+struct Present {
+    weight: bool,
+    bias: bool,
+    running: bool,
+    counter: bool,
+    saved: bool,
+}
+
+fn present() -> impl Strategy<Value = Present> {
+    (any::<[bool; 5]>()).prop_map(|b| Present {
+        weight: b[0],
+        bias: b[1],
+        running: b[2],
+        counter: b[3],
+        saved: b[4],
+    })
+}
+
+fn check_functional(
+    ctx: &Context,
+    shape: &[usize],
+    options: BatchNormOptions,
+    p: Present,
+    seed: u64,
+) {
+    let what = format!("{shape:?} {options:?} {p:?}");
+    let c = shape[1];
+    let mut rng = Rng::new(seed);
+    let x = data(&mut rng, shape);
+    let dy = rng.vec_f32(x.len(), -1.0, 1.0);
+    let w = rng.vec_f32(c, -0.5, 2.0);
+    let b = rng.vec_f32(c, -1.0, 1.0);
+    let rm0 = rng.vec_f32(c, -1.0, 1.0);
+    let rv0 = rng.vec_f32(c, 0.5, 2.0);
+    let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(ctx, v, shape).unwrap();
+    let (xt, dyt) = (t(&x, shape), t(&dy, shape));
+    let (y, dx) = (
+        Tensor::empty(ctx, shape).unwrap(),
+        Tensor::empty(ctx, shape).unwrap(),
+    );
+    let (weight, bias) = (t(&w, &[c]), t(&b, &[c]));
+    let (rm, rv) = (t(&rm0, &[c]), t(&rv0, &[c]));
+    let counter = BatchCounter::new(ctx).unwrap();
+    counter.set(2).unwrap();
+    let (save_mean, save_invstd) = (t(&vec![0.0; c], &[c]), t(&vec![0.0; c], &[c]));
+    let (dw, db) = (t(&vec![0.0; c], &[c]), t(&vec![0.0; c], &[c]));
+
+    let mut cpu = ReferenceBatchNorm::new(c, options);
+    cpu.options.affine = p.weight && p.bias;
+    if p.weight {
+        cpu.weight = support::widen(&w);
+    }
+    if p.bias {
+        cpu.bias = support::widen(&b);
+    }
+    cpu.options.track_running_stats = p.running;
+    cpu.running_mean = support::widen(&rm0);
+    cpu.running_var = support::widen(&rv0);
+    cpu.num_batches_tracked = 2;
+
+    let mut f = Functional::new(ctx);
+    let result = f.forward(&ForwardArgs {
+        weight: p.weight.then_some(&weight),
+        bias: p.bias.then_some(&bias),
+        running: p.running.then_some(RunningStats {
+            mean: &rm,
+            var: &rv,
+            num_batches_tracked: p.counter.then_some(&counter),
+        }),
+        momentum: options.momentum,
+        eps: options.eps,
+        save_mean: p.saved.then_some(&save_mean),
+        save_invstd: p.saved.then_some(&save_invstd),
+        ..ForwardArgs::new(&xt, &y)
+    });
+    // A cumulative average needs the counter: without it the call is refused.
+    let needs_counter = p.running && options.momentum.is_none() && !p.counter;
+    if !enough_values(shape) || needs_counter {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooFewValuesPerChannel { .. } | Error::InvalidArgument(_)
+            ),
+            "{what}: {err}"
+        );
+        assert_eq!(
+            rm.to_host().unwrap(),
+            rm0,
+            "{what}: refused, yet running_mean changed"
+        );
+        assert_eq!(counter.get().unwrap(), 2, "{what}: refused, yet counted");
+        return;
+    }
+    result.unwrap();
+    let y64 = cpu.forward(&x, shape).unwrap();
+    let running = p
+        .running
+        .then(|| (rm.to_host().unwrap(), rv.to_host().unwrap()));
+    forward_ratio(&what, &y.to_host().unwrap(), &y64, running, &cpu);
+    let expected_count = if p.running && p.counter { 3 } else { 2 };
+    assert_eq!(counter.get().unwrap(), expected_count, "{what}");
+    if p.saved {
+        // The golden README's tolerances for the saved statistics.
+        let (mean, var) = cpu.last_stats.clone().unwrap();
+        let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + options.eps).sqrt()).collect();
+        let kappa_c = reference::kappa(&mean, &var, options.eps);
+        let rm = per_channel_ratio(&save_mean.to_host().unwrap(), &mean, |ch| {
+            TOL * (mean[ch].abs() + var[ch].sqrt())
+        });
+        let ri = per_channel_ratio(&save_invstd.to_host().unwrap(), &invstd, |ch| {
+            TOL * (1.0 + kappa_c[ch] / 30.0) * invstd[ch]
+        });
+        assert!(
+            rm <= 1.0 && ri <= 1.0,
+            "{what}: saved statistics err/allowed {rm} {ri}"
+        );
+    }
+
+    // The backward, from the forward's saved statistics when the caller kept them.
+    let stats = if p.saved {
+        SavedStats::Batch {
+            save_mean: &save_mean,
+            save_invstd: &save_invstd,
+        }
+    } else {
+        return;
+    };
+    let grads_wanted = p.weight && p.bias;
+    f.backward(&BackwardArgs {
+        weight: p.weight.then_some(&weight),
+        stats,
+        grad_input: Some(&dx),
+        grad_weight: grads_wanted.then_some(&dw),
+        grad_bias: grads_wanted.then_some(&db),
+        ..BackwardArgs::new(&xt, &dyt)
+    })
+    .unwrap();
+    let grads = Gradients {
+        grad_input: dx,
+        grad_weight: grads_wanted.then_some(dw),
+        grad_bias: grads_wanted.then_some(db),
+    };
+    gradient_ratio(ctx, &grads, &cpu, &x, &dy, shape);
+}
+
+#[test]
+fn the_functional_api_matches_the_reference_on_random_shapes_and_arguments() {
+    let ctx = support::context();
+    let strategy = (shape(), options(), present(), any::<u64>());
+    runner(200)
+        .run(&strategy, |(shape, options, present, seed)| {
+            check_functional(&ctx, &shape, options, present, seed);
+            Ok(())
+        })
+        .unwrap();
+}
