@@ -477,10 +477,11 @@ impl BatchNorm {
         if let Some(b) = self.pool.iter().find(|b| Arc::strong_count(b) == 1) {
             return Ok(b.clone());
         }
+        // Unscoped: this runs in encode-only calls too, which wait on nothing.
         let c = self.num_features;
         let b = Arc::new(SavedBuffers {
-            mean: Tensor::zeros(&self.ctx, &[c])?,
-            invstd: Tensor::zeros(&self.ctx, &[c])?,
+            mean: Tensor::empty_unscoped(&self.ctx, &[c])?,
+            invstd: Tensor::empty_unscoped(&self.ctx, &[c])?,
         });
         self.pool.push(b.clone());
         Ok(b)
@@ -633,10 +634,6 @@ impl BatchNorm {
     /// Gradients of the forward that returned `saved`; blocks until the GPU is done.
     pub fn backward_saved(&mut self, saved: &Saved, grad_output: &Tensor) -> Result<Gradients> {
         self.check_saved(saved, None, None)?;
-        grad_output.expect_shape(
-            "grad_output (must match the forward input)",
-            saved.x.shape(),
-        )?;
         let grad_input = Tensor::empty(&self.ctx, saved.x.shape())?;
         let (grad_weight, grad_bias) = if self.options.affine {
             (
@@ -646,20 +643,40 @@ impl BatchNorm {
         } else {
             (None, None)
         };
-        let args = self.state.backward_args(
-            self.options.eps,
-            saved,
-            grad_output,
-            Some(&grad_input),
-            grad_weight.as_ref(),
-            grad_bias.as_ref(),
-        )?;
-        self.functional.backward(&args)?;
+        let outputs = (Some(&grad_input), grad_weight.as_ref(), grad_bias.as_ref());
+        self.run_backward(saved, grad_output, outputs, Functional::backward)?;
         Ok(Gradients {
             grad_input,
             grad_weight,
             grad_bias,
         })
+    }
+
+    /// Checks the backward of `saved` (into `outputs`: grad_input, grad_weight, grad_bias),
+    /// then records it with `record` (a submit or an encoder). Nothing changes if a check
+    /// fails.
+    fn run_backward(
+        &mut self,
+        saved: &Saved,
+        grad_output: &Tensor,
+        outputs: (Option<&Tensor>, Option<&Tensor>, Option<&Tensor>),
+        record: impl FnOnce(&mut Functional, &BackwardArgs<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let (grad_input, grad_weight, grad_bias) = outputs;
+        self.check_saved(saved, grad_weight, grad_bias)?;
+        grad_output.expect_shape(
+            "grad_output (must match the forward input)",
+            saved.x.shape(),
+        )?;
+        let args = self.state.backward_args(
+            self.options.eps,
+            saved,
+            grad_output,
+            grad_input,
+            grad_weight,
+            grad_bias,
+        )?;
+        record(&mut self.functional, &args)
     }
 
     /// Like [`BatchNorm::backward`], into caller-given tensors (`grad_weight` / `grad_bias` of
@@ -672,20 +689,8 @@ impl BatchNorm {
         grad_bias: Option<&Tensor>,
     ) -> Result<()> {
         let saved = self.last()?;
-        self.check_saved(&saved, grad_weight, grad_bias)?;
-        grad_output.expect_shape(
-            "grad_output (must match the forward input)",
-            saved.x.shape(),
-        )?;
-        let args = self.state.backward_args(
-            self.options.eps,
-            &saved,
-            grad_output,
-            Some(grad_input),
-            grad_weight,
-            grad_bias,
-        )?;
-        self.functional.backward(&args)
+        let outputs = (Some(grad_input), grad_weight, grad_bias);
+        self.run_backward(&saved, grad_output, outputs, Functional::backward)
     }
 
     /// Records the backward of the last forward into `encoder` (no submit, no wait).
@@ -719,20 +724,10 @@ impl BatchNorm {
         grad_weight: Option<&Tensor>,
         grad_bias: Option<&Tensor>,
     ) -> Result<()> {
-        self.check_saved(saved, grad_weight, grad_bias)?;
-        grad_output.expect_shape(
-            "grad_output (must match the forward input)",
-            saved.x.shape(),
-        )?;
-        let args = self.state.backward_args(
-            self.options.eps,
-            saved,
-            grad_output,
-            grad_input,
-            grad_weight,
-            grad_bias,
-        )?;
-        self.functional.encode_backward(encoder, &args)
+        let outputs = (grad_input, grad_weight, grad_bias);
+        self.run_backward(saved, grad_output, outputs, |f, args| {
+            f.encode_backward(encoder, args)
+        })
     }
 
     // ----- parameters and buffers -------------------------------------------------------

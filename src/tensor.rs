@@ -112,21 +112,27 @@ impl Tensor {
 
     /// A new tensor of `shape` filled with zeros, e.g. for outputs.
     pub fn empty(ctx: &Context, shape: &[usize]) -> Result<Self> {
+        ctx.scoped(|| Tensor::empty_unscoped(ctx, shape))
+    }
+
+    /// [`Tensor::empty`] without an error scope, for encode-only paths, which must not wait
+    /// on the device (popping a scope does, on the web): the size is checked against the
+    /// limits first, and an out-of-memory surfaces through the device's uncaptured-error
+    /// handler (reported by the context's next scoped call).
+    pub(crate) fn empty_unscoped(ctx: &Context, shape: &[usize]) -> Result<Self> {
         let bytes = byte_len(shape)?;
         check_fits(ctx, shape, bytes)?;
-        ctx.scoped(|| {
-            let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("tensor"),
-                size: bytes.max(4),
-                usage: TENSOR_USAGE,
-                mapped_at_creation: false,
-            });
-            Ok(Tensor {
-                ctx: ctx.clone(),
-                buffer,
-                offset: 0,
-                shape: shape.to_vec(),
-            })
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tensor"),
+            size: bytes.max(4),
+            usage: TENSOR_USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor {
+            ctx: ctx.clone(),
+            buffer,
+            offset: 0,
+            shape: shape.to_vec(),
         })
     }
 

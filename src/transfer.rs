@@ -126,9 +126,13 @@ fn lock_staging(ctx: &Context) -> Result<std::sync::MutexGuard<'_, crate::contex
         .map_err(|_| Error::Device("staging buffers poisoned".into()))
 }
 
-/// The staging chunk for a transfer of `size` bytes: small transfers get small buffers.
-fn chunk_for(size: u64) -> u64 {
-    size.next_power_of_two().clamp(256, STAGING_CHUNK)
+/// The staging chunk for a transfer of `size` bytes: small transfers get small buffers, and
+/// none exceeds the device's largest buffer (a multiple of 256 bytes, so that chunks keep the
+/// copy alignment).
+fn chunk_for(ctx: &Context, size: u64) -> u64 {
+    let limit = (ctx.device().limits().max_buffer_size / 256 * 256).max(256);
+    size.next_power_of_two()
+        .clamp(256, STAGING_CHUNK.min(limit))
 }
 
 /// Writes `data` (a multiple of 4 bytes) at `offset` of `buffer` through the context's upload
@@ -145,7 +149,7 @@ pub(crate) fn upload(ctx: &Context, buffer: &wgpu::Buffer, offset: u64, data: &[
     }
     let mut staging = lock_staging(ctx)?;
     ctx.scoped(|| {
-        let chunk = chunk_for(size);
+        let chunk = chunk_for(ctx, size);
         let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
         let slots = staging_slots(ctx, &mut staging.upload, chunk, usage, true);
         let mut last = None;
@@ -200,7 +204,7 @@ pub(crate) fn download(
     }
     let mut staging = lock_staging(ctx)?;
     ctx.scoped(|| {
-        let chunk = chunk_for(size);
+        let chunk = chunk_for(ctx, size);
         let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         let slots = staging_slots(ctx, &mut staging.download, chunk, usage, false);
         let mut pending: Option<(usize, &mut [u8])> = None;
