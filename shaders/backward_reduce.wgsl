@@ -1,10 +1,16 @@
 // Backward, pass 1 of 3: partial sums for the parameter gradients.
 //
-// Computes: per task of the walk (walk.wgsl), vec4(sum(dy), sum(dy * (x - mean)), 0, 0).
-//           Partials are added in a fixed tree order, so results do not depend on scheduling.
+// Computes: per task of the walk (walk.wgsl), vec4(sum(dz), sum(dz * (x - mean)), 0, 0)
+//           with dz = dy * act'(z) through the forward's epilogue (epilogue.wgsl), rebuilding
+//           its pre-activation z = (x - mean) * affine.x + affine.y [+ residual] where
+//           HAS_AFFINE (else dz = dy); dz is written where HAS_DZ (it is grad_residual, and
+//           backward_input's gradient). Partials are added in a fixed tree order, so results do
+//           not depend on scheduling.
 // Statistics: `mean` holds save_mean (batch statistics) or running_mean (eval mode).
 // Bindings: `BackwardReduceBindings` in src/ops/backward_reduce.rs: geo (Block), x and dy (the
-//           block's window), mean (C entries), partials (C * total_tasks entries, written).
+//           block's window), mean (C entries), partials (C * total_tasks entries, written),
+//           affine? (vec2 per channel, from channel_affine.wgsl), residual? (read) and dz?
+//           (written), the block's window.
 // Dispatch: one per block; workgroups per `WalkGeometry::workgroups`, folded into a 2-D grid.
 
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
@@ -15,13 +21,28 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 fn main(inv: Invocation) {
     let s = span_start(inv.lid, inv.wid, inv.nwg);
     let m = Item(mean[s.channel]);
+    var a = vec2<f32>(0.0);
+    if HAS_AFFINE {
+        a = affine[s.channel];
+    }
     var sum_dy = 0.0;
     var sum_dy_xmu = 0.0;
     var at = s.start;
     for (var k = 0u; k < s.count; k++) {
-        let g = dy[at];
+        var g = dy[at];
+        let xm = x[at] - m;
+        if HAS_AFFINE {
+            var z = xm * a.x + a.y;
+            if HAS_RESIDUAL {
+                z += residual[at];
+            }
+            g = activate_grad(z, g);
+        }
+        if HAS_DZ {
+            dz[at] = g;
+        }
         sum_dy += item_sum(g);
-        sum_dy_xmu += item_sum(g * (x[at] - m));
+        sum_dy_xmu += item_sum(g * xm);
         at += s.stride;
     }
     let total = reduce_span(vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0), s, inv);

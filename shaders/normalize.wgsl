@@ -1,4 +1,5 @@
-// Fused normalize-scale-shift: y = (x - mean) * (invstd * weight) + bias.
+// Fused normalize-scale-shift with its epilogue: y = act((x - mean) * (invstd * weight) + bias
+// [+ residual]) (epilogue.wgsl; the residual is read where HAS_RESIDUAL).
 //
 // (x - mean) * a + b rather than torch's x * a + (b - mean * a): the same cost, and it does not
 // cancel when |mean| >> std (a constant channel gives exactly `bias`).
@@ -7,7 +8,8 @@
 //           running_var, and invstd = 1 / sqrt(running_var + eps). Without weight (HAS_WEIGHT
 //           = false) the scale is invstd; without bias (HAS_BIAS = false) the shift is 0.
 // Bindings: `NormalizeBindings` in src/ops/normalize.rs: geo (Block), chan (Channels, for eps),
-//           x and y (the block's window), mean, spread, weight?, bias? (C entries each).
+//           x and y (the block's window), mean, spread, weight?, bias? (C entries each),
+//           residual? (the block's window).
 // Dispatch: one per block; workgroups per `WalkGeometry::workgroups`, folded into a 2-D grid.
 
 override USE_RUNNING: bool = false;
@@ -35,7 +37,11 @@ fn main(cell: Cell) {
     let m = Item(k.x);
     var at = s.start;
     for (var i = 0u; i < s.count; i++) {
-        y[at] = (x[at] - m) * k.y + k.z;
+        var z = (x[at] - m) * k.y + k.z;
+        if HAS_RESIDUAL {
+            z += residual[at];
+        }
+        y[at] = activate(z);
         at += s.stride;
     }
 }

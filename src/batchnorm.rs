@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::functional::{BackwardArgs, ForwardArgs, Functional, RunningStats, SavedStats};
+use crate::ops::Activation;
 use crate::tensor::{BatchCounter, Tensor};
 
 /// Which PyTorch module a [`BatchNorm`] mirrors; it fixes the accepted input ranks.
@@ -170,6 +171,22 @@ pub struct Saved {
     batch: Option<Arc<SavedBuffers>>,
     training: bool,
     version: u64,
+    activation: Activation,
+    residual: Option<Tensor>,
+}
+
+/// Where a backward writes its gradients; every one is optional (see
+/// [`BatchNorm::encode_backward_into`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GradOutputs<'a> {
+    /// dL/dx, the shape and memory format of the forward's input.
+    pub grad_input: Option<&'a Tensor>,
+    /// dL/dweight, `[C]` (affine modules only).
+    pub grad_weight: Option<&'a Tensor>,
+    /// dL/dbias, `[C]` (affine modules only).
+    pub grad_bias: Option<&'a Tensor>,
+    /// dL/dresidual, like grad_input (forwards given a residual only).
+    pub grad_residual: Option<&'a Tensor>,
 }
 
 impl Saved {
@@ -225,6 +242,8 @@ pub struct BatchNorm {
     last_forward: Option<Saved>,
     /// The statistics of the last forward that used batch statistics (`save_mean()`).
     last_batch: Option<Arc<SavedBuffers>>,
+    /// Applied after the normalization (and the residual add), in the same pass.
+    activation: Activation,
 }
 
 /// A `[C]` tensor with every value `v`.
@@ -246,6 +265,7 @@ impl State {
         x: &'a Tensor,
         y: &'a Tensor,
         batch: Option<&'a SavedBuffers>,
+        epilogue: (Activation, Option<&'a Tensor>),
     ) -> ForwardArgs<'a> {
         let batch_stats = training || self.running.is_none();
         ForwardArgs {
@@ -264,6 +284,8 @@ impl State {
             eps: options.eps,
             save_mean: batch.map(|b| &b.mean),
             save_invstd: batch.map(|b| &b.invstd),
+            activation: epilogue.0,
+            residual: epilogue.1,
         }
     }
 
@@ -273,9 +295,7 @@ impl State {
         eps: f64,
         saved: &'a Saved,
         grad_output: &'a Tensor,
-        grad_input: Option<&'a Tensor>,
-        grad_weight: Option<&'a Tensor>,
-        grad_bias: Option<&'a Tensor>,
+        outputs: GradOutputs<'a>,
     ) -> Result<BackwardArgs<'a>> {
         let stats = match (saved.batch.as_deref(), &self.running) {
             (Some(b), _) => SavedStats::Batch {
@@ -294,9 +314,13 @@ impl State {
             grad_output,
             weight: self.weight.as_ref(),
             stats,
-            grad_input,
-            grad_weight,
-            grad_bias,
+            grad_input: outputs.grad_input,
+            grad_weight: outputs.grad_weight,
+            grad_bias: outputs.grad_bias,
+            activation: saved.activation,
+            bias: self.bias.as_ref(),
+            residual: saved.residual.as_ref(),
+            grad_residual: outputs.grad_residual,
         })
     }
 }
@@ -363,6 +387,7 @@ impl BatchNorm {
             version: 0,
             last_forward: None,
             last_batch: None,
+            activation: Activation::Identity,
         })
     }
 
@@ -492,16 +517,18 @@ impl BatchNorm {
     fn run_forward(
         &mut self,
         x: &Tensor,
+        residual: Option<&Tensor>,
         y: &Tensor,
         record: impl FnOnce(&mut Functional, &ForwardArgs<'_>) -> Result<()>,
     ) -> Result<Saved> {
+        let epilogue = (self.activation, residual);
         self.check_input(x)?;
         let batch_stats = self.uses_batch_stats();
         // The functional checks, before any state changes (without the statistics buffers,
         // which are only picked once the call is known to be valid).
         let probe = self
             .state
-            .forward_args(&self.options, self.training, x, y, None);
+            .forward_args(&self.options, self.training, x, y, None, epilogue);
         self.functional.check(&probe)?;
         // Release this module's own references first, so steady-state calls reuse buffers.
         self.last_forward = None;
@@ -511,9 +538,14 @@ impl BatchNorm {
         } else {
             None
         };
-        let args = self
-            .state
-            .forward_args(&self.options, self.training, x, y, batch.as_deref());
+        let args = self.state.forward_args(
+            &self.options,
+            self.training,
+            x,
+            y,
+            batch.as_deref(),
+            epilogue,
+        );
         record(&mut self.functional, &args)?;
         if batch.is_some() {
             self.last_batch = batch.clone();
@@ -524,6 +556,8 @@ impl BatchNorm {
             batch,
             training: self.training,
             version: self.version,
+            activation: self.activation,
+            residual: residual.cloned(),
         };
         self.last_forward = Some(saved.clone());
         Ok(saved)
@@ -552,7 +586,21 @@ impl BatchNorm {
         x: &Tensor,
         y: &Tensor,
     ) -> Result<Saved> {
-        self.run_forward(x, y, |f, args| f.encode_forward(encoder, args))
+        self.run_forward(x, None, y, |f, args| f.encode_forward(encoder, args))
+    }
+
+    /// Like [`BatchNorm::encode_forward_saved`], adding `residual` (same shape and memory
+    /// format as `x`) before the module's activation: `y = act(bn(x) + residual)`.
+    pub fn encode_forward_residual(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        residual: &Tensor,
+        y: &Tensor,
+    ) -> Result<Saved> {
+        self.run_forward(x, Some(residual), y, |f, args| {
+            f.encode_forward(encoder, args)
+        })
     }
 
     /// Runs the forward on `x` and returns a new output tensor; blocks until the GPU is done.
@@ -567,15 +615,57 @@ impl BatchNorm {
     /// Like [`BatchNorm::forward`], also returning the handle for [`BatchNorm::backward_saved`]
     /// (for a module applied more than once before its backward).
     pub fn forward_saved(&mut self, x: &Tensor) -> Result<(Tensor, Saved)> {
+        self.forward_saved_residual(x, None)
+    }
+
+    /// The fused ResNet tail, `act(bn(x) + residual)` with the module's activation, in one
+    /// pass; blocks until done. Its backward also returns `grad_residual`.
+    ///
+    /// ```no_run
+    /// use wgpu_batchnorm::{Activation, BatchNorm2d, Context, Tensor};
+    /// let ctx = Context::new()?;
+    /// let mut bn = BatchNorm2d::new(&ctx, 2)?;
+    /// bn.set_activation(Activation::Relu);
+    /// let x = Tensor::from_slice(&ctx, &[0.5, -1.0, 2.0, 0.0, 1.0, 3.0, -2.0, 0.5], &[2, 2, 1, 2])?;
+    /// let identity = Tensor::from_slice(&ctx, &[0.1; 8], &[2, 2, 1, 2])?;
+    /// let y = bn.forward_residual(&x, &identity)?; // relu(bn(x) + identity)
+    /// let grads = bn.backward(&Tensor::from_slice(&ctx, &[1.0; 8], &[2, 2, 1, 2])?)?;
+    /// assert!(grads.grad_residual.is_some());
+    /// # Ok::<(), wgpu_batchnorm::Error>(())
+    /// ```
+    pub fn forward_residual(&mut self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.forward_saved_residual(x, Some(residual))
+            .map(|(y, _)| y)
+    }
+
+    /// Like [`BatchNorm::forward_residual`] (residual optional), also returning the handle for
+    /// [`BatchNorm::backward_saved`].
+    pub fn forward_saved_residual(
+        &mut self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<(Tensor, Saved)> {
         self.check_input(x)?;
-        let y = Tensor::empty(&self.ctx, x.shape())?;
-        let saved = self.run_forward(x, &y, |f, args| f.forward(args))?;
+        let y = Tensor::empty_in(&self.ctx, x.shape(), x.memory_format())?;
+        let saved = self.run_forward(x, residual, &y, |f, args| f.forward(args))?;
         Ok((y, saved))
+    }
+
+    /// The activation applied after the normalization (default Identity), like following the
+    /// module with `nn.ReLU()` etc., but in the same pass.
+    pub fn set_activation(&mut self, activation: Activation) -> &mut Self {
+        self.activation = activation;
+        self
+    }
+
+    /// The module's activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
     }
 
     /// Like [`BatchNorm::forward`], writing into a caller-given output; blocks until done.
     pub fn forward_into(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        self.run_forward(x, y, |f, args| f.forward(args))
+        self.run_forward(x, None, y, |f, args| f.forward(args))
             .map(|_| ())
     }
 
@@ -634,7 +724,7 @@ impl BatchNorm {
     /// Gradients of the forward that returned `saved`; blocks until the GPU is done.
     pub fn backward_saved(&mut self, saved: &Saved, grad_output: &Tensor) -> Result<Gradients> {
         self.check_saved(saved, None, None)?;
-        let grad_input = Tensor::empty(&self.ctx, saved.x.shape())?;
+        let grad_input = Tensor::empty_in(&self.ctx, saved.x.shape(), saved.x.memory_format())?;
         let (grad_weight, grad_bias) = if self.options.affine {
             (
                 Some(Tensor::empty(&self.ctx, &[self.num_features])?),
@@ -643,12 +733,22 @@ impl BatchNorm {
         } else {
             (None, None)
         };
-        let outputs = (Some(&grad_input), grad_weight.as_ref(), grad_bias.as_ref());
+        let grad_residual = match &saved.residual {
+            Some(r) => Some(Tensor::empty_in(&self.ctx, r.shape(), r.memory_format())?),
+            None => None,
+        };
+        let outputs = GradOutputs {
+            grad_input: Some(&grad_input),
+            grad_weight: grad_weight.as_ref(),
+            grad_bias: grad_bias.as_ref(),
+            grad_residual: grad_residual.as_ref(),
+        };
         self.run_backward(saved, grad_output, outputs, Functional::backward)?;
         Ok(Gradients {
             grad_input,
             grad_weight,
             grad_bias,
+            grad_residual,
         })
     }
 
@@ -659,23 +759,22 @@ impl BatchNorm {
         &mut self,
         saved: &Saved,
         grad_output: &Tensor,
-        outputs: (Option<&Tensor>, Option<&Tensor>, Option<&Tensor>),
+        outputs: GradOutputs<'_>,
         record: impl FnOnce(&mut Functional, &BackwardArgs<'_>) -> Result<()>,
     ) -> Result<()> {
-        let (grad_input, grad_weight, grad_bias) = outputs;
-        self.check_saved(saved, grad_weight, grad_bias)?;
+        self.check_saved(saved, outputs.grad_weight, outputs.grad_bias)?;
+        if outputs.grad_residual.is_some() && saved.residual.is_none() {
+            return Err(Error::Backward(
+                "grad_residual: the forward was given no residual".into(),
+            ));
+        }
         grad_output.expect_shape(
             "grad_output (must match the forward input)",
             saved.x.shape(),
         )?;
-        let args = self.state.backward_args(
-            self.options.eps,
-            saved,
-            grad_output,
-            grad_input,
-            grad_weight,
-            grad_bias,
-        )?;
+        let args = self
+            .state
+            .backward_args(self.options.eps, saved, grad_output, outputs)?;
         record(&mut self.functional, &args)
     }
 
@@ -689,7 +788,12 @@ impl BatchNorm {
         grad_bias: Option<&Tensor>,
     ) -> Result<()> {
         let saved = self.last()?;
-        let outputs = (Some(grad_input), grad_weight, grad_bias);
+        let outputs = GradOutputs {
+            grad_input: Some(grad_input),
+            grad_weight,
+            grad_bias,
+            grad_residual: None,
+        };
         self.run_backward(&saved, grad_output, outputs, Functional::backward)
     }
 
@@ -724,7 +828,25 @@ impl BatchNorm {
         grad_weight: Option<&Tensor>,
         grad_bias: Option<&Tensor>,
     ) -> Result<()> {
-        let outputs = (grad_input, grad_weight, grad_bias);
+        let outputs = GradOutputs {
+            grad_input,
+            grad_weight,
+            grad_bias,
+            grad_residual: None,
+        };
+        self.encode_backward_into(encoder, saved, grad_output, outputs)
+    }
+
+    /// Records the backward of the forward that returned `saved` into `encoder` (no submit, no
+    /// wait), writing the gradients `outputs` names (`grad_residual` for a forward given a
+    /// residual).
+    pub fn encode_backward_into(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        saved: &Saved,
+        grad_output: &Tensor,
+        outputs: GradOutputs<'_>,
+    ) -> Result<()> {
         self.run_backward(saved, grad_output, outputs, |f, args| {
             f.encode_backward(encoder, args)
         })
@@ -930,4 +1052,6 @@ pub struct Gradients {
     pub grad_weight: Option<Tensor>,
     /// dL/dbias, shape `[C]` (None when affine = false).
     pub grad_bias: Option<Tensor>,
+    /// dL/dresidual (None when the forward was given no residual).
+    pub grad_residual: Option<Tensor>,
 }

@@ -91,6 +91,16 @@ pub enum Error {
     WrongDevice(String),
     /// A functional call's arguments do not fit together (e.g. eval without running stats).
     InvalidArgument(String),
+    /// Tensors that one call reads and writes element by element are stored in different
+    /// memory orders (see [`crate::MemoryFormat`]).
+    MemoryFormatMismatch {
+        /// The tensor that differs.
+        what: String,
+        /// The input's memory format.
+        expected: crate::MemoryFormat,
+        /// The tensor's.
+        got: crate::MemoryFormat,
+    },
 }
 
 impl Error {
@@ -102,7 +112,9 @@ impl Error {
             Error::InvalidRank { .. }
             | Error::TooFewValuesPerChannel { .. }
             | Error::InvalidEps { .. } => Some("ValueError"),
-            Error::ChannelMismatch { .. } | Error::InvalidArgument(_) => Some("RuntimeError"),
+            Error::ChannelMismatch { .. }
+            | Error::InvalidArgument(_)
+            | Error::MemoryFormatMismatch { .. } => Some("RuntimeError"),
             _ => None,
         }
     }
@@ -186,6 +198,15 @@ impl fmt::Display for Error {
             Error::NotAvailable(msg) => write!(f, "not available: {msg}"),
             Error::WrongDevice(msg) => write!(f, "wrong device: {msg}"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            Error::MemoryFormatMismatch {
+                what,
+                expected,
+                got,
+            } => write!(
+                f,
+                "{what} is stored {got:?}, the input {expected:?}; elementwise tensors of one \
+                 call share the input's memory format"
+            ),
         }
     }
 }

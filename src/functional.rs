@@ -44,12 +44,13 @@ use crate::error::{Error, Result};
 use crate::ops::backward_finalize::BackwardFinalizeBindings;
 use crate::ops::backward_input::BackwardInputBindings;
 use crate::ops::backward_reduce::BackwardReduceBindings;
+use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::finalize_stats::FinalizeStatsBindings;
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
 use crate::ops::update_running::{UpdateParams, UpdateRunningBindings};
-use crate::ops::{Binding, Statistics};
-use crate::tensor::{BatchCounter, Tensor};
+use crate::ops::{Activation, Binding, Epilogue, Specialize, Statistics};
+use crate::tensor::{BatchCounter, MemoryFormat, Tensor};
 use crate::workspace::{Geometry, Workspace};
 
 /// The running buffers a training forward updates and an eval forward normalizes with.
@@ -89,6 +90,11 @@ pub struct ForwardArgs<'a> {
     pub save_mean: Option<&'a Tensor>,
     /// Written with `1 / sqrt(biased var + eps)` `[C]` (training); None: kept in scratch.
     pub save_invstd: Option<&'a Tensor>,
+    /// Applied last, in the same pass: `output = activation(bn(input) [+ residual])`.
+    pub activation: Activation,
+    /// Added before the activation: same shape and memory format as `input`, overlapping
+    /// `output` nowhere.
+    pub residual: Option<&'a Tensor>,
 }
 
 impl<'a> ForwardArgs<'a> {
@@ -106,6 +112,8 @@ impl<'a> ForwardArgs<'a> {
             eps: 1e-5,
             save_mean: None,
             save_invstd: None,
+            activation: Activation::Identity,
+            residual: None,
         }
     }
 }
@@ -149,6 +157,16 @@ pub struct BackwardArgs<'a> {
     pub grad_weight: Option<&'a Tensor>,
     /// Output: dL/dbias, shape `[C]`.
     pub grad_bias: Option<&'a Tensor>,
+    /// The forward's activation; the gradient flows through it.
+    pub activation: Activation,
+    /// The forward's bias (needed, when it had one, to rebuild the pre-activation of an
+    /// activation other than Identity).
+    pub bias: Option<&'a Tensor>,
+    /// The forward's residual (needed, when it had one, to rebuild the pre-activation of an
+    /// activation other than Identity).
+    pub residual: Option<&'a Tensor>,
+    /// Output: dL/dresidual = dy * act'(z), same shape as `x`.
+    pub grad_residual: Option<&'a Tensor>,
 }
 
 impl<'a> BackwardArgs<'a> {
@@ -167,6 +185,10 @@ impl<'a> BackwardArgs<'a> {
             grad_input: None,
             grad_weight: None,
             grad_bias: None,
+            activation: Activation::Identity,
+            bias: None,
+            residual: None,
+            grad_residual: None,
         }
     }
 }
@@ -187,6 +209,7 @@ struct ForwardWork {
     eps: f32,
     statistics: Statistics,
     update: Option<UpdateParams>,
+    epilogue: Epilogue,
 }
 
 /// What a checked backward will record.
@@ -196,12 +219,31 @@ struct BackwardWork {
     count: u32,
     eps: f32,
     statistics: Statistics,
+    epilogue: Epilogue,
+    /// Whether dz = dy * act'(z) must be computed (an activation, or grad_residual wanted).
+    through_epilogue: bool,
 }
 
-/// The (N, C, S) geometry of `x` with every tensor in `others` bound alongside it; TooLarge
-/// where the kernels' u32 indices cannot address it.
-fn geometry(x: &Tensor, others: &[Option<&Tensor>]) -> Result<(u32, Option<Geometry>, u32)> {
+/// The geometry the kernels see for `x`, with every tensor in `others` (named) read or written
+/// element by element alongside it: (N, C, S) for contiguous input; (N * S, C, 1) for
+/// channels-last, whose rows of C values are the columns walk's home (neighbouring invocations
+/// read neighbouring channels), so no kernel needs a layout of its own. Returns (C, the
+/// geometry (None when empty), values per channel); TooLarge where u32 indices cannot address
+/// it, MemoryFormatMismatch where an other tensor is stored differently.
+fn geometry(
+    x: &Tensor,
+    others: &[(&str, Option<&Tensor>)],
+) -> Result<(u32, Option<Geometry>, u32)> {
     let shape = x.shape();
+    for &(what, t) in others {
+        if let Some(t) = t.filter(|t| t.memory_format() != x.memory_format()) {
+            return Err(Error::MemoryFormatMismatch {
+                what: what.to_string(),
+                expected: x.memory_format(),
+                got: t.memory_format(),
+            });
+        }
+    }
     let too_large = |what: String, bytes: u64, limit: u64| Error::TooLarge { what, bytes, limit };
     if x.numel() as u64 > u64::from(u32::MAX) {
         return Err(too_large(
@@ -220,13 +262,17 @@ fn geometry(x: &Tensor, others: &[Option<&Tensor>]) -> Result<(u32, Option<Geome
         })
     };
     let s: usize = shape[2..].iter().product();
-    let (n, c, s) = (dim(shape[0])?, dim(shape[1])?, dim(s)?);
+    let (n, s) = match x.memory_format() {
+        MemoryFormat::Contiguous => (shape[0], s),
+        MemoryFormat::ChannelsLast => (shape[0] * s, 1),
+    };
+    let (n, c, s) = (dim(n)?, dim(shape[1])?, dim(s)?);
     let g = (x.numel() > 0).then(|| Geometry {
         n,
         c,
         s,
         vec4_ok: std::iter::once(x)
-            .chain(others.iter().flatten().copied())
+            .chain(others.iter().filter_map(|(_, t)| *t))
             .all(|t| t.offset().is_multiple_of(16)),
     });
     Ok((c, g, n.saturating_mul(s)))
@@ -249,6 +295,15 @@ fn check_channels(ctx: &Context, what: &str, t: Option<&Tensor>, c: usize) -> Re
         t.expect_shape(what, &[c])?;
     }
     Ok(())
+}
+
+fn check_activation(activation: Activation) -> Result<()> {
+    match activation {
+        Activation::LeakyRelu(slope) if !slope.is_finite() => Err(Error::InvalidArgument(format!(
+            "LeakyRelu slope must be finite, got {slope}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn check_eps(eps: f64, batch_stats: bool) -> Result<()> {
@@ -308,6 +363,14 @@ impl Functional {
         if a.input.numel() > 0 && a.input.overlaps(a.output) {
             return Err(Error::Aliasing);
         }
+        check_activation(a.activation)?;
+        if let Some(r) = a.residual {
+            r.check_context(ctx, "residual")?;
+            r.expect_shape("residual (must match the input)", shape)?;
+            if r.numel() > 0 && r.overlaps(a.output) {
+                return Err(Error::Aliasing);
+            }
+        }
         check_channels(ctx, "weight", a.weight, c)?;
         check_channels(ctx, "bias", a.bias, c)?;
         check_channels(ctx, "save_mean", a.save_mean, c)?;
@@ -333,7 +396,10 @@ impl Functional {
                 "running_mean and running_var must be given in eval mode (training = false)".into(),
             ));
         }
-        let (_, geometry, count) = geometry(a.input, &[Some(a.output)])?;
+        let (_, geometry, count) = geometry(
+            a.input,
+            &[("output", Some(a.output)), ("residual", a.residual)],
+        )?;
         let c32 = c as u32;
         let update = match (&a.running, a.training) {
             (Some(_), true) => Some(UpdateParams {
@@ -357,6 +423,7 @@ impl Functional {
                 Statistics::Running
             },
             update,
+            epilogue: Epilogue::new(a.activation),
         };
         self.check_scratch(work.geometry, work.c)?;
         Ok(work)
@@ -438,6 +505,7 @@ impl Functional {
                 spread,
                 weight: a.weight.map(Tensor::slot),
                 bias: a.bias.map(Tensor::slot),
+                residual: a.residual.map(Tensor::slot),
             };
             (prepared, stats, normalize)
         });
@@ -455,14 +523,17 @@ impl Functional {
         if tensor_work.is_none() && update.is_none() {
             return;
         }
-        let statistics = w.statistics;
+        let special = Specialize {
+            statistics: w.statistics,
+            epilogue: w.epilogue,
+        };
         ws.record(encoder, "batchnorm forward", |rec| {
             if let Some((prepared, stats, normalize)) = &tensor_work {
                 if let Some((stats, finalize)) = stats {
                     stats.encode(rec, prepared);
                     finalize.encode(rec, prepared.plan.channel_grid);
                 }
-                normalize.encode(rec, prepared, statistics);
+                normalize.encode(rec, prepared, special);
             }
             if let Some(update) = &update {
                 update.encode(rec);
@@ -536,14 +607,43 @@ impl Functional {
                 return Err(Error::Aliasing);
             }
         }
-        let (c32, geometry, count) = geometry(a.x, &[Some(a.grad_output), a.grad_input])?;
+        check_activation(a.activation)?;
+        check_channels(ctx, "bias", a.bias, c)?;
+        for (what, t) in [("residual", a.residual), ("grad_residual", a.grad_residual)] {
+            if let Some(t) = t {
+                t.check_context(ctx, what)?;
+                t.expect_shape(&format!("{what} (must match x)"), shape)?;
+            }
+        }
+        if let Some(gr) = a.grad_residual.filter(|t| t.numel() > 0) {
+            let reads = [Some(a.x), Some(a.grad_output), a.residual, a.grad_input];
+            if reads.into_iter().flatten().any(|t| t.overlaps(gr)) {
+                return Err(Error::Aliasing);
+            }
+        }
+        let (c32, geometry, count) = geometry(
+            a.x,
+            &[
+                ("grad_output", Some(a.grad_output)),
+                ("grad_input", a.grad_input),
+                ("residual", a.residual),
+                ("grad_residual", a.grad_residual),
+            ],
+        )?;
+        let through_epilogue = a.activation != Activation::Identity || a.grad_residual.is_some();
         self.check_scratch(geometry, c32)?;
+        if through_epilogue && a.grad_residual.is_none() && a.grad_input.is_some() {
+            self.ws
+                .check_fits("the dz scratch buffer", a.x.size_bytes())?;
+        }
         Ok(BackwardWork {
             c: c32,
             geometry,
             count,
             eps: eps as f32,
             statistics,
+            epilogue: Epilogue::new(a.activation),
+            through_epilogue,
         })
     }
 
@@ -581,39 +681,66 @@ impl Functional {
         let plan = &prepared.plan;
         let chan = ws.channel_params(w.c, plan.total_tasks, w.count, w.eps);
         let coef = ws.scratch("coef", u64::from(w.c) * 8);
-        let sums = sums_needed.then(|| {
-            let partials = ws.partials(plan);
-            (
-                BackwardReduceBindings {
-                    x: a.x.slot(),
-                    dy: a.grad_output.slot(),
-                    mean: mean.slot(),
-                    partials: partials.clone(),
-                },
-                BackwardFinalizeBindings {
-                    chan: chan.clone(),
-                    partials,
-                    spread: spread.slot(),
-                    grad_weight: a.grad_weight.map(Tensor::slot),
-                    grad_bias: a.grad_bias.map(Tensor::slot),
-                    coef: coef.clone(),
-                },
-            )
+        // Through an activation, backward_reduce rebuilds the pre-activation from the
+        // forward's per-channel coefficients and writes dz = dy * act'(z) (grad_residual, or
+        // scratch that backward_input reads in place of dy).
+        let rebuild = a.activation != Activation::Identity;
+        let affine_out = rebuild.then(|| ws.scratch("affine", u64::from(w.c) * 8));
+        let affine = affine_out.clone().map(|out| ChannelAffineBindings {
+            chan: chan.clone(),
+            mean: mean.slot(),
+            spread: spread.slot(),
+            weight: a.weight.map(Tensor::slot),
+            bias: a.bias.map(Tensor::slot),
+            affine: Some(out),
+            fold_scale: None,
+            fold_shift: None,
+        });
+        let dz = if w.through_epilogue {
+            a.grad_residual.map(Tensor::slot).or_else(|| {
+                a.grad_input
+                    .is_some()
+                    .then(|| ws.scratch("dz", a.x.size_bytes()))
+            })
+        } else {
+            None
+        };
+        let reduce = (sums_needed || dz.is_some()).then(|| BackwardReduceBindings {
+            x: a.x.slot(),
+            dy: a.grad_output.slot(),
+            mean: mean.slot(),
+            partials: ws.partials(plan),
+            affine: affine_out,
+            residual: a.residual.filter(|_| rebuild).map(Tensor::slot),
+            dz: dz.clone(),
+        });
+        let finalize = sums_needed.then(|| BackwardFinalizeBindings {
+            chan: chan.clone(),
+            partials: ws.partials(plan),
+            spread: spread.slot(),
+            grad_weight: a.grad_weight.map(Tensor::slot),
+            grad_bias: a.grad_bias.map(Tensor::slot),
+            coef: coef.clone(),
         });
         let input = a.grad_input.map(|dx| BackwardInputBindings {
             chan,
             x: a.x.slot(),
-            dy: a.grad_output.slot(),
+            dy: dz.clone().unwrap_or_else(|| a.grad_output.slot()),
             dx: dx.slot(),
             mean: mean.slot(),
             spread: spread.slot(),
             weight: a.weight.map(Tensor::slot),
             coef: batch.then_some(coef),
         });
-        let statistics = w.statistics;
+        let (statistics, epilogue) = (w.statistics, w.epilogue);
         ws.record(encoder, "batchnorm backward", |rec| {
-            if let Some((reduce, finalize)) = &sums {
-                reduce.encode(rec, &prepared);
+            if let Some(affine) = &affine {
+                affine.encode(rec, statistics);
+            }
+            if let Some(reduce) = &reduce {
+                reduce.encode(rec, &prepared, epilogue);
+            }
+            if let Some(finalize) = &finalize {
                 finalize.encode(rec, prepared.plan.channel_grid, statistics);
             }
             if let Some(input) = &input {

@@ -51,17 +51,18 @@ mod transfer;
 mod workspace;
 
 pub use batchnorm::{
-    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, Gradients,
-    ModuleTensors, Saved,
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, GradOutputs,
+    Gradients, ModuleTensors, Saved,
 };
 pub use context::{AdapterReport, Context, ContextOptions};
 pub use error::{Error, Result};
 pub use functional::{
     BackwardArgs, BatchNormBackward, ForwardArgs, Functional, RunningStats, SavedStats,
 };
+pub use ops::Activation;
 #[doc(hidden)]
 pub use ops::Walk;
-pub use tensor::{BatchCounter, Tensor, TENSOR_USAGE};
+pub use tensor::{BatchCounter, MemoryFormat, Tensor, TENSOR_USAGE};
 
 /// The README's code blocks, compiled as doc tests so that they stay true.
 #[cfg(doctest)]

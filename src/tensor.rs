@@ -1,4 +1,5 @@
-//! f32 GPU tensors: a buffer (or a window of one) holding a contiguous (N, C, *spatial) array.
+//! f32 GPU tensors: a buffer (or a window of one) holding an (N, C, *spatial) array in
+//! contiguous (NCHW) or channels-last (NHWC) memory order.
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -10,7 +11,22 @@ pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// A contiguous f32 tensor on the GPU, row-major (NCHW) with the channel axis at 1.
+/// The memory order of a tensor's elements, like PyTorch's `torch.memory_format`. The shape is
+/// always the logical (N, C, *spatial).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MemoryFormat {
+    /// Row-major (N, C, *spatial): `torch.contiguous_format`.
+    #[default]
+    Contiguous,
+    /// The channel axis last: (N, H, W, C) for 2d, (N, D, H, W, C) for 3d, (N, L, C) for 1d
+    /// on (N, C, L): `torch.channels_last` / `torch.channels_last_3d`. For (N, C), or any
+    /// shape whose spatial size is 1, both orders are the same and the tensor reports
+    /// `Contiguous`.
+    ChannelsLast,
+}
+
+/// A f32 tensor on the GPU with the channel axis at 1 of its shape, stored contiguous (NCHW) or
+/// channels-last (NHWC, see [`MemoryFormat`]).
 ///
 /// Cloning a tensor clones the handle, not the data.
 ///
@@ -27,6 +43,16 @@ pub struct Tensor {
     buffer: wgpu::Buffer,
     offset: u64,
     shape: Vec<usize>,
+    format: MemoryFormat,
+}
+
+/// `format`, or Contiguous where both orders coincide (spatial size 1, or rank < 3).
+fn canonical(shape: &[usize], format: MemoryFormat) -> MemoryFormat {
+    if shape.len() < 3 || shape[2..].iter().product::<usize>() == 1 {
+        MemoryFormat::Contiguous
+    } else {
+        format
+    }
 }
 
 pub(crate) fn numel(shape: &[usize]) -> Result<usize> {
@@ -133,6 +159,7 @@ impl Tensor {
             buffer,
             offset: 0,
             shape: shape.to_vec(),
+            format: MemoryFormat::Contiguous,
         })
     }
 
@@ -169,6 +196,7 @@ impl Tensor {
             buffer: buffer.clone(),
             offset,
             shape: shape.to_vec(),
+            format: MemoryFormat::Contiguous,
         })
     }
 
@@ -189,6 +217,43 @@ impl Tensor {
     /// are zeroed).
     pub fn zeros(ctx: &Context, shape: &[usize]) -> Result<Self> {
         Tensor::empty(ctx, shape)
+    }
+
+    /// Uploads `data`, stored in `format`'s memory order, as a tensor of logical `shape`
+    /// (N, C, *spatial).
+    ///
+    /// ```no_run
+    /// use wgpu_batchnorm::{Context, MemoryFormat, Tensor};
+    /// let ctx = Context::new()?;
+    /// // (N, C, H, W) = (1, 2, 1, 2) stored as (N, H, W, C): channel 0 holds 1 and 3.
+    /// let x = Tensor::from_slice_in(&ctx, &[1.0, 2.0, 3.0, 4.0], &[1, 2, 1, 2], MemoryFormat::ChannelsLast)?;
+    /// assert_eq!(x.memory_format(), MemoryFormat::ChannelsLast);
+    /// # Ok::<(), wgpu_batchnorm::Error>(())
+    /// ```
+    pub fn from_slice_in(
+        ctx: &Context,
+        data: &[f32],
+        shape: &[usize],
+        format: MemoryFormat,
+    ) -> Result<Self> {
+        Ok(Tensor::from_slice(ctx, data, shape)?.with_memory_format(format))
+    }
+
+    /// A new zeroed tensor of logical `shape` stored in `format`.
+    pub fn empty_in(ctx: &Context, shape: &[usize], format: MemoryFormat) -> Result<Self> {
+        Ok(Tensor::empty(ctx, shape)?.with_memory_format(format))
+    }
+
+    /// The same buffer read in `format`'s memory order (no copy): for a caller's buffer that
+    /// already holds channels-last data, say.
+    pub fn with_memory_format(mut self, format: MemoryFormat) -> Self {
+        self.format = canonical(&self.shape, format);
+        self
+    }
+
+    /// The memory order of the elements.
+    pub fn memory_format(&self) -> MemoryFormat {
+        self.format
     }
 
     /// The context the tensor was made with.
@@ -270,6 +335,7 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tensor")
             .field("shape", &self.shape)
+            .field("format", &self.format)
             .field("offset", &self.offset)
             .field("buffer_size", &self.buffer.size())
             .field("adapter", &self.ctx.adapter().name)

@@ -370,7 +370,7 @@ fn the_functional_form_and_the_encoder_path_match_the_module() {
                 stats,
                 grad_input: Some(&gx2),
                 grad_weight: Some(&gw2),
-                grad_bias: None,
+                ..BackwardArgs::new(&xt, &dyt)
             })
             .unwrap();
         assert_eq!(gx2.to_vec(&ctx).unwrap(), want);

@@ -332,6 +332,7 @@ fn check_functional(
         grad_input: dx,
         grad_weight: grads_wanted.then_some(dw),
         grad_bias: grads_wanted.then_some(db),
+        grad_residual: None,
     };
     gradient_ratio(ctx, &grads, &cpu, &x, &dy, shape);
 }

@@ -28,6 +28,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     bindings: BackwardFinalizeBindings::SPEC,
     assembly: Assembly::PerChannel,
     has_statistics: true,
+    has_epilogue: false,
     workgroup_size: 64,
 };
 

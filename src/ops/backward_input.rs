@@ -31,6 +31,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     bindings: BackwardInputBindings::SPEC,
     assembly: Assembly::TensorMap,
     has_statistics: true,
+    has_epilogue: false,
     workgroup_size: 0,
 };
 

@@ -2,7 +2,10 @@
 //! `sum(dy * (x - mean))`, pass 1 of the backward. CPU oracle:
 //! [`crate::reference::backward_sums`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, PreparedPlan, Recorder, Statistics};
+use super::{
+    bindings, Assembly, Epilogue, Kernel, KernelSpec, PreparedPlan, Recorder, Specialize,
+    Statistics,
+};
 
 bindings! {
     /// The bindings of `backward_reduce.wgsl`.
@@ -15,6 +18,14 @@ bindings! {
         mean: Read Whole "array<f32>",
         /// C * total_tasks partial sums, channel-major (written).
         partials: ReadWrite Whole "array<vec4<f32>>",
+        /// The forward's (scale, shift) per channel (`channel_affine`), to rebuild the
+        /// pre-activation; absent: no activation (dz = dy).
+        affine: Read Optional "array<vec2<f32>>",
+        /// The forward's residual, added before the activation; absent: none.
+        residual: Read OptionalWindow "array<Item>",
+        /// dy * act'(z) (written): grad_residual, and backward_input's gradient; absent: not
+        /// wanted.
+        dz: ReadWrite OptionalWindow "array<Item>",
     }
 }
 
@@ -24,13 +35,18 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     bindings: BackwardReduceBindings::SPEC,
     assembly: Assembly::TensorReduce,
     has_statistics: false,
+    has_epilogue: true,
     workgroup_size: 0,
 };
 
 impl BackwardReduceBindings {
     /// Records one dispatch per block of `prepared`.
-    pub fn encode(&self, rec: &mut Recorder<'_, '_>, prepared: &PreparedPlan) {
-        rec.dispatch_blocks(Kernel::BackwardReduce, prepared, Statistics::Batch, |at| {
+    pub fn encode(&self, rec: &mut Recorder<'_, '_>, prepared: &PreparedPlan, epilogue: Epilogue) {
+        let special = Specialize {
+            statistics: Statistics::Batch,
+            epilogue,
+        };
+        rec.dispatch_blocks(Kernel::BackwardReduce, prepared, special, |at| {
             self.resolve(at)
         });
     }
@@ -42,6 +58,7 @@ mod tests {
     use crate::ops::testing::{
         channel, channel_partials, on_every_walk, prepare, run, tensor, values, SHAPES,
     };
+    use crate::ops::Epilogue;
     use crate::reference::backward_sums;
 
     /// Each channel's partial sums, added, give its oracle, on every walk.
@@ -57,8 +74,13 @@ mod tests {
                 dy: tensor(ctx, &dy, &[n, c, s]).slot(),
                 mean: tensor(ctx, &mean, &[c]).slot(),
                 partials: ws.partials(&prepared.plan),
+                affine: None,
+                residual: None,
+                dz: None,
             };
-            run(ctx, &mut ws, |rec| op.encode(rec, &prepared));
+            run(ctx, &mut ws, |rec| {
+                op.encode(rec, &prepared, Epilogue::NONE)
+            });
             for (ch, list) in channel_partials(ctx, &ws, &prepared.plan, c)
                 .iter()
                 .enumerate()

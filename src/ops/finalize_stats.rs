@@ -26,6 +26,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     bindings: FinalizeStatsBindings::SPEC,
     assembly: Assembly::PerChannel,
     has_statistics: false,
+    has_epilogue: false,
     workgroup_size: 64,
 };
 

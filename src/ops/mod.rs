@@ -10,6 +10,7 @@
 //! | backward sums | [`backward_reduce`] | `backward_reduce.wgsl` |
 //! | backward per channel | [`backward_finalize`] | `backward_finalize.wgsl` |
 //! | grad_input | [`backward_input`] | `backward_input.wgsl` |
+//! | per-channel coefficients (backward epilogue, eval fold) | [`channel_affine`] | `channel_affine.wgsl` |
 //!
 //! Each module declares its bindings once, with [`bindings!`]: a struct with one named field
 //! per binding. That declaration is the only place a binding's number lives: it gives the
@@ -28,6 +29,7 @@
 pub(crate) mod backward_finalize;
 pub(crate) mod backward_input;
 pub(crate) mod backward_reduce;
+pub(crate) mod channel_affine;
 pub(crate) mod finalize_stats;
 pub(crate) mod normalize;
 pub(crate) mod plan;
@@ -46,6 +48,7 @@ const WALK: &str = include_str!("../../shaders/walk.wgsl");
 const WALK_REDUCE: &str = include_str!("../../shaders/walk_reduce.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
 const REDUCE_WORKGROUP: &str = include_str!("../../shaders/reduce_workgroup.wgsl");
+const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
 
 /// The most bindings any kernel has.
 pub(crate) const MAX_BINDINGS: usize = 9;
@@ -62,10 +65,11 @@ pub(crate) enum Kernel {
     BackwardReduce,
     BackwardFinalize,
     BackwardInput,
+    ChannelAffine,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 7] = [
+    const ALL: [Kernel; 8] = [
         Kernel::Stats,
         Kernel::FinalizeStats,
         Kernel::Normalize,
@@ -73,6 +77,7 @@ impl Kernel {
         Kernel::BackwardReduce,
         Kernel::BackwardFinalize,
         Kernel::BackwardInput,
+        Kernel::ChannelAffine,
     ];
 
     fn spec(self) -> &'static KernelSpec {
@@ -84,6 +89,7 @@ impl Kernel {
             Kernel::BackwardReduce => &backward_reduce::SPEC,
             Kernel::BackwardFinalize => &backward_finalize::SPEC,
             Kernel::BackwardInput => &backward_input::SPEC,
+            Kernel::ChannelAffine => &channel_affine::SPEC,
         }
     }
 
@@ -154,10 +160,115 @@ pub(crate) enum Layout {
     Contiguous,
 }
 
-/// What the normalize pass applies after the affine transform.
+/// The activation applied after batch norm (and the residual add): `y = act(bn(x) [+ r])`.
+/// The backward flows through it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Activation {
+    /// No activation.
+    #[default]
+    Identity,
+    /// `max(z, 0)`.
+    Relu,
+    /// `min(max(z, 0), 6)`.
+    Relu6,
+    /// `z * sigmoid(z)`.
+    Silu,
+    /// `z` where `z > 0`, else `slope * z` (PyTorch's default slope is 0.01).
+    LeakyRelu(f32),
+}
+
+impl Activation {
+    /// `ACT` in `shaders/epilogue.wgsl`.
+    fn code(self) -> u32 {
+        match self {
+            Activation::Identity => 0,
+            Activation::Relu => 1,
+            Activation::Relu6 => 2,
+            Activation::Silu => 3,
+            Activation::LeakyRelu(_) => 4,
+        }
+    }
+
+    /// The reference's activation, `act(z)`, in f64.
+    pub fn apply(self, z: f64) -> f64 {
+        match self {
+            Activation::Identity => z,
+            Activation::Relu => z.max(0.0),
+            Activation::Relu6 => z.clamp(0.0, 6.0),
+            Activation::Silu => z / (1.0 + (-z).exp()),
+            Activation::LeakyRelu(slope) => {
+                if z > 0.0 {
+                    z
+                } else {
+                    f64::from(slope) * z
+                }
+            }
+        }
+    }
+
+    /// The reference's derivative, `act'(z)`, in f64 (PyTorch's choice at the kinks).
+    pub fn derivative(self, z: f64) -> f64 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => f64::from(u8::from(z > 0.0)),
+            Activation::Relu6 => f64::from(u8::from(z > 0.0 && z < 6.0)),
+            Activation::Silu => {
+                let s = 1.0 / (1.0 + (-z).exp());
+                s * (1.0 + z * (1.0 - s))
+            }
+            Activation::LeakyRelu(slope) => {
+                if z > 0.0 {
+                    1.0
+                } else {
+                    f64::from(slope)
+                }
+            }
+        }
+    }
+}
+
+/// What the normalize pass applies after the affine transform (and what the backward's
+/// reduction differentiates): the activation, as pipeline constants.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub(crate) enum Epilogue {
-    None,
+pub(crate) struct Epilogue {
+    act: u32,
+    /// LeakyReLU's slope, as f32 bits (0 for the others).
+    slope_bits: u32,
+}
+
+impl Epilogue {
+    pub const NONE: Epilogue = Epilogue {
+        act: 0,
+        slope_bits: 0,
+    };
+
+    pub fn new(activation: Activation) -> Self {
+        let slope = match activation {
+            Activation::LeakyRelu(slope) => slope,
+            _ => 0.0,
+        };
+        Epilogue {
+            act: activation.code(),
+            slope_bits: slope.to_bits(),
+        }
+    }
+}
+
+/// The pipeline constants a call chooses for a kernel: which statistics, which epilogue
+/// (ignored by kernels that declare neither).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Specialize {
+    pub statistics: Statistics,
+    pub epilogue: Epilogue,
+}
+
+impl From<Statistics> for Specialize {
+    fn from(statistics: Statistics) -> Self {
+        Specialize {
+            statistics,
+            epilogue: Epilogue::NONE,
+        }
+    }
 }
 
 /// Which statistics a kernel normalizes with (`USE_RUNNING`, for kernels that declare it).
@@ -209,6 +320,15 @@ pub(crate) enum RoleKind {
     Optional,
     /// A tensor bound through each block's window.
     Window,
+    /// A tensor bound through each block's window, or absent.
+    OptionalWindow,
+}
+
+impl RoleKind {
+    /// Whether the binding may be absent (and so has a `HAS_<NAME>` override).
+    pub fn optional(self) -> bool {
+        matches!(self, RoleKind::Optional | RoleKind::OptionalWindow)
+    }
 }
 
 /// A binding's role: the type of its field in a bindings struct and how it is bound.
@@ -224,6 +344,8 @@ pub(crate) struct Whole;
 pub(crate) struct Optional;
 /// A tensor bound through the window of each block.
 pub(crate) struct Window;
+/// A tensor bound through the window of each block, or absent.
+pub(crate) struct OptionalWindow;
 
 impl Role for Whole {
     type Field = Binding;
@@ -249,6 +371,14 @@ impl Role for Window {
             Some((p, i)) => field.window(&p.plan, &p.plan.blocks[i]),
             None => field.clone(),
         })
+    }
+}
+
+impl Role for OptionalWindow {
+    type Field = Option<Binding>;
+    const KIND: RoleKind = RoleKind::OptionalWindow;
+    fn resolve(field: &Option<Binding>, at: Option<(&PreparedPlan, usize)>) -> Option<Binding> {
+        field.as_ref().and_then(|f| Window::resolve(f, at))
     }
 }
 
@@ -391,6 +521,8 @@ pub(crate) struct KernelSpec {
     pub assembly: Assembly,
     /// Whether the shader declares `USE_RUNNING`.
     pub has_statistics: bool,
+    /// Whether the shader uses `epilogue.wgsl` (`ACT`, `LEAKY_SLOPE`).
+    pub has_epilogue: bool,
     /// Invocations per workgroup of the non-tensor kernels.
     pub workgroup_size: u32,
 }
@@ -413,7 +545,7 @@ fn declarations(spec: &KernelSpec) -> String {
             "@group(0) @binding({i}) var<{class}> {}: {};\n",
             b.name, b.wgsl
         ));
-        if b.role == RoleKind::Optional {
+        if b.role.optional() {
             out.push_str(&format!(
                 "override {}: bool = true;\n",
                 presence_constant(b.name)
@@ -430,8 +562,10 @@ pub(crate) struct Pipelines {
     layouts: Vec<wgpu::BindGroupLayout>,
     pipeline_layouts: Vec<wgpu::PipelineLayout>,
     pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
-    /// Bound where an optional binding is absent (never read: its `HAS_` constant is false).
-    unbound: Binding,
+    /// Bound where an optional binding is absent (never accessed: its `HAS_` constant is
+    /// false): one for read-only and one for read-write bindings, since one dispatch may not
+    /// use a buffer both ways.
+    unbound: [Binding; 2],
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -482,11 +616,13 @@ impl Pipelines {
             layouts.push(layout);
             pipeline_layouts.push(pipeline_layout);
         }
-        let unbound = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unbound"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
+        let unbound = [(); 2].map(|_| {
+            Binding::whole(&device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("unbound"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }))
         });
         Pipelines {
             reduction: if subgroups {
@@ -497,7 +633,7 @@ impl Pipelines {
             layouts,
             pipeline_layouts,
             pipelines: Mutex::new(HashMap::new()),
-            unbound: Binding::whole(&unbound),
+            unbound,
         }
     }
 
@@ -511,7 +647,7 @@ impl Pipelines {
         &self,
         kernel: Kernel,
         plan: Option<&Plan>,
-        statistics: Statistics,
+        special: Specialize,
         bound: &[Option<Binding>; MAX_BINDINGS],
     ) -> Variant {
         let spec = kernel.spec();
@@ -528,10 +664,14 @@ impl Pipelines {
             reduction: reduces.then_some(self.reduction),
             dtype: DType::F32,
             layout: Layout::Contiguous,
-            epilogue: Epilogue::None,
+            epilogue: if spec.has_epilogue {
+                special.epilogue
+            } else {
+                Epilogue::NONE
+            },
             workgroup_size: plan.map_or(spec.workgroup_size, |p| p.geometry.wg as u32),
             statistics: if spec.has_statistics {
-                statistics
+                special.statistics
             } else {
                 Statistics::Batch
             },
@@ -561,6 +701,9 @@ impl Pipelines {
         for piece in pieces {
             src.push_str(piece);
         }
+        if spec.has_epilogue {
+            src.push_str(EPILOGUE);
+        }
         src.push_str(spec.source);
         src
     }
@@ -587,8 +730,13 @@ impl Pipelines {
             let running = v.statistics == Statistics::Running;
             constants.push(("USE_RUNNING".into(), f64::from(u8::from(running))));
         }
+        if spec.has_epilogue {
+            constants.push(("ACT".into(), f64::from(v.epilogue.act)));
+            let slope = f32::from_bits(v.epilogue.slope_bits);
+            constants.push(("LEAKY_SLOPE".into(), f64::from(slope)));
+        }
         for (i, b) in spec.bindings.iter().enumerate() {
-            if b.role == RoleKind::Optional {
+            if b.role.optional() {
                 let present = v.present & (1 << i) != 0;
                 constants.push((presence_constant(b.name), f64::from(u8::from(present))));
             }
@@ -632,10 +780,11 @@ impl BindCache {
         let spec = kernel.spec();
         let mut key: [Option<Binding>; MAX_BINDINGS] = Default::default();
         for (i, slot) in key.iter_mut().enumerate().take(spec.bindings.len()) {
+            let writes = spec.bindings[i].access == Access::ReadWrite;
             *slot = Some(
                 bound[i]
                     .clone()
-                    .unwrap_or_else(|| pipelines.unbound.clone()),
+                    .unwrap_or_else(|| pipelines.unbound[usize::from(writes)].clone()),
             );
         }
         let key = (kernel, key);
@@ -695,16 +844,15 @@ impl Recorder<'_, '_> {
         &mut self,
         kernel: Kernel,
         prepared: &PreparedPlan,
-        statistics: Statistics,
+        special: impl Into<Specialize>,
         resolve: impl Fn(Option<(&PreparedPlan, usize)>) -> [Option<Binding>; MAX_BINDINGS],
     ) {
+        let special = special.into();
         let plan = &prepared.plan;
         for (i, block) in plan.blocks.iter().enumerate() {
             let bound = resolve(Some((prepared, i)));
             if i == 0 {
-                let v = self
-                    .pipelines
-                    .variant(kernel, Some(plan), statistics, &bound);
+                let v = self.pipelines.variant(kernel, Some(plan), special, &bound);
                 let pipeline = self.pipelines.pipeline(self.device, &v);
                 self.pass.set_pipeline(&pipeline);
             }
@@ -719,11 +867,11 @@ impl Recorder<'_, '_> {
     pub fn dispatch(
         &mut self,
         kernel: Kernel,
-        statistics: Statistics,
+        special: impl Into<Specialize>,
         bound: &[Option<Binding>; MAX_BINDINGS],
         grid: [u32; 2],
     ) {
-        let v = self.pipelines.variant(kernel, None, statistics, bound);
+        let v = self.pipelines.variant(kernel, None, special.into(), bound);
         let pipeline = self.pipelines.pipeline(self.device, &v);
         let group = self.binds.get(self.pipelines, self.device, kernel, bound);
         self.pass.set_pipeline(&pipeline);
@@ -859,13 +1007,7 @@ mod tests {
         for kernel in Kernel::ALL {
             let spec = kernel.spec();
             assert!(spec.bindings.len() <= MAX_BINDINGS, "{}", spec.name);
-            assert!(
-                spec.bindings
-                    .iter()
-                    .filter(|b| b.role == RoleKind::Optional)
-                    .count()
-                    <= 16
-            );
+            assert!(spec.bindings.iter().filter(|b| b.role.optional()).count() <= 16);
             let decls = declarations(spec);
             for (i, b) in spec.bindings.iter().enumerate() {
                 assert!(decls.contains(&format!("@binding({i}) var")));

@@ -1,7 +1,7 @@
 //! Host side of `shaders/normalize.wgsl`: the fused normalize-scale-shift pass,
 //! `y = (x - mean) * (invstd * weight) + bias`. CPU oracle: [`crate::reference::normalize`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, PreparedPlan, Recorder, Statistics};
+use super::{bindings, Assembly, Kernel, KernelSpec, PreparedPlan, Recorder, Specialize};
 
 bindings! {
     /// The bindings of `normalize.wgsl`.
@@ -20,6 +20,8 @@ bindings! {
         weight: Read Optional "array<f32>",
         /// Per-channel shift; absent: 0.
         bias: Read Optional "array<f32>",
+        /// Added before the activation; absent: nothing added.
+        residual: Read OptionalWindow "array<Item>",
     }
 }
 
@@ -29,20 +31,14 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     bindings: NormalizeBindings::SPEC,
     assembly: Assembly::TensorMap,
     has_statistics: true,
+    has_epilogue: true,
     workgroup_size: 0,
 };
 
 impl NormalizeBindings {
     /// Records one dispatch per block of `prepared`.
-    pub fn encode(
-        &self,
-        rec: &mut Recorder<'_, '_>,
-        prepared: &PreparedPlan,
-        statistics: Statistics,
-    ) {
-        rec.dispatch_blocks(Kernel::Normalize, prepared, statistics, |at| {
-            self.resolve(at)
-        });
+    pub fn encode(&self, rec: &mut Recorder<'_, '_>, prepared: &PreparedPlan, special: Specialize) {
+        rec.dispatch_blocks(Kernel::Normalize, prepared, special, |at| self.resolve(at));
     }
 }
 
@@ -83,8 +79,11 @@ mod tests {
                         spread: tensor(ctx, &spread, &[c]).slot(),
                         weight: affine.then(|| tensor(ctx, &weight, &[c]).slot()),
                         bias: affine.then(|| tensor(ctx, &bias, &[c]).slot()),
+                        residual: None,
                     };
-                    run(ctx, &mut ws, |rec| op.encode(rec, &prepared, statistics));
+                    run(ctx, &mut ws, |rec| {
+                        op.encode(rec, &prepared, statistics.into())
+                    });
                     let got = read(ctx, y.buffer(), n * c * s);
                     // The oracle takes a variance: `spread` is running_var (eps added), or
                     // save_invstd, whose variance 1 / invstd^2 gives it back with eps 0.

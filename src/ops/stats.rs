@@ -19,6 +19,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     bindings: StatsBindings::SPEC,
     assembly: Assembly::TensorReduce,
     has_statistics: false,
+    has_epilogue: false,
     workgroup_size: 0,
 };
 

@@ -28,6 +28,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     bindings: UpdateRunningBindings::SPEC,
     assembly: Assembly::Single,
     has_statistics: false,
+    has_epilogue: false,
     workgroup_size: 256,
 };
 
