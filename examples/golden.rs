@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release --example golden -- PATH...` where each PATH is a case file or a folder
 //! of `*.json` cases (an `errors.json` of probes counts as one case). Prints one line per case
-//! with its worst error/allowed ratio, then `N passed, M failed`; exits non-zero if any failed.
+//! with its worst error/allowed ratio (SKIP for a case it cannot replay, with the reason), then
+//! `N passed, M failed`; exits non-zero if any failed or was skipped.
 //! Backend and adapter: `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`.
 
 #[path = "../tests/support/golden.rs"]
@@ -27,7 +28,7 @@ fn main() {
         }
     };
     println!("adapter: {}", ctx.adapter());
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut worst: f64 = 0.0;
     let mut by_field: std::collections::BTreeMap<&'static str, f64> = Default::default();
     for path in &paths {
@@ -46,7 +47,9 @@ fn main() {
                 let entry = by_field.entry(check.field).or_insert(0.0);
                 *entry = entry.max(check.ratio);
             }
-            if report.passed() {
+            if report.skipped.is_some() {
+                skipped += 1;
+            } else if report.passed() {
                 passed += 1;
             } else {
                 failed += 1;
@@ -59,8 +62,11 @@ fn main() {
         .collect();
     println!("worst err/allowed by field: {}", fields.join(", "));
     println!("worst err/allowed over all checks: {worst:.3e}");
+    if skipped > 0 {
+        println!("{skipped} skipped (never counted as passed)");
+    }
     println!("{passed} passed, {failed} failed");
-    if failed > 0 {
+    if failed > 0 || skipped > 0 {
         std::process::exit(1);
     }
 }

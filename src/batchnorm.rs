@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::functional::{BackwardArgs, ForwardArgs, Functional, RunningStats, SavedStats};
+use crate::functional::{
+    BackwardArgs, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
+};
 use crate::ops::Activation;
 use crate::tensor::{BatchCounter, Tensor};
 
@@ -661,6 +663,32 @@ impl BatchNorm {
     /// The module's activation.
     pub fn activation(&self) -> Activation {
         self.activation
+    }
+
+    /// The eval-mode module as a per-channel affine map, new `[C]` tensors `(scale, shift)`:
+    /// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`, so
+    /// that eval batch norm is `x * scale + shift`. Blocks until done; read them with
+    /// [`Tensor::to_host`], or fold them into the convolution before the module with
+    /// [`crate::fold::fuse_conv_bn_weights`]. Needs `track_running_stats`.
+    pub fn eval_fold(&mut self) -> Result<(Tensor, Tensor)> {
+        let running = self.state.running.as_ref().ok_or_else(|| {
+            Error::NotAvailable("eval_fold: the module has track_running_stats = false".into())
+        })?;
+        let c = self.num_features;
+        let (scale, shift) = (
+            Tensor::empty(&self.ctx, &[c])?,
+            Tensor::empty(&self.ctx, &[c])?,
+        );
+        self.functional.fold(&FoldArgs {
+            running_mean: &running.mean,
+            running_var: &running.var,
+            weight: self.state.weight.as_ref(),
+            bias: self.state.bias.as_ref(),
+            eps: self.options.eps,
+            scale: &scale,
+            shift: &shift,
+        })?;
+        Ok((scale, shift))
     }
 
     /// Like [`BatchNorm::forward`], writing into a caller-given output; blocks until done.

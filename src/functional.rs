@@ -118,6 +118,26 @@ impl<'a> ForwardArgs<'a> {
     }
 }
 
+/// An eval-mode batch norm folded into a per-channel affine map: writes `scale = weight /
+/// sqrt(running_var + eps)` and `shift = bias - running_mean * scale`.
+#[derive(Clone, Copy, Debug)]
+pub struct FoldArgs<'a> {
+    /// `running_mean`, `[C]`.
+    pub running_mean: &'a Tensor,
+    /// `running_var`, `[C]`.
+    pub running_var: &'a Tensor,
+    /// `[C]`; None: 1.
+    pub weight: Option<&'a Tensor>,
+    /// `[C]`; None: 0.
+    pub bias: Option<&'a Tensor>,
+    /// Added to the variance (>= 0).
+    pub eps: f64,
+    /// Output, `[C]`.
+    pub scale: &'a Tensor,
+    /// Output, `[C]`.
+    pub shift: &'a Tensor,
+}
+
 /// The statistics the forward normalized with.
 #[derive(Clone, Copy, Debug)]
 pub enum SavedStats<'a> {
@@ -766,6 +786,76 @@ impl Functional {
         let ctx = self.ctx.clone();
         ctx.run(|encoder| {
             self.record_backward(encoder, args, &work);
+            Ok(())
+        })
+    }
+
+    fn check_fold(&self, a: &FoldArgs<'_>) -> Result<u32> {
+        let ctx = &self.ctx;
+        let c = a.running_mean.numel();
+        check_channels(ctx, "running_mean", Some(a.running_mean), c)?;
+        check_channels(ctx, "running_var", Some(a.running_var), c)?;
+        check_channels(ctx, "weight", a.weight, c)?;
+        check_channels(ctx, "bias", a.bias, c)?;
+        check_channels(ctx, "scale", Some(a.scale), c)?;
+        check_channels(ctx, "shift", Some(a.shift), c)?;
+        check_eps(a.eps, false)?;
+        let reads = [Some(a.running_mean), Some(a.running_var), a.weight, a.bias];
+        if c > 0
+            && (a.scale.overlaps(a.shift)
+                || reads
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t.overlaps(a.scale) || t.overlaps(a.shift)))
+        {
+            return Err(Error::Aliasing);
+        }
+        u32::try_from(c).map_err(|_| Error::TooLarge {
+            what: format!("{c} channels"),
+            bytes: c as u64 * 4,
+            limit: u64::from(u32::MAX) * 4,
+        })
+    }
+
+    fn record_fold(&mut self, encoder: &mut wgpu::CommandEncoder, a: &FoldArgs<'_>, c: u32) {
+        if c == 0 {
+            return;
+        }
+        let ws = &mut self.ws;
+        let op = ChannelAffineBindings {
+            chan: ws.channel_params(c, 1, 0, a.eps as f32),
+            mean: a.running_mean.slot(),
+            spread: a.running_var.slot(),
+            weight: a.weight.map(Tensor::slot),
+            bias: a.bias.map(Tensor::slot),
+            affine: None,
+            fold_scale: Some(a.scale.slot()),
+            fold_shift: Some(a.shift.slot()),
+        };
+        ws.record(encoder, "batchnorm eval fold", |rec| {
+            op.encode(rec, Statistics::Running)
+        });
+    }
+
+    /// Records the eval fold into `encoder`: no submit, no wait.
+    pub fn encode_fold(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &FoldArgs<'_>,
+    ) -> Result<()> {
+        let c = self.check_fold(args)?;
+        self.record_fold(encoder, args, c);
+        Ok(())
+    }
+
+    /// The eval fold, waiting for it: `scale = weight / sqrt(running_var + eps)`, `shift =
+    /// bias - running_mean * scale`, so that eval batch norm is `x * scale + shift` per channel
+    /// (see [`crate::fold::fuse_conv_bn_weights`] to fold it into a convolution).
+    pub fn fold(&mut self, args: &FoldArgs<'_>) -> Result<()> {
+        let c = self.check_fold(args)?;
+        let ctx = self.ctx.clone();
+        ctx.run(|encoder| {
+            self.record_fold(encoder, args, c);
             Ok(())
         })
     }

@@ -43,6 +43,7 @@ mod batchnorm;
 pub mod bench;
 mod context;
 mod error;
+pub mod fold;
 pub mod functional;
 mod ops;
 pub mod reference;
@@ -57,7 +58,7 @@ pub use batchnorm::{
 pub use context::{AdapterReport, Context, ContextOptions};
 pub use error::{Error, Result};
 pub use functional::{
-    BackwardArgs, BatchNormBackward, ForwardArgs, Functional, RunningStats, SavedStats,
+    BackwardArgs, BatchNormBackward, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
 };
 pub use ops::Activation;
 #[doc(hidden)]

@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use serde_json::Value;
-use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, Flavor, Tensor};
+use wgpu_batchnorm::{
+    Activation, BatchNorm, BatchNormOptions, Context, Flavor, MemoryFormat, Tensor,
+};
 
 /// The golden README's base tolerance.
 pub const TOL: f64 = 1e-5;
@@ -27,6 +29,9 @@ pub struct CaseReport {
     pub checks: Vec<Check>,
     /// Problems that fail the case outright (an unexpected error, a count mismatch, ...).
     pub failures: Vec<String>,
+    /// Why the case could not be checked (a field this crate cannot replay yet); a skipped
+    /// case never counts as passed.
+    pub skipped: Option<String>,
 }
 
 impl CaseReport {
@@ -37,11 +42,16 @@ impl CaseReport {
     }
 
     pub fn passed(&self) -> bool {
-        self.failures.is_empty() && self.checks.iter().all(|c| c.ratio <= 1.0)
+        self.skipped.is_none()
+            && self.failures.is_empty()
+            && self.checks.iter().all(|c| c.ratio <= 1.0)
     }
 
-    /// One line: PASS/FAIL, name, worst ratio and where, failures.
+    /// One line: PASS/FAIL/SKIP, name, worst ratio and where, failures.
     pub fn line(&self) -> String {
+        if let Some(why) = &self.skipped {
+            return format!("SKIP {:<36} {why}", self.name);
+        }
         let mut s = format!(
             "{} {:<36}",
             if self.passed() { "PASS" } else { "FAIL" },
@@ -170,7 +180,15 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
             .as_bool()
             .ok_or("no track_running_stats")?,
     };
+    let ext = match Extended::parse(case) {
+        Ok(ext) => ext,
+        Err(why) => {
+            report.skipped = Some(why);
+            return Ok(());
+        }
+    };
     let mut bn = BatchNorm::new(ctx, flavor, c, options).map_err(|e| e.to_string())?;
+    bn.set_activation(ext.activation);
     let err = |e: wgpu_batchnorm::Error| e.to_string();
     if options.affine {
         bn.set_weight(&f32s(&case["weight"]).ok_or("no weight")?)
@@ -190,9 +208,18 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
     for (i, step) in steps.iter().enumerate() {
         bn.set_training(step["training"].as_bool().ok_or("step without training")?);
         let input = f32s(&step["input"]).ok_or("step without input")?;
-        let x = Tensor::from_slice(ctx, &input, &shape).map_err(err)?;
-        let y = bn
-            .forward(&x)
+        let x = Tensor::from_slice_in(ctx, &input, &shape, ext.format).map_err(err)?;
+        if !step["fold_scale_f64"].is_null() {
+            check_fold(&mut bn, step, i, report)?;
+        }
+        let residual = if ext.residual {
+            let r = f32s(&step["residual"]).ok_or("step without residual")?;
+            Some(Tensor::from_slice_in(ctx, &r, &shape, ext.format).map_err(err)?)
+        } else {
+            None
+        };
+        let (y, _) = bn
+            .forward_saved_residual(&x, residual.as_ref())
             .map_err(|e| format!("step {i}: forward failed: {e}"))?;
         let y = y.to_vec(ctx).map_err(err)?;
         let kappa = step["kappa"].as_f64().unwrap_or(0.0);
@@ -239,7 +266,7 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
             }
         }
         if !step["grad_output"].is_null() {
-            check_backward(ctx, &mut bn, step, i, &shape, k, report)?;
+            check_backward(ctx, &mut bn, step, i, (&shape, ext.format), k, report)?;
         }
     }
     Ok(())
@@ -251,13 +278,13 @@ fn check_backward(
     bn: &mut BatchNorm,
     step: &Value,
     i: usize,
-    shape: &[usize],
+    (shape, format): (&[usize], MemoryFormat),
     k: f64,
     report: &mut CaseReport,
 ) -> Result<(), String> {
     let err = |e: wgpu_batchnorm::Error| e.to_string();
     let dy = f32s(&step["grad_output"]).ok_or("grad_output not an array")?;
-    let dy = Tensor::from_slice(ctx, &dy, shape).map_err(err)?;
+    let dy = Tensor::from_slice_in(ctx, &dy, shape, format).map_err(err)?;
     let grads = bn
         .backward(&dy)
         .map_err(|e| format!("step {i}: backward failed: {e}"))?;
@@ -281,6 +308,29 @@ fn check_backward(
             f64::INFINITY
         },
     });
+    match (&grads.grad_residual, f64s(&step["grad_residual_f64"])) {
+        (None, None) => {}
+        (Some(got), Some(want)) => {
+            let got = got.to_vec(ctx).map_err(err)?;
+            let scale = step["grad_residual_scale_l2"]
+                .as_f64()
+                .ok_or("no grad_residual_scale_l2")?;
+            report.checks.push(Check {
+                step: i,
+                field: "grad_residual",
+                ratio: if got.len() == want.len() {
+                    ratio(l2_diff(&got, &want), TOL * scale)
+                } else {
+                    f64::INFINITY
+                },
+            });
+        }
+        (got, want) => report.failures.push(format!(
+            "step {i}: grad_residual computed: {}, in the case: {}",
+            got.is_some(),
+            want.is_some()
+        )),
+    }
     let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_default();
     let k_c = |c: usize| 1.0 + kappa_c.get(c).copied().unwrap_or(0.0) / 30.0;
     let fields = [
@@ -315,6 +365,89 @@ fn check_backward(
             )),
         }
     }
+    Ok(())
+}
+
+/// ||got - want||_2.
+fn l2_diff(got: &[f32], want: &[f64]) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// The extended schema's fields (`dtype`, `layout`, `activation`, `residual`); absent fields
+/// have the base meaning.
+struct Extended {
+    format: MemoryFormat,
+    activation: Activation,
+    residual: bool,
+}
+
+impl Extended {
+    /// The case's extended fields, or why they cannot be replayed.
+    fn parse(case: &Value) -> Result<Self, String> {
+        match case["dtype"].as_str() {
+            None | Some("float32") => {}
+            Some(other) => return Err(format!("dtype {other} is not supported yet")),
+        }
+        let format = match case["layout"].as_str() {
+            None | Some("contiguous") => MemoryFormat::Contiguous,
+            Some("channels_last") => MemoryFormat::ChannelsLast,
+            Some(other) => return Err(format!("unknown layout {other}")),
+        };
+        let activation = match case["activation"].as_str() {
+            None => Activation::Identity,
+            Some("relu") => Activation::Relu,
+            Some("relu6") => Activation::Relu6,
+            Some("silu") => Activation::Silu,
+            Some(other) => match other.strip_prefix("leaky_relu_").map(str::parse::<f32>) {
+                Some(Ok(slope)) => Activation::LeakyRelu(slope),
+                _ => return Err(format!("unknown activation {other}")),
+            },
+        };
+        Ok(Extended {
+            format,
+            activation,
+            residual: case["residual"].as_bool().unwrap_or(false),
+        })
+    }
+}
+
+/// The eval fold from the module's buffers before the step against `fold_scale_f64` and
+/// `fold_shift_f64`: `|scale - scale64| <= TOL K_c |scale64|`,
+/// `|shift - shift64| <= TOL K_c fold_shift_scale`.
+fn check_fold(
+    bn: &mut BatchNorm,
+    step: &Value,
+    i: usize,
+    report: &mut CaseReport,
+) -> Result<(), String> {
+    let err = |e: wgpu_batchnorm::Error| e.to_string();
+    let (scale, shift) = bn.eval_fold().map_err(err)?;
+    let (scale, shift) = (scale.to_host().map_err(err)?, shift.to_host().map_err(err)?);
+    let scale64 = f64s(&step["fold_scale_f64"]).ok_or("no fold_scale_f64")?;
+    let shift64 = f64s(&step["fold_shift_f64"]).ok_or("no fold_shift_f64")?;
+    let shift_scale = f64s(&step["fold_shift_scale"]).ok_or("no fold_shift_scale")?;
+    let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_default();
+    let k_c = |c: usize| 1.0 + kappa_c.get(c).copied().unwrap_or(0.0) / 30.0;
+    let sizes_ok = [scale64.len(), shift64.len(), shift_scale.len(), shift.len()]
+        .iter()
+        .all(|&l| l == scale.len());
+    if !sizes_ok {
+        return Err(format!("step {i}: fold arrays of different lengths"));
+    }
+    report.checks.push(Check {
+        step: i,
+        field: "fold_scale",
+        ratio: per_channel_ratio(&scale, &scale64, |c| TOL * k_c(c) * scale64[c].abs()),
+    });
+    report.checks.push(Check {
+        step: i,
+        field: "fold_shift",
+        ratio: per_channel_ratio(&shift, &shift64, |c| TOL * k_c(c) * shift_scale[c]),
+    });
     Ok(())
 }
 
