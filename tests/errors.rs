@@ -3,8 +3,8 @@
 mod support;
 
 use wgpu_batchnorm::{
-    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Context, ContextOptions,
-    Error, Tensor,
+    Activation, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Context,
+    ContextOptions, Error, ForwardArgs, Functional, GradOutputs, MemoryFormat, Tensor,
 };
 
 type State = (Option<Vec<f32>>, Option<Vec<f32>>, Option<u64>);
@@ -298,4 +298,105 @@ fn a_module_without_channels_accepts_empty_inputs() {
         grads.grad_weight.unwrap().to_vec(&ctx).unwrap(),
         Vec::<f32>::new()
     );
+}
+
+/// Memory formats, residuals and activations that do not fit together are typed errors, and
+/// change nothing.
+#[test]
+fn mismatched_layouts_residuals_and_activations_are_typed_errors() {
+    let ctx = support::context();
+    let mut bn = trained_module(&ctx, BatchNormOptions::default());
+    let shape = [2, 3, 2, 2];
+    let x = input(&ctx, &shape);
+    let x_cl = input(&ctx, &shape).with_memory_format(MemoryFormat::ChannelsLast);
+    let before = state(&bn);
+
+    // A residual of another shape, or stored in another memory order.
+    let err = bn
+        .forward_residual(&x, &input(&ctx, &[2, 3, 4]))
+        .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let err = bn.forward_residual(&x, &x_cl).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::MemoryFormatMismatch {
+                expected: MemoryFormat::Contiguous,
+                got: MemoryFormat::ChannelsLast,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.torch_kind(), Some("RuntimeError"));
+    assert_eq!(state(&bn), before, "a refused forward changed the module");
+
+    // An output in another memory order than the input.
+    let y = Tensor::empty(&ctx, &shape).unwrap();
+    let err = bn.forward_into(&x_cl, &y).unwrap_err();
+    assert!(matches!(err, Error::MemoryFormatMismatch { .. }), "{err}");
+    assert_eq!(state(&bn), before);
+
+    // A residual that is also the output.
+    let mut f = Functional::new(&ctx);
+    let err = f
+        .forward(&ForwardArgs {
+            residual: Some(&y),
+            ..ForwardArgs::new(&x, &y)
+        })
+        .unwrap_err();
+    assert_eq!(err, Error::Aliasing);
+
+    // A slope that is not a number.
+    bn.set_activation(Activation::LeakyRelu(f32::NAN));
+    let err = bn.forward(&x).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(state(&bn), before);
+    bn.set_activation(Activation::Relu);
+
+    // grad_output in another memory order than the forward's input.
+    bn.forward(&x).unwrap();
+    let err = bn.backward(&x_cl).unwrap_err();
+    assert!(matches!(err, Error::MemoryFormatMismatch { .. }), "{err}");
+    // grad_residual of a forward that had no residual.
+    let saved = bn.forward_saved(&x).unwrap().1;
+    let gr = Tensor::empty(&ctx, &shape).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    let err = bn
+        .encode_backward_into(
+            &mut encoder,
+            &saved,
+            &x,
+            GradOutputs {
+                grad_residual: Some(&gr),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Backward(_)), "{err}");
+
+    // The eval fold needs running statistics; the conv fold checks its lengths.
+    let mut untracked = BatchNorm2d::with_options(
+        &ctx,
+        3,
+        BatchNormOptions {
+            track_running_stats: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(untracked.eval_fold(), Err(Error::NotAvailable(_))));
+    let fold = wgpu_batchnorm::fold::fuse_conv_bn_weights;
+    assert!(matches!(
+        fold(&[1.0; 6], None, &[1.0; 2], &[0.0; 3]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        fold(&[1.0; 5], None, &[1.0; 2], &[0.0; 2]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        fold(&[1.0; 6], Some(&[0.0; 3]), &[1.0; 2], &[0.0; 2]),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }

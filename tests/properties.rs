@@ -1,7 +1,8 @@
 //! Property tests: random shapes (rank 2 to 5, sizes 1 to 300, odd sizes, N = 1, spatial 1),
 //! options (eps, momentum incl. None, affine, track_running_stats) and step sequences (train,
-//! eval and backward interleaved), on the module and on the functional API, against the f64
-//! reference under the golden README's tolerances. A failure shrinks to a minimal case.
+//! eval and backward interleaved), on the module and on the functional API, and memory formats
+//! with fused activations and residuals, against the f64 reference under the golden README's
+//! tolerances. A failure shrinks to a minimal case.
 //!
 //! The runs are deterministic (a fixed seed) and bounded to seconds on lavapipe; set
 //! `PROPTEST_CASES` to run more.
@@ -10,13 +11,13 @@ mod support;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use support::checks::{forward_ratio, gradient_ratio, module_pair};
+use support::checks::{forward_ratio, gradient_ratio, gradient_ratio_through, module_pair};
 use support::golden::{per_channel_ratio, TOL};
 use support::Rng;
 use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
 use wgpu_batchnorm::{
-    BackwardArgs, BatchCounter, BatchNormOptions, Context, Error, ForwardArgs, Functional,
-    Gradients, RunningStats, SavedStats, Tensor,
+    Activation, BackwardArgs, BatchCounter, BatchNormOptions, Context, Error, ForwardArgs,
+    Functional, Gradients, MemoryFormat, RunningStats, SavedStats, Tensor,
 };
 
 /// Cases are shrunk to at most this many values, so each runs in milliseconds.
@@ -344,6 +345,153 @@ fn the_functional_api_matches_the_reference_on_random_shapes_and_arguments() {
     runner(200)
         .run(&strategy, |(shape, options, present, seed)| {
             check_functional(&ctx, &shape, options, present, seed);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// (N, C, *spatial) data in channels-last memory order.
+fn to_channels_last(x: &[f32], shape: &[usize]) -> Vec<f32> {
+    let (n, c) = (shape[0], shape[1]);
+    let s: usize = shape[2..].iter().product();
+    let mut out = vec![0.0; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for i in 0..s {
+                out[(b * s + i) * c + ch] = x[(b * c + ch) * s + i];
+            }
+        }
+    }
+    out
+}
+
+/// Channels-last data back in (N, C, *spatial) order.
+fn from_channels_last(x: &[f32], shape: &[usize]) -> Vec<f32> {
+    let (n, c) = (shape[0], shape[1]);
+    let s: usize = shape[2..].iter().product();
+    let mut out = vec![0.0; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for i in 0..s {
+                out[(b * c + ch) * s + i] = x[(b * s + i) * c + ch];
+            }
+        }
+    }
+    out
+}
+
+fn activation() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::Identity),
+        Just(Activation::Relu),
+        Just(Activation::Relu6),
+        Just(Activation::Silu),
+        (0.0f32..0.5).prop_map(Activation::LeakyRelu),
+    ]
+}
+
+/// One forward (training or eval) and its backward through an epilogue, in either memory
+/// format, against the reference: y = act(bn(x) [+ r]), and the gradients of bn for
+/// dz = dy * act'(z), grad_residual = dz.
+fn check_epilogue(
+    ctx: &Context,
+    shape: &[usize],
+    options: BatchNormOptions,
+    (format, act, with_residual, training): (MemoryFormat, Activation, bool, bool),
+    seed: u64,
+) {
+    let what = format!(
+        "{shape:?} {options:?} {format:?} {act:?} residual {with_residual} training {training}"
+    );
+    if (training || !options.track_running_stats) && !enough_values(shape) {
+        return;
+    }
+    let mut rng = Rng::new(seed);
+    let (mut gpu, mut cpu) = module_pair(ctx, shape, options, &mut rng);
+    gpu.set_training(training).set_activation(act);
+    cpu.training = training;
+    let x = data(&mut rng, shape);
+    let r = rng.vec_f32(x.len(), -1.0, 1.0);
+    let dy = rng.vec_f32(x.len(), -1.0, 1.0);
+    let upload = |v: &[f32]| {
+        let stored = match format {
+            MemoryFormat::ChannelsLast => to_channels_last(v, shape),
+            _ => v.to_vec(),
+        };
+        Tensor::from_slice_in(ctx, &stored, shape, format).unwrap()
+    };
+    // Where both orders coincide (no spatial extent), tensors report Contiguous.
+    let stored_as = if shape[2..].iter().product::<usize>() == 1 {
+        MemoryFormat::Contiguous
+    } else {
+        format
+    };
+    let download = |t: &Tensor| {
+        assert_eq!(t.memory_format(), stored_as, "{what}: output memory format");
+        let v = t.to_host().unwrap();
+        match format {
+            MemoryFormat::ChannelsLast => from_channels_last(&v, shape),
+            _ => v,
+        }
+    };
+    let rt = upload(&r);
+    let (y, saved) = gpu
+        .forward_saved_residual(&upload(&x), with_residual.then_some(&rt))
+        .unwrap();
+    let bn = cpu.forward(&x, shape).unwrap();
+    let z: Vec<f64> = bn
+        .iter()
+        .zip(&r)
+        .map(|(&v, &r)| if with_residual { v + f64::from(r) } else { v })
+        .collect();
+    let y64: Vec<f64> = z.iter().map(|&z| act.apply(z)).collect();
+    let running = gpu.running_mean().unwrap().zip(gpu.running_var().unwrap());
+    forward_ratio(&what, &download(&y), &y64, running, &cpu);
+
+    let grads = gpu.backward_saved(&saved, &upload(&dy)).unwrap();
+    let dz: Vec<f32> = z
+        .iter()
+        .zip(&dy)
+        .map(|(&z, &g)| (f64::from(g) * act.derivative(z)) as f32)
+        .collect();
+    let gr = grads.grad_residual.as_ref().map(download);
+    assert_eq!(gr.is_some(), with_residual, "{what}: grad_residual");
+    if let Some(gr) = gr {
+        let (mut err, mut norm) = (0.0f64, 0.0f64);
+        for (&g, &w) in gr.iter().zip(&dz) {
+            err += (f64::from(g) - f64::from(w)).powi(2);
+            norm += f64::from(w).powi(2);
+        }
+        assert!(
+            err.sqrt() <= TOL * norm.sqrt().max(1e-30),
+            "{what}: grad_residual err {}",
+            err.sqrt()
+        );
+    }
+    let grads = Gradients {
+        grad_input: Tensor::from_slice(ctx, &download(&grads.grad_input), shape).unwrap(),
+        ..grads
+    };
+    let through = act != Activation::Identity;
+    gradient_ratio_through(ctx, &grads, &cpu, &x, &dz, shape, through);
+}
+
+#[test]
+fn epilogues_and_memory_formats_match_the_reference_on_random_cases() {
+    let ctx = support::context();
+    let format = prop_oneof![
+        Just(MemoryFormat::Contiguous),
+        Just(MemoryFormat::ChannelsLast)
+    ];
+    let strategy = (
+        shape(),
+        options(),
+        (format, activation(), any::<bool>(), any::<bool>()),
+        any::<u64>(),
+    );
+    runner(150)
+        .run(&strategy, |(shape, options, how, seed)| {
+            check_epilogue(&ctx, &shape, options, how, seed);
             Ok(())
         })
         .unwrap();
