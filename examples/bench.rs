@@ -9,11 +9,19 @@
 //! forward 8; training backward reads x and dy twice and writes dx: 20; upload and readback 4),
 //! and the ratio of its time to the copy kernel's (8 bytes per element): the median of the
 //! ratios to a copy of the same tensor timed right before each run.
+//!
+//! Each shape is also run channels-last (`layout`, where it has a spatial extent) and with the
+//! fused `relu(bn(x) + residual)` epilogue (`epilogue`; its traffic model adds 4 bytes per
+//! element to each forward for the residual read, and 8 to the backward for the residual read
+//! and grad_residual written). `--json FILE` rows carry `dtype`, `layout` and `epilogue`.
 
 use std::time::Instant;
 
 use wgpu_batchnorm::bench::{median, CopyKernel, GpuTimer};
-use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, ContextOptions, Flavor, Tensor};
+use wgpu_batchnorm::{
+    Activation, BatchNorm, BatchNormOptions, Context, ContextOptions, Flavor, GradOutputs,
+    MemoryFormat, Saved, Tensor,
+};
 
 const SHAPES: &[&[usize]] = &[
     &[32, 64, 56, 56],
@@ -30,6 +38,10 @@ const SHAPES: &[&[usize]] = &[
 struct Row {
     shape: Vec<usize>,
     op: &'static str,
+    /// "nchw" or "channels_last".
+    layout: &'static str,
+    /// "none" or "relu+residual".
+    epilogue: &'static str,
     median_ms: f64,
     gb_per_s: f64,
     copy_ratio: f64,
@@ -128,48 +140,89 @@ fn bench_shape(
     let numel: usize = shape.iter().product();
     let host = data(numel, 1);
     let x = Tensor::from_slice(ctx, &host, shape)?;
-    let dy = Tensor::from_slice(ctx, &data(numel, 2), shape)?;
     let y = Tensor::empty(ctx, shape)?;
-    let dx = Tensor::empty(ctx, shape)?;
-    let c = shape[1];
-    let gw = Tensor::empty(ctx, &[c])?;
-    let gb = Tensor::empty(ctx, &[c])?;
-    let mut bn = BatchNorm::new(ctx, flavor(shape), c, BatchNormOptions::default())?;
-
     let mut copy_run: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)));
     let mut rows = Vec::new();
-    let mut push = |op: &'static str, (ms, ratio): (f64, f64), bytes_per_element: f64| {
+    let mut push = |op: &'static str,
+                    (layout, epilogue): (&'static str, &'static str),
+                    (ms, ratio): (f64, f64),
+                    bytes_per_element: f64| {
         rows.push(Row {
             shape: shape.to_vec(),
             op,
+            layout,
+            epilogue,
             median_ms: ms,
             gb_per_s: bytes_per_element * numel as f64 / (ms * 1e-3) / 1e9,
             copy_ratio: ratio,
         })
     };
+    let base = ("nchw", "none");
     let mut copy_again: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)));
-    push("copy", measure(reps, &mut copy_run, &mut copy_again)?, 8.0);
+    push(
+        "copy",
+        base,
+        measure(reps, &mut copy_run, &mut copy_again)?,
+        8.0,
+    );
 
-    bn.train();
-    bn.forward_into(&x, &y)?;
-    let ops: [(&'static str, f64, bool); 3] = [
-        ("train_forward", 12.0, true),
-        ("train_backward", 20.0, true),
-        ("eval_forward", 8.0, false),
-    ];
-    for (op, bytes, training) in ops {
-        bn.set_training(training);
-        let bn = &mut bn;
-        let mut run: Timed = if op == "train_backward" {
-            Box::new(|| {
-                timer.time(ctx, |e| {
-                    bn.encode_backward(e, &dy, &dx, Some(&gw), Some(&gb))
-                })
-            })
-        } else {
-            Box::new(|| timer.time(ctx, |e| bn.encode_forward(e, &x, &y)))
+    // The plain module; channels-last (where it differs: a spatial extent); the fused ResNet
+    // tail relu(bn(x) + residual), whose traffic adds one residual read to each forward and,
+    // in the backward, the residual read and grad_residual written once.
+    let mut variants = vec![(MemoryFormat::Contiguous, false)];
+    if shape.len() > 2 {
+        variants.push((MemoryFormat::ChannelsLast, false));
+    }
+    variants.push((MemoryFormat::Contiguous, true));
+    for (format, fused) in variants {
+        let layout = match format {
+            MemoryFormat::ChannelsLast => "channels_last",
+            _ => "nchw",
         };
-        push(op, measure(reps, &mut copy_run, &mut run)?, bytes);
+        let label = (layout, if fused { "relu+residual" } else { "none" });
+        let t = |seed: u32| Tensor::from_slice_in(ctx, &data(numel, seed), shape, format);
+        let (x, dy, residual) = (t(1)?, t(2)?, t(3)?);
+        let (y, dx, gr) = (t(0)?, t(0)?, t(0)?);
+        let c = shape[1];
+        let gw = Tensor::empty(ctx, &[c])?;
+        let gb = Tensor::empty(ctx, &[c])?;
+        let mut bn = BatchNorm::new(ctx, flavor(shape), c, BatchNormOptions::default())?;
+        if fused {
+            bn.set_activation(Activation::Relu);
+        }
+        let extra = if fused { 4.0 } else { 0.0 };
+        let ops: [(&'static str, f64, bool); 3] = [
+            ("train_forward", 12.0 + extra, true),
+            ("train_backward", 20.0 + 2.0 * extra, true),
+            ("eval_forward", 8.0 + extra, false),
+        ];
+        for (op, bytes, training) in ops {
+            bn.set_training(training);
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            let saved = encode_forward(&mut bn, &mut encoder, &x, fused.then_some(&residual), &y)?;
+            ctx.queue().submit(Some(encoder.finish()));
+            let bn = &mut bn;
+            let mut run: Timed = if op == "train_backward" {
+                Box::new(|| {
+                    timer.time(ctx, |e| {
+                        let outputs = GradOutputs {
+                            grad_input: Some(&dx),
+                            grad_weight: Some(&gw),
+                            grad_bias: Some(&gb),
+                            grad_residual: fused.then_some(&gr),
+                        };
+                        bn.encode_backward_into(e, &saved, &dy, outputs)
+                    })
+                })
+            } else {
+                Box::new(|| {
+                    timer.time(ctx, |e| {
+                        encode_forward(bn, e, &x, fused.then_some(&residual), &y).map(|_| ())
+                    })
+                })
+            };
+            push(op, label, measure(reps, &mut copy_run, &mut run)?, bytes);
+        }
     }
 
     let mut upload: Timed = Box::new(|| {
@@ -177,7 +230,12 @@ fn bench_shape(
         x.write(ctx, &host)?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
     });
-    push("upload", measure(reps, &mut copy_run, &mut upload)?, 4.0);
+    push(
+        "upload",
+        base,
+        measure(reps, &mut copy_run, &mut upload)?,
+        4.0,
+    );
 
     let mut sink = vec![0.0f32; numel];
     let mut readback: Timed = Box::new(|| {
@@ -187,10 +245,25 @@ fn bench_shape(
     });
     push(
         "readback",
+        base,
         measure(reps, &mut copy_run, &mut readback)?,
         4.0,
     );
     Ok(rows)
+}
+
+/// Records a forward with or without a residual, returning its saved state.
+fn encode_forward(
+    bn: &mut BatchNorm,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    y: &Tensor,
+) -> wgpu_batchnorm::Result<Saved> {
+    match residual {
+        Some(r) => bn.encode_forward_residual(encoder, x, r, y),
+        None => bn.encode_forward_saved(encoder, x, y),
+    }
 }
 
 fn json(rows: &[Row], ctx: &Context) -> String {
@@ -199,8 +272,8 @@ fn json(rows: &[Row], ctx: &Context) -> String {
         .iter()
         .map(|r| {
             format!(
-                "  {{\"shape\": {:?}, \"op\": \"{}\", \"median_ms\": {:.4}, \"gb_per_s\": {:.3}, \"copy_ratio\": {:.3}, \"adapter\": {:?}, \"backend\": \"{:?}\"}}",
-                r.shape, r.op, r.median_ms, r.gb_per_s, r.copy_ratio, a.name, a.backend
+                "  {{\"shape\": {:?}, \"op\": \"{}\", \"dtype\": \"f32\", \"layout\": \"{}\", \"epilogue\": \"{}\", \"median_ms\": {:.4}, \"gb_per_s\": {:.3}, \"copy_ratio\": {:.3}, \"adapter\": {:?}, \"backend\": \"{:?}\"}}",
+                r.shape, r.op, r.layout, r.epilogue, r.median_ms, r.gb_per_s, r.copy_ratio, a.name, a.backend
             )
         })
         .collect();
@@ -241,8 +314,8 @@ fn main() {
         args.reps
     );
     println!(
-        "{:<22} {:<15} {:>11} {:>9} {:>10}",
-        "shape", "op", "median ms", "GB/s", "vs copy"
+        "{:<22} {:<15} {:<14} {:<14} {:>11} {:>9} {:>10}",
+        "shape", "op", "layout", "epilogue", "median ms", "GB/s", "vs copy"
     );
     let mut all = Vec::new();
     for shape in SHAPES {
@@ -255,9 +328,11 @@ fn main() {
                 for r in &rows {
                     let dims: Vec<String> = r.shape.iter().map(|d| d.to_string()).collect();
                     println!(
-                        "{:<22} {:<15} {:>11.3} {:>9.2} {:>10.2}",
+                        "{:<22} {:<15} {:<14} {:<14} {:>11.3} {:>9.2} {:>10.2}",
                         dims.join("x"),
                         r.op,
+                        r.layout,
+                        r.epilogue,
                         r.median_ms,
                         r.gb_per_s,
                         r.copy_ratio

@@ -78,13 +78,16 @@ fn span_start(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> Span {
         s.count = select(0u, (geo.s_count - lane + LANES - 1u) / LANES, valid && lane < geo.s_count);
         s.owner = valid && lane == 0u;
     } else {
-        // Grid: x over ceil(dispatch_channels * s_count / WG) column groups, then row blocks.
-        let groups = (geo.dispatch_channels * geo.s_count + WG - 1u) / WG;
-        let block = g / groups;
-        let j = (g - block * groups) * WG + lid;
-        let valid = j < geo.dispatch_channels * geo.s_count && block < geo.tasks / geo.s_count;
-        let local = select(0u, j / geo.s_count, valid);
-        let item = j - local * geo.s_count;
+        // Invocations in order over (row block, column) pairs, columns fastest: a workgroup
+        // covers several row blocks when a row has fewer columns than it has invocations (a
+        // channels-last tensor with few channels), so none sits idle.
+        let columns = geo.dispatch_channels * geo.s_count;
+        let j = g * WG + lid;
+        let block = j / columns;
+        let valid = block < geo.tasks / geo.s_count;
+        let column = j - block * columns;
+        let local = select(0u, column / geo.s_count, valid);
+        let item = column - local * geo.s_count;
         s.channel = geo.channel_begin + local;
         s.slot = s.channel * geo.total_tasks + geo.task_offset + block * geo.s_count + item;
         let row = block * geo.task_rows;

@@ -38,10 +38,10 @@ const WG_TENSOR: u64 = 256;
 const RUNS_BELOW: u64 = 64;
 /// ... or, below this many items (fewer than a run's lanes), the columns walk.
 const COLUMNS_BELOW: u64 = LANES as u64;
-/// Columns walk: aim for at least this many workgroups per block.
-const COLUMN_TARGET_WORKGROUPS: u64 = 128;
+/// Columns walk: aim for at least this many invocations per block.
+const COLUMN_TARGET_INVOCATIONS: u64 = 128 * WG_TENSOR;
 /// Columns walk: at most this many rows per invocation (at most MAX_STEPS).
-const MAX_ROWS_PER_TASK: u64 = 8;
+const MAX_ROWS_PER_TASK: u64 = MAX_STEPS;
 
 // ---- 1. binding windows ---------------------------------------------------------------------
 
@@ -221,8 +221,7 @@ impl WalkGeometry {
                 task_rows: 1,
             },
             Walk::Columns => {
-                let groups = (c * plane).div_ceil(WG_TENSOR).max(1);
-                let blocks_wanted = COLUMN_TARGET_WORKGROUPS.div_ceil(groups);
+                let blocks_wanted = COLUMN_TARGET_INVOCATIONS.div_ceil((c * plane).max(1));
                 WalkGeometry {
                     walk,
                     wg: WG_TENSOR,
@@ -248,7 +247,7 @@ impl WalkGeometry {
             Walk::Planes => region.channels * tasks,
             Walk::Runs => (region.rows * region.channels).div_ceil(self.wg / u64::from(LANES)),
             Walk::Columns => {
-                (region.channels * region.s_count).div_ceil(self.wg) * (tasks / region.s_count)
+                (region.channels * region.s_count * (tasks / region.s_count)).div_ceil(self.wg)
             }
         }
     }

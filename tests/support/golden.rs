@@ -392,8 +392,10 @@ impl Extended {
             None | Some("float32") => {}
             Some(other) => return Err(format!("dtype {other} is not supported yet")),
         }
+        // The base cases describe their layout in words ("contiguous, row-major, ...").
         let format = match case["layout"].as_str() {
-            None | Some("contiguous") => MemoryFormat::Contiguous,
+            None => MemoryFormat::Contiguous,
+            Some(l) if l.starts_with("contiguous") => MemoryFormat::Contiguous,
             Some("channels_last") => MemoryFormat::ChannelsLast,
             Some(other) => return Err(format!("unknown layout {other}")),
         };
