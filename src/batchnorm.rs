@@ -648,7 +648,7 @@ impl BatchNorm {
         residual: Option<&Tensor>,
     ) -> Result<(Tensor, Saved)> {
         self.check_input(x)?;
-        let y = Tensor::empty_in(&self.ctx, x.shape(), x.memory_format())?;
+        let y = Tensor::empty_of(&self.ctx, x.shape(), x.dtype(), x.memory_format())?;
         let saved = self.run_forward(x, residual, &y, |f, args| f.forward(args))?;
         Ok((y, saved))
     }
@@ -752,7 +752,12 @@ impl BatchNorm {
     /// Gradients of the forward that returned `saved`; blocks until the GPU is done.
     pub fn backward_saved(&mut self, saved: &Saved, grad_output: &Tensor) -> Result<Gradients> {
         self.check_saved(saved, None, None)?;
-        let grad_input = Tensor::empty_in(&self.ctx, saved.x.shape(), saved.x.memory_format())?;
+        let grad_input = Tensor::empty_of(
+            &self.ctx,
+            saved.x.shape(),
+            saved.x.dtype(),
+            saved.x.memory_format(),
+        )?;
         let (grad_weight, grad_bias) = if self.options.affine {
             (
                 Some(Tensor::empty(&self.ctx, &[self.num_features])?),
@@ -762,7 +767,12 @@ impl BatchNorm {
             (None, None)
         };
         let grad_residual = match &saved.residual {
-            Some(r) => Some(Tensor::empty_in(&self.ctx, r.shape(), r.memory_format())?),
+            Some(r) => Some(Tensor::empty_of(
+                &self.ctx,
+                r.shape(),
+                r.dtype(),
+                r.memory_format(),
+            )?),
             None => None,
         };
         let outputs = GradOutputs {

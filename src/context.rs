@@ -18,6 +18,9 @@ pub struct ContextOptions {
     /// Use the workgroup-memory reductions even where the adapter has subgroups (for testing the
     /// fallback path, or to work around a driver).
     pub disable_subgroups: bool,
+    /// Access f16 tensors as u32 words (core WGSL) even where the adapter has SHADER_F16 (for
+    /// testing that path, or to work around a driver).
+    pub disable_f16: bool,
     /// Bind at most this many bytes per storage binding (below the adapter's
     /// `max_storage_buffer_binding_size`), so larger tensors are processed in windows. For
     /// tests of the windowed path and for driver workarounds.
@@ -62,13 +65,15 @@ pub struct AdapterReport {
     pub subgroups: bool,
     /// Whether GPU timestamp queries are available.
     pub timestamps: bool,
+    /// Whether f16 tensors are accessed as f16 (SHADER_F16); else as u32 words.
+    pub shader_f16: bool,
 }
 
 impl std::fmt::Display for AdapterReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} ({:?}, {:?}, driver: {}, subgroups: {}, timestamps: {})",
+            "{} ({:?}, {:?}, driver: {}, subgroups: {}, timestamps: {}, shader f16: {})",
             self.name,
             self.backend,
             self.device_type,
@@ -79,6 +84,7 @@ impl std::fmt::Display for AdapterReport {
             },
             if self.subgroups { "yes" } else { "no" },
             if self.timestamps { "yes" } else { "no" },
+            if self.shader_f16 { "yes" } else { "no" },
         )
     }
 }
@@ -121,6 +127,7 @@ pub struct Context {
 /// Optional features the kernels or the benchmark can use, turned on where the adapter has them.
 fn wanted_features() -> wgpu::Features {
     wgpu::Features::SUBGROUP
+        | wgpu::Features::SHADER_F16
         | wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
@@ -255,6 +262,7 @@ impl Context {
                 .to_string(),
             subgroups,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16,
         };
         let pipelines = Pipelines::new(&device, subgroups);
         Context {

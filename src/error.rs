@@ -91,6 +91,15 @@ pub enum Error {
     WrongDevice(String),
     /// A functional call's arguments do not fit together (e.g. eval without running stats).
     InvalidArgument(String),
+    /// A tensor holds another element type than the call takes (see [`crate::DType`]).
+    DTypeMismatch {
+        /// The tensor that differs.
+        what: String,
+        /// The type the call takes there.
+        expected: crate::DType,
+        /// The tensor's.
+        got: crate::DType,
+    },
     /// Tensors that one call reads and writes element by element are stored in different
     /// memory orders (see [`crate::MemoryFormat`]).
     MemoryFormatMismatch {
@@ -114,7 +123,8 @@ impl Error {
             | Error::InvalidEps { .. } => Some("ValueError"),
             Error::ChannelMismatch { .. }
             | Error::InvalidArgument(_)
-            | Error::MemoryFormatMismatch { .. } => Some("RuntimeError"),
+            | Error::MemoryFormatMismatch { .. }
+            | Error::DTypeMismatch { .. } => Some("RuntimeError"),
             _ => None,
         }
     }
@@ -198,6 +208,11 @@ impl fmt::Display for Error {
             Error::NotAvailable(msg) => write!(f, "not available: {msg}"),
             Error::WrongDevice(msg) => write!(f, "wrong device: {msg}"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            Error::DTypeMismatch {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what}: expected {expected:?} data, got {got:?}"),
             Error::MemoryFormatMismatch {
                 what,
                 expected,

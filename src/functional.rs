@@ -45,12 +45,13 @@ use crate::ops::backward_finalize::BackwardFinalizeBindings;
 use crate::ops::backward_input::BackwardInputBindings;
 use crate::ops::backward_reduce::BackwardReduceBindings;
 use crate::ops::channel_affine::ChannelAffineBindings;
+use crate::ops::convert::{ConvertBindings, ConvertNativeBindings, Direction};
 use crate::ops::finalize_stats::FinalizeStatsBindings;
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
 use crate::ops::update_running::{UpdateParams, UpdateRunningBindings};
 use crate::ops::{Activation, Binding, Epilogue, Specialize, Statistics};
-use crate::tensor::{BatchCounter, MemoryFormat, Tensor};
+use crate::tensor::{BatchCounter, DType, MemoryFormat, Tensor};
 use crate::workspace::{Geometry, Workspace};
 
 /// The running buffers a training forward updates and an eval forward normalizes with.
@@ -313,6 +314,18 @@ fn check_channels(ctx: &Context, what: &str, t: Option<&Tensor>, c: usize) -> Re
     if let Some(t) = t {
         t.check_context(ctx, what)?;
         t.expect_shape(what, &[c])?;
+        // Parameters, statistics and running buffers are f32 in PyTorch's mixed mode too.
+        t.expect_dtype(what, DType::F32)?;
+    }
+    Ok(())
+}
+
+/// The elementwise tensors of a call (`first` named first) share its element type.
+fn check_dtypes(first: &Tensor, others: &[(&str, Option<&Tensor>)]) -> Result<()> {
+    for &(what, t) in others {
+        if let Some(t) = t {
+            t.expect_dtype(what, first.dtype())?;
+        }
     }
     Ok(())
 }
@@ -384,6 +397,10 @@ impl Functional {
             return Err(Error::Aliasing);
         }
         check_activation(a.activation)?;
+        check_dtypes(
+            a.input,
+            &[("output", Some(a.output)), ("residual", a.residual)],
+        )?;
         if let Some(r) = a.residual {
             r.check_context(ctx, "residual")?;
             r.expect_shape("residual (must match the input)", shape)?;
@@ -546,6 +563,7 @@ impl Functional {
         let special = Specialize {
             statistics: w.statistics,
             epilogue: w.epilogue,
+            to_f16: false,
         };
         ws.record(encoder, "batchnorm forward", |rec| {
             if let Some((prepared, stats, normalize)) = &tensor_work {
@@ -569,18 +587,98 @@ impl Functional {
         args: &ForwardArgs<'_>,
     ) -> Result<()> {
         let work = self.check_forward(args)?;
-        self.record_forward(encoder, args, &work);
+        if args.input.dtype() == DType::F32 {
+            self.record_forward(encoder, args, &work);
+            return Ok(());
+        }
+        // f16: the f32 kernels on f32 copies, converted at the edges (statistics in f32, one
+        // rounding of the output).
+        let a = args;
+        let x32 = self.f32_copy("f16 input", a.input)?;
+        let y32 = self.f32_copy("f16 output", a.output)?;
+        let r32 = a
+            .residual
+            .map(|r| self.f32_copy("f16 residual", r))
+            .transpose()?;
+        let args32 = ForwardArgs {
+            input: &x32,
+            output: &y32,
+            residual: r32.as_ref(),
+            ..*a
+        };
+        let work = self.check_forward(&args32)?;
+        self.record_convert(encoder, a.input, &x32, Direction::ToF32);
+        if let (Some(r), Some(r32)) = (a.residual, &r32) {
+            self.record_convert(encoder, r, r32, Direction::ToF32);
+        }
+        self.record_forward(encoder, &args32, &work);
+        self.record_convert(encoder, a.output, &y32, Direction::ToF16);
         Ok(())
     }
 
     /// Runs the forward and waits for it.
     pub fn forward(&mut self, args: &ForwardArgs<'_>) -> Result<()> {
-        let work = self.check_forward(args)?;
+        self.check_forward(args)?;
         let ctx = self.ctx.clone();
-        ctx.run(|encoder| {
-            self.record_forward(encoder, args, &work);
-            Ok(())
-        })
+        ctx.run(|encoder| self.encode_forward(encoder, args))
+    }
+
+    /// An f32 stand-in for the f16 tensor `t` (same shape and memory format) in this
+    /// runner's scratch space, one per `purpose`.
+    fn f32_copy(&mut self, purpose: &'static str, t: &Tensor) -> Result<Tensor> {
+        let bytes = (t.numel() as u64 * 4).max(4);
+        let limit = self.ctx.limits().max_binding;
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: format!("the f32 copy of an f16 tensor of shape {:?}", t.shape()),
+                bytes,
+                limit,
+            });
+        }
+        self.ws.check_fits(purpose, bytes)?;
+        let buffer = self.ws.scratch(purpose, bytes).buffer;
+        Ok(Tensor::over(
+            &self.ctx,
+            buffer,
+            t.shape(),
+            t.memory_format(),
+        ))
+    }
+
+    /// Records the conversion between the f16 tensor `half` and its f32 copy `single`.
+    pub(crate) fn record_convert(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        half: &Tensor,
+        single: &Tensor,
+        direction: Direction,
+    ) {
+        let count = half.numel() as u32;
+        if count == 0 {
+            return;
+        }
+        let ws = &mut self.ws;
+        let chan = ws.channel_params(0, 0, count, 0.0);
+        let workgroups = u64::from(count).div_ceil(2).div_ceil(256);
+        let grid = crate::ops::plan::grid(workgroups, self.ctx.limits().max_grid);
+        let native = self.ctx.adapter().shader_f16;
+        ws.record(encoder, "f16 conversion", |rec| {
+            if native {
+                ConvertNativeBindings {
+                    chan,
+                    half: half.slot(),
+                    single: single.slot(),
+                }
+                .encode(rec, direction, grid);
+            } else {
+                ConvertBindings {
+                    chan,
+                    half: half.slot(),
+                    single: single.slot(),
+                }
+                .encode(rec, direction, grid);
+            }
+        });
     }
 
     fn check_backward(&self, a: &BackwardArgs<'_>) -> Result<BackwardWork> {
@@ -642,6 +740,15 @@ impl Functional {
             }
         }
         let (c32, geometry, count) = geometry(
+            a.x,
+            &[
+                ("grad_output", Some(a.grad_output)),
+                ("grad_input", a.grad_input),
+                ("residual", a.residual),
+                ("grad_residual", a.grad_residual),
+            ],
+        )?;
+        check_dtypes(
             a.x,
             &[
                 ("grad_output", Some(a.grad_output)),
@@ -776,18 +883,48 @@ impl Functional {
         args: &BackwardArgs<'_>,
     ) -> Result<()> {
         let work = self.check_backward(args)?;
-        self.record_backward(encoder, args, &work);
+        if args.x.dtype() == DType::F32 {
+            self.record_backward(encoder, args, &work);
+            return Ok(());
+        }
+        // f16: as in the forward, f32 copies in, f16 gradients out.
+        let a = args;
+        let x32 = self.f32_copy("f16 input", a.x)?;
+        let dy32 = self.f32_copy("f16 grad_output", a.grad_output)?;
+        let copy = |f: &mut Self, purpose, t: Option<&Tensor>| {
+            t.map(|t| f.f32_copy(purpose, t)).transpose()
+        };
+        let r32 = copy(self, "f16 residual", a.residual)?;
+        let dx32 = copy(self, "f16 grad_input", a.grad_input)?;
+        let dr32 = copy(self, "f16 grad_residual", a.grad_residual)?;
+        let args32 = BackwardArgs {
+            x: &x32,
+            grad_output: &dy32,
+            residual: r32.as_ref(),
+            grad_input: dx32.as_ref(),
+            grad_residual: dr32.as_ref(),
+            ..*a
+        };
+        let work = self.check_backward(&args32)?;
+        self.record_convert(encoder, a.x, &x32, Direction::ToF32);
+        self.record_convert(encoder, a.grad_output, &dy32, Direction::ToF32);
+        if let (Some(r), Some(r32)) = (a.residual, &r32) {
+            self.record_convert(encoder, r, r32, Direction::ToF32);
+        }
+        self.record_backward(encoder, &args32, &work);
+        for (half, single) in [(a.grad_input, &dx32), (a.grad_residual, &dr32)] {
+            if let (Some(half), Some(single)) = (half, single) {
+                self.record_convert(encoder, half, single, Direction::ToF16);
+            }
+        }
         Ok(())
     }
 
     /// Runs the backward and waits for it.
     pub fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
-        let work = self.check_backward(args)?;
+        self.check_backward(args)?;
         let ctx = self.ctx.clone();
-        ctx.run(|encoder| {
-            self.record_backward(encoder, args, &work);
-            Ok(())
-        })
+        ctx.run(|encoder| self.encode_backward(encoder, args))
     }
 
     fn check_fold(&self, a: &FoldArgs<'_>) -> Result<u32> {

@@ -60,10 +60,12 @@ pub use error::{Error, Result};
 pub use functional::{
     BackwardArgs, BatchNormBackward, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
 };
+/// The `half` crate, whose `f16` type f16 tensors are uploaded from and read back as.
+pub use half;
 pub use ops::Activation;
 #[doc(hidden)]
 pub use ops::Walk;
-pub use tensor::{BatchCounter, MemoryFormat, Tensor, TENSOR_USAGE};
+pub use tensor::{BatchCounter, DType, MemoryFormat, Tensor, TENSOR_USAGE};
 
 /// The README's code blocks, compiled as doc tests so that they stay true.
 #[cfg(doctest)]

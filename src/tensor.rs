@@ -11,6 +11,27 @@ pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE binary32.
+    #[default]
+    F32,
+    /// IEEE binary16 (`half::f16`): activations in PyTorch's mixed mode. Statistics,
+    /// parameters and running buffers stay f32.
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+}
+
 /// The memory order of a tensor's elements, like PyTorch's `torch.memory_format`. The shape is
 /// always the logical (N, C, *spatial).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -44,6 +65,7 @@ pub struct Tensor {
     offset: u64,
     shape: Vec<usize>,
     format: MemoryFormat,
+    dtype: DType,
 }
 
 /// `format`, or Contiguous where both orders coincide (spatial size 1, or rank < 3).
@@ -66,13 +88,17 @@ pub(crate) fn numel(shape: &[usize]) -> Result<usize> {
         })
 }
 
-fn byte_len(shape: &[usize]) -> Result<u64> {
+/// The bytes a tensor of `shape` and `dtype` occupies, rounded up to whole 4-byte words (f16
+/// tensors are bound as words).
+fn byte_len(shape: &[usize], dtype: DType) -> Result<u64> {
     let n = numel(shape)? as u64;
-    n.checked_mul(4).ok_or_else(|| Error::TooLarge {
-        what: format!("a tensor of shape {shape:?}"),
-        bytes: u64::MAX,
-        limit: u64::MAX,
-    })
+    n.checked_mul(dtype.size())
+        .map(|b| b.next_multiple_of(4))
+        .ok_or_else(|| Error::TooLarge {
+            what: format!("a tensor of shape {shape:?}"),
+            bytes: u64::MAX,
+            limit: u64::MAX,
+        })
 }
 
 fn check_fits(ctx: &Context, shape: &[usize], bytes: u64) -> Result<()> {
@@ -107,6 +133,7 @@ impl Tensor {
     /// staging buffer; blocks until the copy is done.
     pub fn write(&self, ctx: &Context, data: &[f32]) -> Result<()> {
         self.check_context(ctx, "the tensor")?;
+        self.expect_dtype("Tensor::write (f16 tensors: write_f16)", DType::F32)?;
         if data.len() != self.numel() {
             return Err(Error::ShapeMismatch {
                 what: "Tensor::write data length".into(),
@@ -120,6 +147,7 @@ impl Tensor {
     /// Reads the tensor into `out` (its length must equal the tensor's), through a reused
     /// staging buffer; blocks until the GPU is done with the tensor.
     pub fn read_into(&self, ctx: &Context, out: &mut [f32]) -> Result<()> {
+        self.expect_dtype("Tensor::read_into (f16 tensors: to_host_f16)", DType::F32)?;
         self.check_context(ctx, "the tensor")?;
         if out.len() != self.numel() {
             return Err(Error::ShapeMismatch {
@@ -146,7 +174,11 @@ impl Tensor {
     /// limits first, and an out-of-memory surfaces through the device's uncaptured-error
     /// handler (reported by the context's next scoped call).
     pub(crate) fn empty_unscoped(ctx: &Context, shape: &[usize]) -> Result<Self> {
-        let bytes = byte_len(shape)?;
+        Tensor::empty_unscoped_of(ctx, shape, DType::F32)
+    }
+
+    fn empty_unscoped_of(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Self> {
+        let bytes = byte_len(shape, dtype)?;
         check_fits(ctx, shape, bytes)?;
         let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("tensor"),
@@ -160,6 +192,7 @@ impl Tensor {
             offset: 0,
             shape: shape.to_vec(),
             format: MemoryFormat::Contiguous,
+            dtype,
         })
     }
 
@@ -172,7 +205,8 @@ impl Tensor {
         offset: u64,
         shape: &[usize],
     ) -> Result<Self> {
-        let bytes = byte_len(shape)?;
+        let dtype = DType::F32;
+        let bytes = byte_len(shape, dtype)?;
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::InvalidBuffer(
                 "the buffer lacks BufferUsages::STORAGE".into(),
@@ -197,6 +231,7 @@ impl Tensor {
             offset,
             shape: shape.to_vec(),
             format: MemoryFormat::Contiguous,
+            dtype,
         })
     }
 
@@ -210,7 +245,115 @@ impl Tensor {
     /// Reads the tensor back into host memory through its own context (blocks until the GPU is
     /// done with it).
     pub fn to_host(&self) -> Result<Vec<f32>> {
-        read_f32(&self.ctx, &self.buffer, self.offset, self.numel())
+        match self.dtype {
+            DType::F32 => read_f32(&self.ctx, &self.buffer, self.offset, self.numel()),
+            DType::F16 => Ok(self.to_host_f16()?.iter().map(|v| v.to_f32()).collect()),
+        }
+    }
+
+    /// The values of an f16 tensor (blocks until the GPU is done with it).
+    pub fn to_host_f16(&self) -> Result<Vec<half::f16>> {
+        self.expect_dtype("Tensor::to_host_f16", DType::F16)?;
+        let mut words = vec![0u8; byte_len(&self.shape, DType::F16)? as usize];
+        download(&self.ctx, &self.buffer, self.offset, &mut words)?;
+        Ok(words
+            .chunks_exact(2)
+            .take(self.numel())
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+            .collect())
+    }
+
+    /// Uploads f16 `data` as a tensor of `shape` (see [`DType::F16`]).
+    ///
+    /// ```no_run
+    /// use wgpu_batchnorm::{Context, DType, Tensor};
+    /// let ctx = Context::new()?;
+    /// let x = Tensor::from_f16(&ctx, &[half::f16::from_f32(0.5); 6], &[2, 3])?;
+    /// assert_eq!(x.dtype(), DType::F16);
+    /// assert_eq!(x.to_host()?, vec![0.5; 6]);
+    /// # Ok::<(), wgpu_batchnorm::Error>(())
+    /// ```
+    pub fn from_f16(ctx: &Context, data: &[half::f16], shape: &[usize]) -> Result<Self> {
+        let tensor = Tensor::empty_of(ctx, shape, DType::F16, MemoryFormat::Contiguous)?;
+        tensor.write_f16(data)?;
+        Ok(tensor)
+    }
+
+    /// Uploads f16 values given as their bit patterns.
+    pub fn from_f16_bits(ctx: &Context, data: &[u16], shape: &[usize]) -> Result<Self> {
+        let values: Vec<half::f16> = data.iter().map(|&b| half::f16::from_bits(b)).collect();
+        Tensor::from_f16(ctx, &values, shape)
+    }
+
+    /// Uploads f32 `data` rounded to f16 (to nearest, ties to even).
+    pub fn from_f32_as_f16(ctx: &Context, data: &[f32], shape: &[usize]) -> Result<Self> {
+        let values: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        Tensor::from_f16(ctx, &values, shape)
+    }
+
+    /// Overwrites an f16 tensor with `data`; blocks until the copy is done.
+    pub fn write_f16(&self, data: &[half::f16]) -> Result<()> {
+        self.expect_dtype("Tensor::write_f16", DType::F16)?;
+        if data.len() != self.numel() {
+            return Err(Error::ShapeMismatch {
+                what: "Tensor::write_f16 data length".into(),
+                expected: vec![self.numel()],
+                got: vec![data.len()],
+            });
+        }
+        // Whole words: an odd count is padded with a zero half, inside the tensor's own
+        // rounded-up allocation.
+        let mut bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.resize(byte_len(&self.shape, DType::F16)? as usize, 0);
+        upload(&self.ctx, &self.buffer, self.offset, &bytes)
+    }
+
+    /// A new zeroed tensor of `shape`, `dtype` and memory `format`.
+    pub fn empty_of(
+        ctx: &Context,
+        shape: &[usize],
+        dtype: DType,
+        format: MemoryFormat,
+    ) -> Result<Self> {
+        Ok(ctx
+            .scoped(|| Tensor::empty_unscoped_of(ctx, shape, dtype))?
+            .with_memory_format(format))
+    }
+
+    /// An f32 tensor over the start of `buffer` (the crate's own scratch space).
+    pub(crate) fn over(
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        shape: &[usize],
+        format: MemoryFormat,
+    ) -> Tensor {
+        Tensor {
+            ctx: ctx.clone(),
+            buffer,
+            offset: 0,
+            shape: shape.to_vec(),
+            format: MemoryFormat::Contiguous,
+            dtype: DType::F32,
+        }
+        .with_memory_format(format)
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A typed error unless the tensor holds `dtype`.
+    pub(crate) fn expect_dtype(&self, what: &str, dtype: DType) -> Result<()> {
+        if self.dtype == dtype {
+            Ok(())
+        } else {
+            Err(Error::DTypeMismatch {
+                what: what.to_string(),
+                expected: dtype,
+                got: self.dtype,
+            })
+        }
     }
 
     /// A new tensor of `shape` filled with zeros (the same as [`Tensor::empty`]: new buffers
@@ -286,9 +429,10 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    /// Size of the data in bytes.
+    /// Size of the data in bytes (f16 tensors: rounded up to whole 4-byte words, the size
+    /// they are bound with).
     pub fn size_bytes(&self) -> u64 {
-        self.numel() as u64 * 4
+        (self.numel() as u64 * self.dtype.size()).next_multiple_of(4)
     }
 
     /// The underlying buffer.
@@ -335,6 +479,7 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tensor")
             .field("shape", &self.shape)
+            .field("dtype", &self.dtype)
             .field("format", &self.format)
             .field("offset", &self.offset)
             .field("buffer_size", &self.buffer.size())

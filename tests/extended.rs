@@ -1,6 +1,6 @@
-//! The extended PyTorch-made cases (`tests/data/extended`: channels-last layouts, fused
-//! activations and residuals, the eval fold) on both reduction paths, and the conv + batch
-//! norm fold fixture (`tests/data/fold/conv_bn.json`).
+//! The extended PyTorch-made cases (`tests/data/extended`: f16 activations, channels-last
+//! layouts, fused activations and residuals, the eval fold) on both reduction paths and both
+//! f16 paths, and the conv + batch norm fold fixture (`tests/data/fold/conv_bn.json`).
 
 mod support;
 
@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 use support::golden::{self, f32s, f64s, TOL};
 use wgpu_batchnorm::fold::fuse_conv_bn_weights;
-use wgpu_batchnorm::{BatchNorm2d, BatchNormOptions};
+use wgpu_batchnorm::{BatchNorm2d, BatchNormOptions, Context, ContextOptions};
 
 fn data(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,31 +17,45 @@ fn data(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
-/// Every float32 extended case passes, well inside its tolerances (the bar is 0.05 of
-/// each bound); float16 cases are reported as skipped (not yet supported), never as passed.
+/// Every extended case passes on both reduction paths and on both f16 paths (f16 storage
+/// where the adapter has SHADER_F16, u32 words otherwise), well inside its tolerances: the
+/// issue's bars are 0.05 of each bound for float32 cases and 0.35 for float16 cases (where
+/// one rounding to f16 alone costs about 0.2).
 #[test]
-fn extended_cases_pass_on_every_reduction_path() {
+fn extended_cases_pass_on_every_reduction_and_f16_path() {
     let files = golden::collect(&data("extended"));
     assert!(files.len() >= 20, "extended cases missing: {files:?}");
-    for (label, ctx) in support::contexts() {
-        let mut worst: f64 = 0.0;
-        let mut checked = 0;
+    let mut contexts = support::contexts();
+    contexts.push((
+        "f16 as u32 words",
+        Context::with_options(ContextOptions {
+            disable_f16: true,
+            ..ContextOptions::from_env()
+        })
+        .unwrap(),
+    ));
+    for (label, ctx) in contexts {
+        let (mut worst32, mut worst16): (f64, f64) = (0.0, 0.0);
         for file in &files {
             let report = golden::replay_file(&ctx, file);
             println!("[{label}] {}", report.line());
-            let f16 = report.name.starts_with("ext_f16");
-            match &report.skipped {
-                Some(why) => assert!(f16, "[{label}] {} skipped: {why}", report.name),
-                None => {
-                    assert!(!f16, "[{label}] {}: an f16 case was replayed", report.name);
-                    assert!(report.passed(), "[{label}] {}", report.line());
-                    worst = worst.max(report.worst().map_or(0.0, |w| w.ratio));
-                    checked += 1;
-                }
+            assert!(report.passed(), "[{label}] {}", report.line());
+            let worst = report.worst().map_or(0.0, |w| w.ratio);
+            if report.name.starts_with("ext_f16") {
+                worst16 = worst16.max(worst);
+            } else {
+                worst32 = worst32.max(worst);
             }
         }
-        assert_eq!(checked, 12, "[{label}] float32 extended cases replayed");
-        assert!(worst <= 0.05, "[{label}] worst err/allowed {worst}");
+        println!("[{label}] worst err/allowed: f32 {worst32:.3e}, f16 {worst16:.3e}");
+        assert!(
+            worst32 <= 0.05,
+            "[{label}] float32 worst err/allowed {worst32}"
+        );
+        assert!(
+            worst16 <= 0.35,
+            "[{label}] float16 worst err/allowed {worst16}"
+        );
     }
 }
 

@@ -23,12 +23,14 @@ bindings! {
 }
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
     name: "backward_finalize",
     source: include_str!("../../shaders/backward_finalize.wgsl"),
     bindings: BackwardFinalizeBindings::SPEC,
     assembly: Assembly::PerChannel,
     has_statistics: true,
     has_epilogue: false,
+    has_direction: false,
     workgroup_size: 64,
 };
 

@@ -26,12 +26,14 @@ bindings! {
 }
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
     name: "backward_input",
     source: include_str!("../../shaders/backward_input.wgsl"),
     bindings: BackwardInputBindings::SPEC,
     assembly: Assembly::TensorMap,
     has_statistics: true,
     has_epilogue: false,
+    has_direction: false,
     workgroup_size: 0,
 };
 

@@ -30,12 +30,14 @@ bindings! {
 }
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
     name: "backward_reduce",
     source: include_str!("../../shaders/backward_reduce.wgsl"),
     bindings: BackwardReduceBindings::SPEC,
     assembly: Assembly::TensorReduce,
     has_statistics: false,
     has_epilogue: true,
+    has_direction: false,
     workgroup_size: 0,
 };
 
@@ -45,6 +47,7 @@ impl BackwardReduceBindings {
         let special = Specialize {
             statistics: Statistics::Batch,
             epilogue,
+            to_f16: false,
         };
         rec.dispatch_blocks(Kernel::BackwardReduce, prepared, special, |at| {
             self.resolve(at)

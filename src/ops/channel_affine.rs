@@ -27,12 +27,14 @@ bindings! {
 }
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
     name: "channel_affine",
     source: include_str!("../../shaders/channel_affine.wgsl"),
     bindings: ChannelAffineBindings::SPEC,
     assembly: Assembly::Single,
     has_statistics: true,
     has_epilogue: false,
+    has_direction: false,
     workgroup_size: 256,
 };
 

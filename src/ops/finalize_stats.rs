@@ -21,12 +21,14 @@ bindings! {
 }
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
     name: "finalize_stats",
     source: include_str!("../../shaders/finalize_stats.wgsl"),
     bindings: FinalizeStatsBindings::SPEC,
     assembly: Assembly::PerChannel,
     has_statistics: false,
     has_epilogue: false,
+    has_direction: false,
     workgroup_size: 64,
 };
 

@@ -11,6 +11,7 @@
 //! | backward per channel | [`backward_finalize`] | `backward_finalize.wgsl` |
 //! | grad_input | [`backward_input`] | `backward_input.wgsl` |
 //! | per-channel coefficients (backward epilogue, eval fold) | [`channel_affine`] | `channel_affine.wgsl` |
+//! | f16 <-> f32 copies of f16 activations | [`convert`] | `convert.wgsl` + `convert_packed.wgsl` / `convert_native.wgsl` |
 //!
 //! Each module declares its bindings once, with [`bindings!`]: a struct with one named field
 //! per binding. That declaration is the only place a binding's number lives: it gives the
@@ -30,6 +31,7 @@ pub(crate) mod backward_finalize;
 pub(crate) mod backward_input;
 pub(crate) mod backward_reduce;
 pub(crate) mod channel_affine;
+pub(crate) mod convert;
 pub(crate) mod finalize_stats;
 pub(crate) mod normalize;
 pub(crate) mod plan;
@@ -66,10 +68,12 @@ pub(crate) enum Kernel {
     BackwardFinalize,
     BackwardInput,
     ChannelAffine,
+    Convert,
+    ConvertNative,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 8] = [
+    const ALL: [Kernel; 10] = [
         Kernel::Stats,
         Kernel::FinalizeStats,
         Kernel::Normalize,
@@ -78,6 +82,8 @@ impl Kernel {
         Kernel::BackwardFinalize,
         Kernel::BackwardInput,
         Kernel::ChannelAffine,
+        Kernel::Convert,
+        Kernel::ConvertNative,
     ];
 
     fn spec(self) -> &'static KernelSpec {
@@ -90,6 +96,8 @@ impl Kernel {
             Kernel::BackwardFinalize => &backward_finalize::SPEC,
             Kernel::BackwardInput => &backward_input::SPEC,
             Kernel::ChannelAffine => &channel_affine::SPEC,
+            Kernel::Convert => &convert::SPEC,
+            Kernel::ConvertNative => &convert::NATIVE_SPEC,
         }
     }
 
@@ -260,6 +268,8 @@ impl Epilogue {
 pub(crate) struct Specialize {
     pub statistics: Statistics,
     pub epilogue: Epilogue,
+    /// Conversions only: to f16 (`TO_F16`).
+    pub to_f16: bool,
 }
 
 impl From<Statistics> for Specialize {
@@ -267,6 +277,7 @@ impl From<Statistics> for Specialize {
         Specialize {
             statistics,
             epilogue: Epilogue::NONE,
+            to_f16: false,
         }
     }
 }
@@ -294,6 +305,8 @@ pub(crate) struct Variant {
     pub epilogue: Epilogue,
     pub workgroup_size: u32,
     pub statistics: Statistics,
+    /// Conversions only: to f16.
+    pub to_f16: bool,
     /// Which of the kernel's bindings are bound (absent optional ones are not), by position
     /// in its bindings struct; derived from the struct, never written by hand.
     pub present: u16,
@@ -523,6 +536,10 @@ pub(crate) struct KernelSpec {
     pub has_statistics: bool,
     /// Whether the shader uses `epilogue.wgsl` (`ACT`, `LEAKY_SLOPE`).
     pub has_epilogue: bool,
+    /// Whether the shader declares `TO_F16`.
+    pub has_direction: bool,
+    /// Source placed before everything else (`enable` directives).
+    pub prelude: &'static str,
     /// Invocations per workgroup of the non-tensor kernels.
     pub workgroup_size: u32,
 }
@@ -675,6 +692,7 @@ impl Pipelines {
             } else {
                 Statistics::Batch
             },
+            to_f16: spec.has_direction && special.to_f16,
             present,
         }
     }
@@ -697,6 +715,7 @@ impl Pipelines {
             Assembly::Single => &[COMMON],
         };
         let mut src = String::with_capacity(16 * 1024);
+        src.push_str(spec.prelude);
         src.push_str(&declarations(spec));
         for piece in pieces {
             src.push_str(piece);
@@ -729,6 +748,9 @@ impl Pipelines {
         if spec.has_statistics {
             let running = v.statistics == Statistics::Running;
             constants.push(("USE_RUNNING".into(), f64::from(u8::from(running))));
+        }
+        if spec.has_direction {
+            constants.push(("TO_F16".into(), f64::from(u8::from(v.to_f16))));
         }
         if spec.has_epilogue {
             constants.push(("ACT".into(), f64::from(v.epilogue.act)));

@@ -26,12 +26,14 @@ bindings! {
 }
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
     name: "normalize",
     source: include_str!("../../shaders/normalize.wgsl"),
     bindings: NormalizeBindings::SPEC,
     assembly: Assembly::TensorMap,
     has_statistics: true,
     has_epilogue: true,
+    has_direction: false,
     workgroup_size: 0,
 };
 

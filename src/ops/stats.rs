@@ -14,12 +14,14 @@ bindings! {
 }
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
     name: "stats",
     source: include_str!("../../shaders/stats.wgsl"),
     bindings: StatsBindings::SPEC,
     assembly: Assembly::TensorReduce,
     has_statistics: false,
     has_epilogue: false,
+    has_direction: false,
     workgroup_size: 0,
 };
 

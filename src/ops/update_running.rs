@@ -23,12 +23,14 @@ bindings! {
 }
 
 pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
     name: "update_running",
     source: include_str!("../../shaders/update_running.wgsl"),
     bindings: UpdateRunningBindings::SPEC,
     assembly: Assembly::Single,
     has_statistics: false,
     has_epilogue: false,
+    has_direction: false,
     workgroup_size: 256,
 };
 

@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use serde_json::Value;
+use wgpu_batchnorm::half;
 use wgpu_batchnorm::{
-    Activation, BatchNorm, BatchNormOptions, Context, Flavor, MemoryFormat, Tensor,
+    Activation, BatchNorm, BatchNormOptions, Context, DType, Flavor, MemoryFormat, Tensor,
 };
 
 /// The golden README's base tolerance.
@@ -207,14 +208,18 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
     let steps = case["steps"].as_array().ok_or("no steps")?;
     for (i, step) in steps.iter().enumerate() {
         bn.set_training(step["training"].as_bool().ok_or("step without training")?);
-        let input = f32s(&step["input"]).ok_or("step without input")?;
-        let x = Tensor::from_slice_in(ctx, &input, &shape, ext.format).map_err(err)?;
+        let x = ext
+            .upload(ctx, &step["input"], &shape)
+            .ok_or("step without input")?
+            .map_err(err)?;
         if !step["fold_scale_f64"].is_null() {
             check_fold(&mut bn, step, i, report)?;
         }
         let residual = if ext.residual {
-            let r = f32s(&step["residual"]).ok_or("step without residual")?;
-            Some(Tensor::from_slice_in(ctx, &r, &shape, ext.format).map_err(err)?)
+            let r = ext
+                .upload(ctx, &step["residual"], &shape)
+                .ok_or("step without residual")?;
+            Some(r.map_err(err)?)
         } else {
             None
         };
@@ -235,7 +240,7 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
         report.checks.push(Check {
             step: i,
             field: "output",
-            ratio: rel_l2_ratio(&y, &y64, k),
+            ratio: rel_l2_ratio(&y, &y64, k * ext.tol.elementwise / TOL),
         });
         if options.track_running_stats {
             let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_else(|| vec![kappa; c]);
@@ -266,7 +271,7 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
             }
         }
         if !step["grad_output"].is_null() {
-            check_backward(ctx, &mut bn, step, i, (&shape, ext.format), k, report)?;
+            check_backward(ctx, &mut bn, (step, i), &shape, &ext, k, report)?;
         }
     }
     Ok(())
@@ -276,15 +281,17 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
 fn check_backward(
     ctx: &Context,
     bn: &mut BatchNorm,
-    step: &Value,
-    i: usize,
-    (shape, format): (&[usize], MemoryFormat),
+    (step, i): (&Value, usize),
+    shape: &[usize],
+    ext: &Extended,
     k: f64,
     report: &mut CaseReport,
 ) -> Result<(), String> {
     let err = |e: wgpu_batchnorm::Error| e.to_string();
-    let dy = f32s(&step["grad_output"]).ok_or("grad_output not an array")?;
-    let dy = Tensor::from_slice_in(ctx, &dy, shape, format).map_err(err)?;
+    let dy = ext
+        .upload(ctx, &step["grad_output"], shape)
+        .ok_or("grad_output not an array")?
+        .map_err(err)?;
     let grads = bn
         .backward(&dy)
         .map_err(|e| format!("step {i}: backward failed: {e}"))?;
@@ -303,7 +310,7 @@ fn check_backward(
         step: i,
         field: "grad_input",
         ratio: if gx.len() == gx64.len() {
-            ratio(diff, TOL * k * scale)
+            ratio(diff, ext.tol.elementwise * k * scale)
         } else {
             f64::INFINITY
         },
@@ -319,7 +326,7 @@ fn check_backward(
                 step: i,
                 field: "grad_residual",
                 ratio: if got.len() == want.len() {
-                    ratio(l2_diff(&got, &want), TOL * scale)
+                    ratio(l2_diff(&got, &want), ext.tol.elementwise * scale)
                 } else {
                     f64::INFINITY
                 },
@@ -351,7 +358,9 @@ fn check_backward(
                     field: if weighted { "grad_weight" } else { "grad_bias" },
                     ratio: if got.len() == want.len() && scales.len() == want.len() {
                         per_channel_ratio(&got, &want, |c| {
-                            TOL * if weighted { k_c(c) } else { 1.0 } * scales[c]
+                            ext.tol.parameter_grads
+                                * if weighted { k_c(c) } else { 1.0 }
+                                * scales[c]
                         })
                     } else {
                         f64::INFINITY
@@ -383,15 +392,58 @@ struct Extended {
     format: MemoryFormat,
     activation: Activation,
     residual: bool,
+    dtype: DType,
+    tol: Tolerances,
+}
+
+/// The golden README's TOL per quantity: float16 cases loosen the elementwise outputs (one
+/// rounding to f16) and the parameter gradients; statistics and the fold keep 1e-5.
+struct Tolerances {
+    elementwise: f64,
+    parameter_grads: f64,
+}
+
+impl Extended {
+    /// An elementwise array of the case as a tensor of its dtype and layout (float16 values
+    /// are parsed as f64, then rounded to f16, as the README requires).
+    fn upload(
+        &self,
+        ctx: &Context,
+        v: &Value,
+        shape: &[usize],
+    ) -> Option<wgpu_batchnorm::Result<Tensor>> {
+        let t = match self.dtype {
+            DType::F16 => {
+                let halves: Vec<half::f16> =
+                    f64s(v)?.into_iter().map(half::f16::from_f64).collect();
+                Tensor::from_f16(ctx, &halves, shape)
+            }
+            _ => Tensor::from_slice(ctx, &f32s(v)?, shape),
+        };
+        Some(t.map(|t| t.with_memory_format(self.format)))
+    }
 }
 
 impl Extended {
     /// The case's extended fields, or why they cannot be replayed.
     fn parse(case: &Value) -> Result<Self, String> {
-        match case["dtype"].as_str() {
-            None | Some("float32") => {}
-            Some(other) => return Err(format!("dtype {other} is not supported yet")),
-        }
+        let (dtype, tol) = match case["dtype"].as_str() {
+            None | Some("float32") => (
+                DType::F32,
+                Tolerances {
+                    elementwise: TOL,
+                    parameter_grads: TOL,
+                },
+            ),
+            Some("float16") => (
+                DType::F16,
+                Tolerances {
+                    elementwise: 1e-3,
+                    parameter_grads: 1e-4,
+                },
+            ),
+            Some(other) => return Err(format!("unknown dtype {other}")),
+        };
         // The base cases describe their layout in words ("contiguous, row-major, ...").
         let format = match case["layout"].as_str() {
             None => MemoryFormat::Contiguous,
@@ -413,6 +465,8 @@ impl Extended {
             format,
             activation,
             residual: case["residual"].as_bool().unwrap_or(false),
+            dtype,
+            tol,
         })
     }
 }
