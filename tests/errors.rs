@@ -4,7 +4,7 @@ mod support;
 
 use wgpu_batchnorm::{
     Activation, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Context,
-    ContextOptions, Error, ForwardArgs, Functional, GradOutputs, MemoryFormat, Tensor,
+    ContextOptions, DType, Error, ForwardArgs, Functional, GradOutputs, MemoryFormat, Tensor,
 };
 
 type State = (Option<Vec<f32>>, Option<Vec<f32>>, Option<u64>);
@@ -399,4 +399,75 @@ fn mismatched_layouts_residuals_and_activations_are_typed_errors() {
         fold(&[1.0; 6], Some(&[0.0; 3]), &[1.0; 2], &[0.0; 2]),
         Err(Error::ShapeMismatch { .. })
     ));
+}
+
+/// f16 activations take f16 partners and f32 parameters; anything else is a typed error that
+/// changes nothing.
+#[test]
+fn mixed_dtypes_are_typed_errors() {
+    let ctx = support::context();
+    let mut bn = trained_module(&ctx, BatchNormOptions::default());
+    let shape = [2, 3, 2, 2];
+    let numel: usize = shape.iter().product();
+    let x16 = Tensor::from_f32_as_f16(&ctx, &vec![0.5; numel], &shape).unwrap();
+    let x32 = input(&ctx, &shape);
+    let before = state(&bn);
+
+    // An f32 residual for an f16 input, an f32 output for it.
+    let err = bn.forward_residual(&x16, &x32).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::DTypeMismatch {
+                expected: DType::F16,
+                got: DType::F32,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.torch_kind(), Some("RuntimeError"));
+    let err = bn.forward_into(&x16, &x32).unwrap_err();
+    assert!(matches!(err, Error::DTypeMismatch { .. }), "{err}");
+    assert_eq!(state(&bn), before, "a refused forward changed the module");
+
+    // f16 per-channel tensors in the functional API.
+    let mut f = Functional::new(&ctx);
+    let w16 = Tensor::from_f32_as_f16(&ctx, &[1.0; 3], &[3]).unwrap();
+    let y16 = Tensor::empty_of(&ctx, &shape, DType::F16, MemoryFormat::Contiguous).unwrap();
+    let err = f
+        .forward(&ForwardArgs {
+            weight: Some(&w16),
+            ..ForwardArgs::new(&x16, &y16)
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::DTypeMismatch { .. }), "{err}");
+
+    // An f32 grad_output for an f16 forward; f32 host calls on f16 tensors.
+    bn.forward(&x16).unwrap();
+    let err = bn.backward(&x32).unwrap_err();
+    assert!(matches!(err, Error::DTypeMismatch { .. }), "{err}");
+    assert!(matches!(
+        x16.write(&ctx, &vec![0.0; numel]),
+        Err(Error::DTypeMismatch { .. })
+    ));
+    assert!(matches!(
+        x32.to_host_f16(),
+        Err(Error::DTypeMismatch { .. })
+    ));
+    // ... while the f16 ones work, and f16 values come back exactly.
+    let y = bn.forward(&x16).unwrap();
+    assert_eq!(y.dtype(), DType::F16);
+    let grads = bn.backward(&x16).unwrap();
+    assert_eq!(grads.grad_input.dtype(), DType::F16);
+    assert_eq!(grads.grad_weight.unwrap().dtype(), DType::F32);
+    let bits: Vec<u16> = (0..numel as u16).map(|i| 0x3c00 + i).collect();
+    let t = Tensor::from_f16_bits(&ctx, &bits, &shape).unwrap();
+    let back: Vec<u16> = t
+        .to_host_f16()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    assert_eq!(back, bits);
 }

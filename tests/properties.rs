@@ -14,9 +14,10 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use support::checks::{forward_ratio, gradient_ratio, gradient_ratio_through, module_pair};
 use support::golden::{per_channel_ratio, TOL};
 use support::Rng;
+use wgpu_batchnorm::half;
 use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
 use wgpu_batchnorm::{
-    Activation, BackwardArgs, BatchCounter, BatchNormOptions, Context, Error, ForwardArgs,
+    Activation, BackwardArgs, BatchCounter, BatchNormOptions, Context, DType, Error, ForwardArgs,
     Functional, Gradients, MemoryFormat, RunningStats, SavedStats, Tensor,
 };
 
@@ -492,6 +493,103 @@ fn epilogues_and_memory_formats_match_the_reference_on_random_cases() {
     runner(150)
         .run(&strategy, |(shape, options, how, seed)| {
             check_epilogue(&ctx, &shape, options, how, seed);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// An f16 call is the f32 call on the same (f16-exact) values with each f16 output rounded
+/// once, to nearest even: outputs and input gradients equal the f32 module's rounded to f16,
+/// bit for bit, and parameter gradients and running statistics equal the f32 module's. Both
+/// f16 paths (f16 storage, u32 words), random shapes, memory formats and epilogues.
+fn check_f16(
+    contexts: &[Context],
+    shape: &[usize],
+    (format, act, with_residual, training): (MemoryFormat, Activation, bool, bool),
+    seed: u64,
+) {
+    let what = format!("{shape:?} {format:?} {act:?} residual {with_residual} training {training}");
+    if !enough_values(shape) {
+        return;
+    }
+    let mut rng = Rng::new(seed);
+    let numel: usize = shape.iter().product();
+    let round =
+        |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect() };
+    let x = round(data(&mut rng, shape));
+    let r = round(rng.vec_f32(numel, -1.0, 1.0));
+    let dy = round(rng.vec_f32(numel, -1.0, 1.0));
+    let mut results = Vec::new();
+    for ctx in contexts {
+        for dtype in [DType::F32, DType::F16] {
+            let (mut bn, _) =
+                module_pair(ctx, shape, BatchNormOptions::default(), &mut Rng::new(seed));
+            bn.set_training(training).set_activation(act);
+            let t = |v: &[f32]| {
+                let t = match dtype {
+                    DType::F16 => Tensor::from_f32_as_f16(ctx, v, shape),
+                    _ => Tensor::from_slice(ctx, v, shape),
+                };
+                t.unwrap().with_memory_format(format)
+            };
+            let rt = t(&r);
+            let (y, saved) = bn
+                .forward_saved_residual(&t(&x), with_residual.then_some(&rt))
+                .unwrap();
+            let grads = bn.backward_saved(&saved, &t(&dy)).unwrap();
+            let host = |t: &Tensor| t.to_host().unwrap();
+            results.push((
+                dtype,
+                host(&y),
+                host(&grads.grad_input),
+                grads.grad_residual.as_ref().map(host),
+                grads.grad_weight.as_ref().map(host),
+                bn.running_mean().unwrap(),
+                bn.running_var().unwrap(),
+            ));
+        }
+    }
+    let rounded = |v: &[f32]| round(v.to_vec());
+    for pair in results.chunks(2) {
+        let (f32_run, f16_run) = (&pair[0], &pair[1]);
+        assert_eq!(f16_run.1, rounded(&f32_run.1), "{what}: output");
+        assert_eq!(f16_run.2, rounded(&f32_run.2), "{what}: grad_input");
+        assert_eq!(
+            f16_run.3,
+            f32_run.3.as_deref().map(rounded),
+            "{what}: grad_residual"
+        );
+        assert_eq!(f16_run.4, f32_run.4, "{what}: grad_weight");
+        assert_eq!(
+            (&f16_run.5, &f16_run.6),
+            (&f32_run.5, &f32_run.6),
+            "{what}: running"
+        );
+    }
+}
+
+#[test]
+fn f16_calls_are_f32_calls_rounded_once_on_both_f16_paths() {
+    let contexts = [
+        support::context(),
+        Context::with_options(wgpu_batchnorm::ContextOptions {
+            disable_f16: true,
+            ..wgpu_batchnorm::ContextOptions::from_env()
+        })
+        .unwrap(),
+    ];
+    let format = prop_oneof![
+        Just(MemoryFormat::Contiguous),
+        Just(MemoryFormat::ChannelsLast)
+    ];
+    let strategy = (
+        shape(),
+        (format, activation(), any::<bool>(), any::<bool>()),
+        any::<u64>(),
+    );
+    runner(60)
+        .run(&strategy, |(shape, how, seed)| {
+            check_f16(&contexts, &shape, how, seed);
             Ok(())
         })
         .unwrap();
