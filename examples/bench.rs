@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use wgpu_batchnorm::bench::{median, CopyKernel, GpuTimer};
 use wgpu_batchnorm::{
-    Activation, BatchNorm, BatchNormOptions, Context, ContextOptions, Flavor, GradOutputs,
+    Activation, BatchNorm, BatchNormOptions, Context, ContextOptions, DType, Flavor, GradOutputs,
     MemoryFormat, Saved, Tensor,
 };
 
@@ -42,6 +42,8 @@ struct Row {
     layout: &'static str,
     /// "none" or "relu+residual".
     epilogue: &'static str,
+    /// "f32" or "f16".
+    dtype: &'static str,
     median_ms: f64,
     gb_per_s: f64,
     copy_ratio: f64,
@@ -144,7 +146,7 @@ fn bench_shape(
     let mut copy_run: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)));
     let mut rows = Vec::new();
     let mut push = |op: &'static str,
-                    (layout, epilogue): (&'static str, &'static str),
+                    (layout, epilogue, dtype): (&'static str, &'static str, &'static str),
                     (ms, ratio): (f64, f64),
                     bytes_per_element: f64| {
         rows.push(Row {
@@ -152,12 +154,13 @@ fn bench_shape(
             op,
             layout,
             epilogue,
+            dtype,
             median_ms: ms,
             gb_per_s: bytes_per_element * numel as f64 / (ms * 1e-3) / 1e9,
             copy_ratio: ratio,
         })
     };
-    let base = ("nchw", "none");
+    let base = ("nchw", "none", "f32");
     let mut copy_again: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)));
     push(
         "copy",
@@ -169,18 +172,34 @@ fn bench_shape(
     // The plain module; channels-last (where it differs: a spatial extent); the fused ResNet
     // tail relu(bn(x) + residual), whose traffic adds one residual read to each forward and,
     // in the backward, the residual read and grad_residual written once.
-    let mut variants = vec![(MemoryFormat::Contiguous, false)];
+    // f16 activations (their ratios are to a copy of the same f16 bytes, their traffic model
+    // half the f32 one).
+    let mut variants = vec![(MemoryFormat::Contiguous, false, DType::F32)];
     if shape.len() > 2 {
-        variants.push((MemoryFormat::ChannelsLast, false));
+        variants.push((MemoryFormat::ChannelsLast, false, DType::F32));
     }
-    variants.push((MemoryFormat::Contiguous, true));
-    for (format, fused) in variants {
+    variants.push((MemoryFormat::Contiguous, true, DType::F32));
+    variants.push((MemoryFormat::Contiguous, false, DType::F16));
+    for (format, fused, dtype) in variants {
         let layout = match format {
             MemoryFormat::ChannelsLast => "channels_last",
             _ => "nchw",
         };
-        let label = (layout, if fused { "relu+residual" } else { "none" });
-        let t = |seed: u32| Tensor::from_slice_in(ctx, &data(numel, seed), shape, format);
+        let f16 = dtype == DType::F16;
+        let label = (
+            layout,
+            if fused { "relu+residual" } else { "none" },
+            if f16 { "f16" } else { "f32" },
+        );
+        let t = |seed: u32| {
+            let v = data(numel, seed);
+            let t = if f16 {
+                Tensor::from_f32_as_f16(ctx, &v, shape)
+            } else {
+                Tensor::from_slice(ctx, &v, shape)
+            };
+            t.map(|t| t.with_memory_format(format))
+        };
         let (x, dy, residual) = (t(1)?, t(2)?, t(3)?);
         let (y, dx, gr) = (t(0)?, t(0)?, t(0)?);
         let c = shape[1];
@@ -191,11 +210,27 @@ fn bench_shape(
             bn.set_activation(Activation::Relu);
         }
         let extra = if fused { 4.0 } else { 0.0 };
+        let scale = if f16 { 0.5 } else { 1.0 };
         let ops: [(&'static str, f64, bool); 3] = [
-            ("train_forward", 12.0 + extra, true),
-            ("train_backward", 20.0 + 2.0 * extra, true),
-            ("eval_forward", 8.0 + extra, false),
+            ("train_forward", (12.0 + extra) * scale, true),
+            ("train_backward", (20.0 + 2.0 * extra) * scale, true),
+            ("eval_forward", (8.0 + extra) * scale, false),
         ];
+        // The f16 baseline: a copy of the same f16 bytes, in closures that own their tensors.
+        let copy_of = |cx: Tensor, cy: Tensor| -> Timed<'_> {
+            Box::new(move || timer.time(ctx, |e| copy.encode(ctx, e, &cx, &cy)))
+        };
+        let (cx, cy) = (t(4)?, t(0)?);
+        let mut copy_same = copy_of(cx.clone(), cy.clone());
+        if f16 {
+            let mut again = copy_of(cx, cy);
+            push(
+                "copy",
+                label,
+                measure(reps, &mut copy_same, &mut again)?,
+                4.0,
+            );
+        }
         for (op, bytes, training) in ops {
             bn.set_training(training);
             let mut encoder = ctx.device().create_command_encoder(&Default::default());
@@ -221,7 +256,8 @@ fn bench_shape(
                     })
                 })
             };
-            push(op, label, measure(reps, &mut copy_run, &mut run)?, bytes);
+            let baseline = if f16 { &mut copy_same } else { &mut copy_run };
+            push(op, label, measure(reps, baseline, &mut run)?, bytes);
         }
     }
 
@@ -272,8 +308,8 @@ fn json(rows: &[Row], ctx: &Context) -> String {
         .iter()
         .map(|r| {
             format!(
-                "  {{\"shape\": {:?}, \"op\": \"{}\", \"dtype\": \"f32\", \"layout\": \"{}\", \"epilogue\": \"{}\", \"median_ms\": {:.4}, \"gb_per_s\": {:.3}, \"copy_ratio\": {:.3}, \"adapter\": {:?}, \"backend\": \"{:?}\"}}",
-                r.shape, r.op, r.layout, r.epilogue, r.median_ms, r.gb_per_s, r.copy_ratio, a.name, a.backend
+                "  {{\"shape\": {:?}, \"op\": \"{}\", \"dtype\": \"{}\", \"layout\": \"{}\", \"epilogue\": \"{}\", \"median_ms\": {:.4}, \"gb_per_s\": {:.3}, \"copy_ratio\": {:.3}, \"adapter\": {:?}, \"backend\": \"{:?}\"}}",
+                r.shape, r.op, r.dtype, r.layout, r.epilogue, r.median_ms, r.gb_per_s, r.copy_ratio, a.name, a.backend
             )
         })
         .collect();
@@ -314,8 +350,8 @@ fn main() {
         args.reps
     );
     println!(
-        "{:<22} {:<15} {:<14} {:<14} {:>11} {:>9} {:>10}",
-        "shape", "op", "layout", "epilogue", "median ms", "GB/s", "vs copy"
+        "{:<22} {:<15} {:<5} {:<14} {:<14} {:>11} {:>9} {:>10}",
+        "shape", "op", "dtype", "layout", "epilogue", "median ms", "GB/s", "vs copy"
     );
     let mut all = Vec::new();
     for shape in SHAPES {
@@ -328,9 +364,10 @@ fn main() {
                 for r in &rows {
                     let dims: Vec<String> = r.shape.iter().map(|d| d.to_string()).collect();
                     println!(
-                        "{:<22} {:<15} {:<14} {:<14} {:>11.3} {:>9.2} {:>10.2}",
+                        "{:<22} {:<15} {:<5} {:<14} {:<14} {:>11.3} {:>9.2} {:>10.2}",
                         dims.join("x"),
                         r.op,
+                        r.dtype,
                         r.layout,
                         r.epilogue,
                         r.median_ms,

@@ -627,14 +627,6 @@ impl Functional {
     /// runner's scratch space, one per `purpose`.
     fn f32_copy(&mut self, purpose: &'static str, t: &Tensor) -> Result<Tensor> {
         let bytes = (t.numel() as u64 * 4).max(4);
-        let limit = self.ctx.limits().max_binding;
-        if bytes > limit {
-            return Err(Error::TooLarge {
-                what: format!("the f32 copy of an f16 tensor of shape {:?}", t.shape()),
-                bytes,
-                limit,
-            });
-        }
         self.ws.check_fits(purpose, bytes)?;
         let buffer = self.ws.scratch(purpose, bytes).buffer;
         Ok(Tensor::over(
@@ -653,32 +645,46 @@ impl Functional {
         single: &Tensor,
         direction: Direction,
     ) {
-        let count = half.numel() as u32;
+        let count = half.numel() as u64;
         if count == 0 {
             return;
         }
-        let ws = &mut self.ws;
-        let chan = ws.channel_params(0, 0, count, 0.0);
-        let workgroups = u64::from(count).div_ceil(2).div_ceil(256);
-        let grid = crate::ops::plan::grid(workgroups, self.ctx.limits().max_grid);
+        // Windows of at most one binding of the f32 copy, starting at multiples of 128
+        // elements (256-byte offsets on both sides; f16 tensors start at offset 0).
+        let limits = *self.ctx.limits();
+        let chunk = (limits.max_binding / 4 / 128 * 128).max(128);
         let native = self.ctx.adapter().shader_f16;
-        ws.record(encoder, "f16 conversion", |rec| {
-            if native {
-                ConvertNativeBindings {
-                    chan,
-                    half: half.slot(),
-                    single: single.slot(),
+        let ws = &mut self.ws;
+        let mut start = 0u64;
+        while start < count {
+            let n = chunk.min(count - start);
+            let chan = ws.channel_params(0, 0, n as u32, 0.0);
+            let window = |t: &Tensor, size: u64| Binding {
+                buffer: t.buffer().clone(),
+                offset: t.offset() + start * size,
+                size: (n * size).next_multiple_of(4),
+            };
+            let (h, f) = (window(half, 2), window(single, 4));
+            let grid = crate::ops::plan::grid(n.div_ceil(2).div_ceil(256), limits.max_grid);
+            ws.record(encoder, "f16 conversion", |rec| {
+                if native {
+                    let op = ConvertNativeBindings {
+                        chan,
+                        half: h,
+                        single: f,
+                    };
+                    op.encode(rec, direction, grid);
+                } else {
+                    let op = ConvertBindings {
+                        chan,
+                        half: h,
+                        single: f,
+                    };
+                    op.encode(rec, direction, grid);
                 }
-                .encode(rec, direction, grid);
-            } else {
-                ConvertBindings {
-                    chan,
-                    half: half.slot(),
-                    single: single.slot(),
-                }
-                .encode(rec, direction, grid);
-            }
-        });
+            });
+            start += n;
+        }
     }
 
     fn check_backward(&self, a: &BackwardArgs<'_>) -> Result<BackwardWork> {

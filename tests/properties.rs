@@ -577,6 +577,12 @@ fn f16_calls_are_f32_calls_rounded_once_on_both_f16_paths() {
             ..wgpu_batchnorm::ContextOptions::from_env()
         })
         .unwrap(),
+        // Bindings of 4 KiB: f16 conversions and f32 kernels both in windows.
+        Context::with_options(wgpu_batchnorm::ContextOptions {
+            max_binding_window: Some(4096),
+            ..wgpu_batchnorm::ContextOptions::from_env()
+        })
+        .unwrap(),
     ];
     let format = prop_oneof![
         Just(MemoryFormat::Contiguous),

@@ -125,7 +125,7 @@ mod tests {
             f32::NAN,
             -3.25,
         ];
-        v.extend((0..200).map(|i| (i as f32 * 0.7331).sin() * 10f32.powi(i % 9 - 4)));
+        v.extend((0..900).map(|i| (i as f32 * 0.7331).sin() * 10f32.powi(i % 9 - 4)));
         v.push(0.1);
         v
     }
@@ -135,16 +135,23 @@ mod tests {
     }
 
     /// Both directions match the `half` crate (round to nearest even; exact widening) on the
-    /// native path where the adapter has SHADER_F16, and on the packed path.
+    /// native path where the adapter has SHADER_F16, and on the packed path, whole and in
+    /// windows of 256 elements (1 KiB bindings).
     #[test]
     fn conversions_round_like_half_on_both_paths() {
-        for disable_f16 in [false, true] {
+        for (disable_f16, window) in [
+            (false, None),
+            (true, None),
+            (false, Some(1024)),
+            (true, Some(1024)),
+        ] {
             let ctx = Context::with_options(ContextOptions {
                 disable_f16,
+                max_binding_window: window,
                 ..ContextOptions::from_env()
             })
             .unwrap();
-            let what = format!("shader f16 {}", ctx.adapter().shader_f16);
+            let what = format!("shader f16 {} window {window:?}", ctx.adapter().shader_f16);
             let values = tricky();
             let n = values.len();
             let mut f = Functional::new(&ctx);
