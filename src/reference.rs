@@ -382,3 +382,11 @@ pub fn backward_input(
         })
         .collect()
 }
+
+/// `channel_affine.wgsl` for one channel: `(scale, shift, fold_shift)` with `scale = invstd *
+/// weight`, `shift = bias` (the normalize pass's `z = (x - mean) * scale + shift`) and
+/// `fold_shift = bias - mean * scale` (the eval fold's `x * scale + fold_shift`).
+pub fn channel_affine(mean: f64, invstd: f64, weight: f64, bias: f64) -> (f64, f64, f64) {
+    let scale = invstd * weight;
+    (scale, bias, bias - mean * scale)
+}
