@@ -627,7 +627,7 @@ impl Functional {
     /// runner's scratch space, one per `purpose`.
     fn f32_copy(&mut self, purpose: &'static str, t: &Tensor) -> Result<Tensor> {
         let bytes = (t.numel() as u64 * 4).max(4);
-        self.ws.check_fits(purpose, bytes)?;
+        self.ws.check_buffer_fits(purpose, bytes)?;
         let buffer = self.ws.scratch(purpose, bytes).buffer;
         Ok(Tensor::over(
             &self.ctx,

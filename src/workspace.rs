@@ -141,6 +141,20 @@ impl Workspace {
     }
 
     /// Checks that a scratch buffer of `bytes` fits the device (before any state changes).
+    /// A typed error unless a buffer of `bytes` can be created (buffers bound through the
+    /// plan's windows, like f32 copies of f16 tensors, need no more).
+    pub fn check_buffer_fits(&self, what: &str, bytes: u64) -> Result<()> {
+        let limit = self.ctx.device().limits().max_buffer_size;
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     pub fn check_fits(&self, what: &str, bytes: u64) -> Result<()> {
         let limits = self.ctx.device().limits();
         let limit = limits
