@@ -91,6 +91,14 @@ pub enum Error {
     WrongDevice(String),
     /// A functional call's arguments do not fit together (e.g. eval without running stats).
     InvalidArgument(String),
+    /// A checkpoint (safetensors `state_dict`) cannot be loaded: a missing, unexpected or
+    /// malformed key, or a file that is not safetensors. Nothing was loaded.
+    StateDict {
+        /// The key concerned (the prefix, or the file, when no single key is).
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A tensor holds another element type than the call takes (see [`crate::DType`]).
     DTypeMismatch {
         /// The tensor that differs.
@@ -124,7 +132,8 @@ impl Error {
             Error::ChannelMismatch { .. }
             | Error::InvalidArgument(_)
             | Error::MemoryFormatMismatch { .. }
-            | Error::DTypeMismatch { .. } => Some("RuntimeError"),
+            | Error::DTypeMismatch { .. }
+            | Error::StateDict { .. } => Some("RuntimeError"),
             _ => None,
         }
     }
@@ -213,6 +222,9 @@ impl fmt::Display for Error {
                 expected,
                 got,
             } => write!(f, "{what}: expected {expected:?} data, got {got:?}"),
+            Error::StateDict { key, message } => {
+                write!(f, "Error(s) in loading state_dict: {key}: {message}")
+            }
             Error::MemoryFormatMismatch {
                 what,
                 expected,

@@ -47,6 +47,7 @@ pub mod fold;
 pub mod functional;
 mod ops;
 pub mod reference;
+pub mod state_dict;
 mod tensor;
 mod transfer;
 mod workspace;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod golden;
+pub mod state_dict;
 
 use wgpu_batchnorm::{Context, ContextOptions};
 
