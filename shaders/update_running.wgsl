@@ -2,7 +2,8 @@
 //   num_batches_tracked += 1
 //   f = momentum, or 1 / num_batches_tracked (after the increment) when momentum is None
 //   running_mean = f * mean + (1 - f) * running_mean
-//   running_var  = f * M2 / (n - 1) + (1 - f) * running_var      (unbiased variance)
+//   running_var  = f * M2 / (n - 1) + (1 - f) * running_var      (unbiased variance; M2 / n
+//                  with `biased`, the ONNX / Keras convention)
 // With update_stats = 0 (an empty batch) only num_batches_tracked changes, as in PyTorch.
 //
 // Bindings: `UpdateRunningBindings` in src/ops/update_running.rs: upd (Update), save_mean and
@@ -18,7 +19,8 @@ struct Update {
     momentum: f32,      // running-stat factor when `cumulative` is 0
     cumulative: u32,    // 1: momentum None, factor 1 / num_batches_tracked
     update_stats: u32,  // 0: empty batch, only num_batches_tracked changes
-    _pad0: u32,
+    biased: u32,        // 1: the running variance is M2 / n
+
     _pad1: u32,
     _pad2: u32,
 }
@@ -42,7 +44,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if upd.update_stats == 0u {
         return;
     }
-    let dof = f32(upd.count - 1u);
+    let dof = f32(upd.count - select(1u, 0u, upd.biased != 0u));
     for (var c = lid; c < upd.channels; c += WG) {
         running_mean[c] = f * save_mean[c] + (1.0 - f) * running_mean[c];
         running_var[c] = f * (m2[c] / dof) + (1.0 - f) * running_var[c];

@@ -144,6 +144,8 @@ struct Running {
 /// can be borrowed at once).
 #[derive(Debug)]
 struct State {
+    /// Running variance from the biased batch variance (opt-in, not PyTorch's default).
+    running_var_biased: bool,
     /// With `affine`.
     weight: Option<Tensor>,
     bias: Option<Tensor>,
@@ -288,6 +290,7 @@ impl State {
             save_invstd: batch.map(|b| &b.invstd),
             activation: epilogue.0,
             residual: epilogue.1,
+            running_var_biased: self.running_var_biased,
         }
     }
 
@@ -380,6 +383,7 @@ impl BatchNorm {
             options,
             training: true,
             state: State {
+                running_var_biased: false,
                 weight,
                 bias,
                 running,
@@ -663,6 +667,27 @@ impl BatchNorm {
     /// The module's activation.
     pub fn activation(&self) -> Activation {
         self.activation
+    }
+
+    /// Whether training forwards update `running_var` with the biased batch variance (M2 / n,
+    /// the ONNX / Keras / Burn convention) instead of PyTorch's unbiased M2 / (n - 1). Off by
+    /// default; for checkpoints from those frameworks.
+    pub fn set_running_var_biased(&mut self, biased: bool) -> &mut Self {
+        self.state.running_var_biased = biased;
+        self
+    }
+
+    /// Tells the module that its parameters or buffers were written on the GPU (through the
+    /// buffers of [`BatchNorm::tensors`], by an optimizer step, say), as the `set_*` calls do
+    /// themselves: a backward of a forward recorded before the change is then refused instead
+    /// of mixing old statistics with new parameters.
+    pub fn params_changed(&mut self) {
+        self.version += 1;
+    }
+
+    /// See [`BatchNorm::set_running_var_biased`].
+    pub fn running_var_biased(&self) -> bool {
+        self.state.running_var_biased
     }
 
     /// Loads this module's keys under `prefix` from a safetensors checkpoint, like

@@ -96,6 +96,9 @@ pub struct ForwardArgs<'a> {
     /// Added before the activation: same shape and memory format as `input`, overlapping
     /// `output` nowhere.
     pub residual: Option<&'a Tensor>,
+    /// The running variance tracks the biased batch variance (M2 / n, the ONNX / Keras / Burn
+    /// convention) instead of PyTorch's unbiased one. Default false.
+    pub running_var_biased: bool,
 }
 
 impl<'a> ForwardArgs<'a> {
@@ -115,6 +118,7 @@ impl<'a> ForwardArgs<'a> {
             save_invstd: None,
             activation: Activation::Identity,
             residual: None,
+            running_var_biased: false,
         }
     }
 }
@@ -445,7 +449,8 @@ impl Functional {
                 momentum: a.momentum.unwrap_or(0.0) as f32,
                 cumulative: u32::from(a.momentum.is_none()),
                 update_stats: u32::from(geometry.is_some()),
-                _pad: [0; 3],
+                biased: u32::from(a.running_var_biased),
+                _pad: [0; 2],
             }),
             _ => None,
         };

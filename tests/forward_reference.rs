@@ -307,3 +307,31 @@ fn constant_channels_normalize_to_exactly_bias() {
         }
     }
 }
+
+/// The opt-in biased running variance (ONNX / Keras / Burn) tracks M2 / n; the default stays
+/// PyTorch's M2 / (n - 1).
+#[test]
+fn the_biased_running_variance_option_tracks_m2_over_n() {
+    let ctx = support::context();
+    let shape = [3usize, 4, 5];
+    let mut rng = support::Rng::new(77);
+    let x = rng.vec_f32(shape.iter().product(), -2.0, 3.0);
+    let (_, var) = wgpu_batchnorm::reference::batch_stats(&x, &shape).unwrap();
+    let n = 15.0;
+    for biased in [false, true] {
+        let mut bn = wgpu_batchnorm::BatchNorm1d::new(&ctx, 4).unwrap();
+        assert!(!bn.running_var_biased());
+        bn.set_running_var_biased(biased);
+        let xt = wgpu_batchnorm::Tensor::from_slice(&ctx, &x, &shape).unwrap();
+        bn.forward(&xt).unwrap();
+        let got = bn.running_var().unwrap().unwrap();
+        for (ch, (&g, &v)) in got.iter().zip(&var).enumerate() {
+            let batch = if biased { v } else { v * n / (n - 1.0) };
+            let want = 0.9 + 0.1 * batch;
+            assert!(
+                (f64::from(g) - want).abs() <= 1e-6 * want,
+                "biased {biased} channel {ch}: {g} vs {want}"
+            );
+        }
+    }
+}

@@ -283,3 +283,34 @@ fn a_destroyed_device_gives_errors_not_panics() {
         assert!(!err.to_string().is_empty());
     }
 }
+
+/// Parameters written on the GPU are announced with `params_changed`, after which the old
+/// forward's backward is refused, as after `set_weight`.
+#[test]
+fn params_changed_marks_gpu_writes() {
+    let ctx = support::context();
+    let mut bn = BatchNorm2d::new(&ctx, 2).unwrap();
+    let x = Tensor::from_slice(
+        &ctx,
+        &[1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0],
+        &[2, 2, 1, 2],
+    )
+    .unwrap();
+    let dy = Tensor::from_slice(&ctx, &[1.0; 8], &[2, 2, 1, 2]).unwrap();
+    let saved = bn.forward_saved(&x).unwrap().1;
+    bn.backward_saved(&saved, &dy).unwrap();
+    // An "optimizer step" on the GPU: weight *= 2 through the module's own buffer.
+    let weight = bn.tensors().weight.unwrap().clone();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    encoder.clear_buffer(weight.buffer(), weight.offset(), Some(weight.size_bytes()));
+    ctx.queue().submit(Some(encoder.finish()));
+    bn.params_changed();
+    assert!(matches!(
+        bn.backward_saved(&saved, &dy),
+        Err(Error::Backward(_))
+    ));
+    assert_eq!(bn.weight().unwrap().unwrap(), vec![0.0, 0.0]);
+    // A new forward is differentiable again.
+    let saved = bn.forward_saved(&x).unwrap().1;
+    bn.backward_saved(&saved, &dy).unwrap();
+}

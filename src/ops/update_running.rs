@@ -43,7 +43,9 @@ pub(crate) struct UpdateParams {
     pub momentum: f32,
     pub cumulative: u32,
     pub update_stats: u32,
-    pub _pad: [u32; 3],
+    /// 1: the running variance tracks the biased variance M2 / n.
+    pub biased: u32,
+    pub _pad: [u32; 2],
 }
 
 impl UpdateRunningBindings {
@@ -89,7 +91,8 @@ mod tests {
                     momentum: momentum.unwrap_or(0.0),
                     cumulative: u32::from(momentum.is_none()),
                     update_stats: 1,
-                    _pad: [0; 3],
+                    biased: 0,
+                    _pad: [0; 2],
                 }),
                 save_mean: t(&mean).slot(),
                 m2: t(&m2).slot(),
