@@ -42,9 +42,9 @@ fn main(cell: Cell) {
         // USE_RUNNING is a pipeline constant: the untaken branch is compiled away, and eval
         // mode never reads x.
         if USE_RUNNING {
-            dx[at] = dy[at] * a.x;
+            store_dx(at, load_dy(at) * a.x);
         } else {
-            dx[at] = dy[at] * a.x - a.y - (x[at] - m) * a.w;
+            store_dx(at, load_dy(at) * a.x - a.y - (load_x(at) - m) * a.w);
         }
         at += s.stride;
     }

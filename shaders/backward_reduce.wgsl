@@ -29,17 +29,17 @@ fn main(inv: Invocation) {
     var sum_dy_xmu = 0.0;
     var at = s.start;
     for (var k = 0u; k < s.count; k++) {
-        var g = dy[at];
-        let xm = x[at] - m;
+        var g = load_dy(at);
+        let xm = load_x(at) - m;
         if HAS_AFFINE {
             var z = xm * a.x + a.y;
             if HAS_RESIDUAL {
-                z += residual[at];
+                z += load_residual(at);
             }
             g = activate_grad(z, g);
         }
         if HAS_DZ {
-            dz[at] = g;
+            store_dz(at, g);
         }
         sum_dy += item_sum(g);
         sum_dy_xmu += item_sum(g * xm);

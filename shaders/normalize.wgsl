@@ -37,11 +37,11 @@ fn main(cell: Cell) {
     let m = Item(k.x);
     var at = s.start;
     for (var i = 0u; i < s.count; i++) {
-        var z = (x[at] - m) * k.y + k.z;
+        var z = (load_x(at) - m) * k.y + k.z;
         if HAS_RESIDUAL {
-            z += residual[at];
+            z += load_residual(at);
         }
-        y[at] = activate(z);
+        store_y(at, activate(z));
         at += s.stride;
     }
 }

@@ -26,7 +26,7 @@ fn main(inv: Invocation) {
     var acc = vec4<f32>(0.0);
     var at = s.start;
     for (var k = 0u; k < s.count; k++) {
-        acc = welford_push(acc, item_welford(x[at]), k);
+        acc = welford_push(acc, item_welford(load_x(at)), k);
         at += s.stride;
     }
     let total = reduce_span(acc, s, inv);

@@ -296,6 +296,7 @@ fn geometry(
         n,
         c,
         s,
+        dtype: x.dtype(),
         vec4_ok: std::iter::once(x)
             .chain(others.iter().filter_map(|(_, t)| *t))
             .all(|t| t.offset().is_multiple_of(16)),
@@ -489,6 +490,7 @@ impl Functional {
                 g.c,
                 g.s,
                 g.vec4_ok,
+                g.dtype,
                 self.ctx.limits(),
                 self.ctx.forced_walk(),
             );
@@ -592,7 +594,9 @@ impl Functional {
         args: &ForwardArgs<'_>,
     ) -> Result<()> {
         let work = self.check_forward(args)?;
-        if args.input.dtype() == DType::F32 {
+        // f32, and f16 where the adapter has SHADER_F16: the kernels load and store the
+        // tensors' own type (f16 widened exactly on load, rounded once on store).
+        if args.input.dtype() == DType::F32 || self.ctx.adapter().shader_f16 {
             self.record_forward(encoder, args, &work);
             return Ok(());
         }
@@ -894,7 +898,10 @@ impl Functional {
         args: &BackwardArgs<'_>,
     ) -> Result<()> {
         let work = self.check_backward(args)?;
-        if args.x.dtype() == DType::F32 {
+        // As in the forward; but through an epilogue, dz passes from the reduction to
+        // grad_input in memory, which must stay f32, so f16 then takes the copies path.
+        let native = self.ctx.adapter().shader_f16 && !work.through_epilogue;
+        if args.x.dtype() == DType::F32 || native {
             self.record_backward(encoder, args, &work);
             return Ok(());
         }

@@ -12,6 +12,7 @@ use wgpu::util::DeviceExt;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::update_running::UpdateParams;
+use crate::tensor::DType;
 use crate::ops::{BindCache, Binding, ChannelParams, Plan, PreparedPlan, Recorder, Walk};
 
 /// Everything that fixes a plan: the (N, C, S) shape and whether vec4 reads are allowed.
@@ -22,6 +23,8 @@ pub(crate) struct Geometry {
     pub s: u32,
     /// Whether every bound tensor allows vec4 reads (16-byte aligned offsets).
     pub vec4_ok: bool,
+    /// The element type the tensor kernels load and store.
+    pub dtype: DType,
 }
 
 /// At most this many entries per cache; a full cache starts over.
@@ -92,7 +95,7 @@ impl Workspace {
         }
         clear_if_full(&mut self.plans);
         let limits = *self.ctx.limits();
-        let plan = Plan::new(g.n, g.c, g.s, g.vec4_ok, &limits, self.ctx.forced_walk());
+        let plan = Plan::new(g.n, g.c, g.s, g.vec4_ok, g.dtype, &limits, self.ctx.forced_walk());
         let params = plan
             .blocks
             .iter()
@@ -255,7 +258,7 @@ impl Workspace {
 
 /// The walk that a context plans for `shape` (tests pin the walk they exercise with it).
 pub(crate) fn planned_walk(ctx: &Context, n: u32, c: u32, s: u32, vec4_ok: bool) -> Walk {
-    Plan::new(n, c, s, vec4_ok, ctx.limits(), ctx.forced_walk())
+    Plan::new(n, c, s, vec4_ok, DType::F32, ctx.limits(), ctx.forced_walk())
         .geometry
         .walk
 }

@@ -41,6 +41,8 @@ pub(crate) mod update_running;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::tensor::DType;
+
 pub(crate) use plan::{KernelLimits, Plan};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -140,10 +142,11 @@ pub(crate) enum ItemWidth {
 }
 
 impl ItemWidth {
-    pub fn bytes(self) -> u64 {
+    /// Values per item.
+    pub fn lanes(self) -> u64 {
         match self {
-            ItemWidth::Scalar => 4,
-            ItemWidth::Vec4 => 16,
+            ItemWidth::Scalar => 1,
+            ItemWidth::Vec4 => 4,
         }
     }
 }
@@ -155,11 +158,6 @@ pub(crate) enum Reduction {
     Workgroup,
 }
 
-/// Element type of the activations.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub(crate) enum DType {
-    F32,
-}
 
 /// Memory layout of the activations.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -484,11 +482,13 @@ impl Binding {
 
     /// The part of this tensor binding that `block` of `plan` binds.
     pub fn window(&self, plan: &Plan, block: &plan::Block) -> Binding {
-        let item = plan.item.bytes();
+        let item = plan.item_bytes;
         Binding {
             buffer: self.buffer.clone(),
             offset: self.offset + u64::from(block.params.bind_base) * item,
-            size: block.bind_items * item,
+            // Whole words (an odd number of f16 values reads one more, inside the tensor's
+            // word-padded allocation or the next window; it is never written).
+            size: (block.bind_items * item).next_multiple_of(4),
         }
     }
 }
@@ -549,19 +549,47 @@ fn presence_constant(name: &str) -> String {
     format!("HAS_{}", name.to_uppercase())
 }
 
-/// The WGSL declarations of a kernel's bindings (and the overrides of its optional ones).
-fn declarations(spec: &KernelSpec) -> String {
+/// The WGSL declarations of a kernel's bindings (and the overrides of its optional ones). A
+/// tensor binding (`array<Item>`) holds `Stored` values, the variant's element type at the
+/// item's width, and gets accessors that widen to and round from the f32 `Item`:
+/// `load_<name>(i)` and, where written, `store_<name>(i, v)`; kernels use those, never the
+/// array directly.
+fn declarations(spec: &KernelSpec, v: &Variant) -> String {
     let mut out = String::new();
+    let stored = match (v.dtype, v.item) {
+        (DType::F32, ItemWidth::Scalar) => "f32",
+        (DType::F32, ItemWidth::Vec4) => "vec4<f32>",
+        (DType::F16, ItemWidth::Scalar) => "f16",
+        (DType::F16, ItemWidth::Vec4) => "vec4<f16>",
+    };
+    let tensor_kernel = matches!(spec.assembly, Assembly::TensorMap | Assembly::TensorReduce);
+    if tensor_kernel {
+        out.push_str(&format!("alias Stored = {stored};\n"));
+    }
     for (i, b) in spec.bindings.iter().enumerate() {
         let class = match b.access {
             Access::Uniform => "uniform",
             Access::Read => "storage, read",
             Access::ReadWrite => "storage, read_write",
         };
+        let tensor = tensor_kernel && b.wgsl == "array<Item>";
+        let ty = if tensor { "array<Stored>" } else { b.wgsl };
         out.push_str(&format!(
-            "@group(0) @binding({i}) var<{class}> {}: {};\n",
-            b.name, b.wgsl
+            "@group(0) @binding({i}) var<{class}> {}: {ty};\n",
+            b.name
         ));
+        if tensor {
+            out.push_str(&format!(
+                "fn load_{0}(i: u32) -> Item {{ return Item({0}[i]); }}\n",
+                b.name
+            ));
+            if b.access == Access::ReadWrite {
+                out.push_str(&format!(
+                    "fn store_{0}(i: u32, v: Item) {{ {0}[i] = Stored(v); }}\n",
+                    b.name
+                ));
+            }
+        }
         if b.role.optional() {
             out.push_str(&format!(
                 "override {}: bool = true;\n",
@@ -679,7 +707,7 @@ impl Pipelines {
             walk: plan.map(|p| p.geometry.walk),
             item: plan.map_or(ItemWidth::Scalar, |p| p.item),
             reduction: reduces.then_some(self.reduction),
-            dtype: DType::F32,
+            dtype: plan.map_or(DType::F32, |p| p.dtype),
             layout: Layout::Contiguous,
             epilogue: if spec.has_epilogue {
                 special.epilogue
@@ -716,7 +744,10 @@ impl Pipelines {
         };
         let mut src = String::with_capacity(16 * 1024);
         src.push_str(spec.prelude);
-        src.push_str(&declarations(spec));
+        if v.dtype == DType::F16 {
+            src.push_str("enable f16;\n");
+        }
+        src.push_str(&declarations(spec, v));
         for piece in pieces {
             src.push_str(piece);
         }
@@ -990,6 +1021,7 @@ pub(crate) mod testing {
             c: c as u32,
             s: s as u32,
             vec4_ok: true,
+            dtype: crate::tensor::DType::F32,
         });
         (ws, prepared)
     }
@@ -1030,10 +1062,29 @@ mod tests {
             let spec = kernel.spec();
             assert!(spec.bindings.len() <= MAX_BINDINGS, "{}", spec.name);
             assert!(spec.bindings.iter().filter(|b| b.role.optional()).count() <= 16);
-            let decls = declarations(spec);
+            let v = Variant {
+                kernel,
+                walk: None,
+                item: ItemWidth::Scalar,
+                reduction: None,
+                dtype: DType::F32,
+                layout: Layout::Contiguous,
+                epilogue: Epilogue::NONE,
+                workgroup_size: 64,
+                statistics: Statistics::Batch,
+                to_f16: false,
+                present: 0,
+            };
+            let decls = declarations(spec, &v);
+            let tensor = matches!(spec.assembly, Assembly::TensorMap | Assembly::TensorReduce);
             for (i, b) in spec.bindings.iter().enumerate() {
                 assert!(decls.contains(&format!("@binding({i}) var")));
-                assert!(decls.contains(&format!(" {}: {}", b.name, b.wgsl)));
+                let ty = if tensor && b.wgsl == "array<Item>" {
+                    "array<Stored>"
+                } else {
+                    b.wgsl
+                };
+                assert!(decls.contains(&format!(" {}: {ty}", b.name)));
                 // The shader uses every binding it is given (the per-block uniform is read by
                 // walk.wgsl).
                 if b.role != RoleKind::Blocks {

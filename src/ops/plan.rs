@@ -10,6 +10,7 @@
 //! live in [`super::ChannelParams`] and [`super::update_running::UpdateParams`].
 
 use super::{ItemWidth, Walk};
+use crate::tensor::DType;
 
 /// The limits the planner works within: the adapter's, or lower ones set through
 /// [`crate::ContextOptions`] (tests use them to exercise windows and folded grids cheaply).
@@ -292,6 +293,10 @@ pub(crate) struct Block {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Plan {
     pub item: ItemWidth,
+    /// The element type of the tensors walked (f16 items are half the bytes).
+    pub dtype: DType,
+    /// Bytes per item: lanes x element size.
+    pub item_bytes: u64,
     pub geometry: WalkGeometry,
     pub blocks: Vec<Block>,
     /// Partials per channel over all blocks.
@@ -308,6 +313,7 @@ impl Plan {
         c: u32,
         s: u32,
         vec4_ok: bool,
+        dtype: DType,
         limits: &KernelLimits,
         force: Option<Walk>,
     ) -> Plan {
@@ -316,8 +322,8 @@ impl Plan {
         } else {
             ItemWidth::Scalar
         };
-        let item_bytes = item.bytes();
-        let plane = u64::from(s) * 4 / item_bytes;
+        let item_bytes = item.lanes() * dtype.size();
+        let plane = u64::from(s) / item.lanes();
         let (n64, c64) = (u64::from(n), u64::from(c));
         let windows = Windows::new(n64, c64, plane, item_bytes, limits);
         let geometry = WalkGeometry::choose(n64, c64, plane, &windows, force);
@@ -394,6 +400,8 @@ impl Plan {
             .collect();
         Plan {
             item,
+            dtype,
+            item_bytes,
             geometry,
             blocks,
             total_tasks,
@@ -451,9 +459,23 @@ mod tests {
         limits: &KernelLimits,
         force: Option<Walk>,
     ) {
-        let plan = Plan::new(n, c, s, vec4_ok, limits, force);
-        let item_bytes = plan.item.bytes();
-        let plane = (u64::from(s) * 4 / item_bytes) as u32;
+        for dtype in [DType::F32, DType::F16] {
+            check_cover_of(n, c, s, vec4_ok, dtype, limits, force);
+        }
+    }
+
+    fn check_cover_of(
+        n: u32,
+        c: u32,
+        s: u32,
+        vec4_ok: bool,
+        dtype: DType,
+        limits: &KernelLimits,
+        force: Option<Walk>,
+    ) {
+        let plan = Plan::new(n, c, s, vec4_ok, dtype, limits, force);
+        let item_bytes = plan.item_bytes;
+        let plane = (u64::from(s) / plan.item.lanes()) as u32;
         let total = (n * c * plane) as usize;
         let mut seen = vec![0u8; total];
         let total_tasks = plan.total_tasks as u32;
@@ -558,14 +580,14 @@ mod tests {
 
     #[test]
     fn the_default_walks_follow_the_plane_length() {
-        let walk = |s| Plan::new(4, 8, s, false, &LIMITS, None).geometry.walk;
+        let walk = |s| Plan::new(4, 8, s, false, DType::F32, &LIMITS, None).geometry.walk;
         assert_eq!(walk(3136), Walk::Planes);
         assert_eq!(walk(196), Walk::Planes);
         assert_eq!(walk(49), Walk::Runs);
         assert_eq!(walk(7), Walk::Columns);
         assert_eq!(walk(1), Walk::Columns);
         // A forced walk that cannot serve falls back to the planes walk.
-        let plan = Plan::new(4, 8, 1000, false, &LIMITS, Some(Walk::Runs));
+        let plan = Plan::new(4, 8, 1000, false, DType::F32, &LIMITS, Some(Walk::Runs));
         assert_eq!(plan.geometry.walk, Walk::Planes);
     }
 }
