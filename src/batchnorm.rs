@@ -291,6 +291,7 @@ impl State {
             activation: epilogue.0,
             residual: epilogue.1,
             running_var_biased: self.running_var_biased,
+            global_stats: None,
         }
     }
 
@@ -326,6 +327,7 @@ impl State {
             bias: self.bias.as_ref(),
             residual: saved.residual.as_ref(),
             grad_residual: outputs.grad_residual,
+            global_coefficients: None,
         })
     }
 }

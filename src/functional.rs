@@ -99,6 +99,24 @@ pub struct ForwardArgs<'a> {
     /// The running variance tracks the biased batch variance (M2 / n, the ONNX / Keras / Burn
     /// convention) instead of PyTorch's unbiased one. Default false.
     pub running_var_biased: bool,
+    /// SyncBN: normalize with these statistics of the whole batch across devices (see
+    /// [`crate::sync`]) instead of this input's own, and update the running buffers from
+    /// them. Training only.
+    pub global_stats: Option<GlobalStats<'a>>,
+}
+
+/// Statistics of a batch split across devices, merged by [`crate::sync::merge_stats`] and
+/// uploaded: `[C]` each, and the total number of values per channel.
+#[derive(Clone, Copy, Debug)]
+pub struct GlobalStats<'a> {
+    /// The batch mean.
+    pub mean: &'a Tensor,
+    /// `1 / sqrt(biased var + eps)`.
+    pub invstd: &'a Tensor,
+    /// The sum of squared deviations (the running variance is `m2 / (count - 1)`).
+    pub m2: &'a Tensor,
+    /// Values per channel over all devices.
+    pub count: u64,
 }
 
 impl<'a> ForwardArgs<'a> {
@@ -119,6 +137,7 @@ impl<'a> ForwardArgs<'a> {
             activation: Activation::Identity,
             residual: None,
             running_var_biased: false,
+            global_stats: None,
         }
     }
 }
@@ -192,6 +211,11 @@ pub struct BackwardArgs<'a> {
     pub residual: Option<&'a Tensor>,
     /// Output: dL/dresidual = dy * act'(z), same shape as `x`.
     pub grad_residual: Option<&'a Tensor>,
+    /// SyncBN: grad_input from the whole batch's sums instead of this device's: `[2C]`
+    /// values (sum(dz) / n, sum(dz * xhat) / n) per channel with n over all devices, from
+    /// [`crate::sync::backward_coefficients`]. `grad_weight` / `grad_bias`, if asked for, are
+    /// this device's own sums (to be merged).
+    pub global_coefficients: Option<&'a Tensor>,
 }
 
 impl<'a> BackwardArgs<'a> {
@@ -214,6 +238,7 @@ impl<'a> BackwardArgs<'a> {
             bias: None,
             residual: None,
             grad_residual: None,
+            global_coefficients: None,
         }
     }
 }
@@ -389,13 +414,30 @@ impl Functional {
             shape[1]
         };
         let batch_stats = a.training;
+        // With global statistics one device may hold a single value per channel; the merged
+        // count is what must exceed 1.
         if batch_stats
+            && a.global_stats.is_none()
             && a.input.numel() > 0
             && shape[0] * shape[2..].iter().product::<usize>() == 1
         {
             return Err(Error::TooFewValuesPerChannel {
                 shape: shape.to_vec(),
             });
+        }
+        if let Some(g) = &a.global_stats {
+            if !a.training {
+                return Err(Error::InvalidArgument(
+                    "global statistics are batch statistics: training must be true".into(),
+                ));
+            }
+            if g.count <= 1 || g.count > u64::from(u32::MAX) {
+                return Err(Error::InvalidArgument(format!(
+                    "global statistics over {} values per channel: batch statistics need more \
+                     than 1 (and at most 2^32 - 1)",
+                    g.count
+                )));
+            }
         }
         check_eps(a.eps, batch_stats)?;
         if a.input.numel() > 0 && a.input.overlaps(a.output) {
@@ -438,10 +480,17 @@ impl Functional {
                 "running_mean and running_var must be given in eval mode (training = false)".into(),
             ));
         }
-        let (_, geometry, count) = geometry(
+        let (_, geometry, local_count) = geometry(
             a.input,
             &[("output", Some(a.output)), ("residual", a.residual)],
         )?;
+        if let Some(g) = &a.global_stats {
+            check_channels(ctx, "global mean", Some(g.mean), c)?;
+            check_channels(ctx, "global invstd", Some(g.invstd), c)?;
+            check_channels(ctx, "global m2", Some(g.m2), c)?;
+        }
+        // The running update divides by the count of the statistics it is given.
+        let count = a.global_stats.map_or(local_count, |g| g.count as u32);
         let c32 = c as u32;
         let update = match (&a.running, a.training) {
             (Some(_), true) => Some(UpdateParams {
@@ -449,7 +498,7 @@ impl Functional {
                 count,
                 momentum: a.momentum.unwrap_or(0.0) as f32,
                 cumulative: u32::from(a.momentum.is_none()),
-                update_stats: u32::from(geometry.is_some()),
+                update_stats: u32::from(geometry.is_some() || a.global_stats.is_some()),
                 biased: u32::from(a.running_var_biased),
                 _pad: [0; 2],
             }),
@@ -521,24 +570,26 @@ impl Functional {
             let prepared = ws.plan(g);
             let plan = &prepared.plan;
             let chan = ws.channel_params(w.c, plan.total_tasks, w.count, w.eps);
-            let stats = (w.statistics == Statistics::Batch).then(|| {
-                let partials = ws.partials(plan);
-                (
-                    StatsBindings {
-                        x: a.input.slot(),
-                        partials: partials.clone(),
-                    },
-                    FinalizeStatsBindings {
-                        chan: chan.clone(),
-                        partials,
-                        save_mean: save_mean.clone(),
-                        save_invstd: save_invstd.clone(),
-                        m2: m2.clone(),
-                    },
-                )
-            });
-            let (mean, spread) = match (&a.running, w.statistics) {
-                (Some(r), Statistics::Running) => (r.mean.slot(), r.var.slot()),
+            let stats =
+                (w.statistics == Statistics::Batch && a.global_stats.is_none()).then(|| {
+                    let partials = ws.partials(plan);
+                    (
+                        StatsBindings {
+                            x: a.input.slot(),
+                            partials: partials.clone(),
+                        },
+                        FinalizeStatsBindings {
+                            chan: chan.clone(),
+                            partials,
+                            save_mean: save_mean.clone(),
+                            save_invstd: save_invstd.clone(),
+                            m2: m2.clone(),
+                        },
+                    )
+                });
+            let (mean, spread) = match (&a.running, w.statistics, &a.global_stats) {
+                (_, _, Some(g)) => (g.mean.slot(), g.invstd.slot()),
+                (Some(r), Statistics::Running, _) => (r.mean.slot(), r.var.slot()),
                 _ => (save_mean.clone(), save_invstd.clone()),
             };
             let normalize = NormalizeBindings {
@@ -556,8 +607,10 @@ impl Functional {
         let update = match (w.update, &a.running) {
             (Some(params), Some(r)) => Some(UpdateRunningBindings {
                 upd: ws.update_params(params),
-                save_mean: save_mean.clone(),
-                m2,
+                save_mean: a
+                    .global_stats
+                    .map_or_else(|| save_mean.clone(), |g| g.mean.slot()),
+                m2: a.global_stats.map_or(m2, |g| g.m2.slot()),
                 running_mean: r.mean.slot(),
                 running_var: r.var.slot(),
                 tracked: r.num_batches_tracked.map(|t| Binding::whole(t.buffer())),
@@ -772,6 +825,11 @@ impl Functional {
                 ("grad_residual", a.grad_residual),
             ],
         )?;
+        if let Some(k) = a.global_coefficients {
+            k.check_context(ctx, "global_coefficients")?;
+            k.expect_shape("global_coefficients (two per channel)", &[2 * c])?;
+            k.expect_dtype("global_coefficients", DType::F32)?;
+        }
         let through_epilogue = a.activation != Activation::Identity || a.grad_residual.is_some();
         self.check_scratch(geometry, c32)?;
         if through_epilogue && a.grad_residual.is_none() && a.grad_input.is_some() {
@@ -817,8 +875,8 @@ impl Functional {
             } => (running_mean, running_var),
         };
         let batch = w.statistics == Statistics::Batch;
-        let sums_needed =
-            (batch && a.grad_input.is_some()) || a.grad_weight.is_some() || a.grad_bias.is_some();
+        let own_coefficients = batch && a.grad_input.is_some() && a.global_coefficients.is_none();
+        let sums_needed = own_coefficients || a.grad_weight.is_some() || a.grad_bias.is_some();
         let prepared = ws.plan(g);
         let plan = &prepared.plan;
         let chan = ws.channel_params(w.c, plan.total_tasks, w.count, w.eps);
@@ -872,7 +930,10 @@ impl Functional {
             mean: mean.slot(),
             spread: spread.slot(),
             weight: a.weight.map(Tensor::slot),
-            coef: batch.then_some(coef),
+            coef: a
+                .global_coefficients
+                .map(Tensor::slot)
+                .or(batch.then_some(coef)),
         });
         let (statistics, epilogue) = (w.statistics, w.epilogue);
         ws.record(encoder, "batchnorm backward", |rec| {
@@ -943,6 +1004,75 @@ impl Functional {
         self.check_backward(args)?;
         let ctx = self.ctx.clone();
         ctx.run(|encoder| self.encode_backward(encoder, args))
+    }
+
+    /// SyncBN, step 1: this device's per-channel batch mean and M2 (sum of squared
+    /// deviations) of `input`, written to `mean` and `m2` (`[C]` f32), to be exchanged and
+    /// merged with [`crate::sync::merge_stats`]. Records only.
+    pub fn encode_local_stats(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        mean: &Tensor,
+        m2: &Tensor,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        check_rank("local statistics input", input)?;
+        input.check_context(&ctx, "input")?;
+        let c = input.shape()[1];
+        check_channels(&ctx, "mean", Some(mean), c)?;
+        check_channels(&ctx, "m2", Some(m2), c)?;
+        if c > 0 && mean.overlaps(m2) {
+            return Err(Error::Aliasing);
+        }
+        let (c32, geometry, count) = geometry(input, &[])?;
+        self.check_scratch(geometry, c32)?;
+        let Some(g) = geometry else {
+            // No values: the merge identity (count 0) has mean 0 and M2 0.
+            for t in [mean, m2] {
+                if c > 0 {
+                    encoder.clear_buffer(t.buffer(), t.offset(), Some(t.size_bytes()));
+                }
+            }
+            return Ok(());
+        };
+        let ws = &mut self.ws;
+        let prepared = ws.plan(g);
+        let plan = &prepared.plan;
+        let partials = ws.partials(plan);
+        let stats = StatsBindings {
+            x: input.slot(),
+            partials: partials.clone(),
+        };
+        let finalize = FinalizeStatsBindings {
+            chan: ws.channel_params(c32, plan.total_tasks, count, 1.0),
+            partials,
+            save_mean: mean.slot(),
+            save_invstd: ws.scratch("local invstd", u64::from(c32) * 4),
+            m2: m2.slot(),
+        };
+        ws.record(encoder, "batchnorm local statistics", |rec| {
+            stats.encode(rec, &prepared);
+            finalize.encode(rec, prepared.plan.channel_grid);
+        });
+        Ok(())
+    }
+
+    /// [`Functional::encode_local_stats`], read back: this device's share of a SyncBN batch.
+    pub fn local_stats(&mut self, input: &Tensor) -> Result<crate::sync::LocalStats> {
+        let c = input.shape().get(1).copied().unwrap_or(0);
+        let (mean, m2) = (
+            Tensor::empty(&self.ctx, &[c])?,
+            Tensor::empty(&self.ctx, &[c])?,
+        );
+        let ctx = self.ctx.clone();
+        ctx.run(|encoder| self.encode_local_stats(encoder, input, &mean, &m2))?;
+        let s: usize = input.shape().iter().skip(2).product();
+        Ok(crate::sync::LocalStats {
+            count: (input.shape()[0] * s) as u64,
+            mean: mean.to_host()?,
+            m2: m2.to_host()?,
+        })
     }
 
     fn check_fold(&self, a: &FoldArgs<'_>) -> Result<u32> {

@@ -48,6 +48,7 @@ pub mod functional;
 mod ops;
 pub mod reference;
 pub mod state_dict;
+pub mod sync;
 mod tensor;
 mod transfer;
 mod workspace;
@@ -59,7 +60,8 @@ pub use batchnorm::{
 pub use context::{AdapterReport, Context, ContextOptions};
 pub use error::{Error, Result};
 pub use functional::{
-    BackwardArgs, BatchNormBackward, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
+    BackwardArgs, BatchNormBackward, FoldArgs, ForwardArgs, Functional, GlobalStats, RunningStats,
+    SavedStats,
 };
 /// The `half` crate, whose `f16` type f16 tensors are uploaded from and read back as.
 pub use half;

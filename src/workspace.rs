@@ -12,8 +12,8 @@ use wgpu::util::DeviceExt;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::update_running::UpdateParams;
-use crate::tensor::DType;
 use crate::ops::{BindCache, Binding, ChannelParams, Plan, PreparedPlan, Recorder, Walk};
+use crate::tensor::DType;
 
 /// Everything that fixes a plan: the (N, C, S) shape and whether vec4 reads are allowed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -95,7 +95,15 @@ impl Workspace {
         }
         clear_if_full(&mut self.plans);
         let limits = *self.ctx.limits();
-        let plan = Plan::new(g.n, g.c, g.s, g.vec4_ok, g.dtype, &limits, self.ctx.forced_walk());
+        let plan = Plan::new(
+            g.n,
+            g.c,
+            g.s,
+            g.vec4_ok,
+            g.dtype,
+            &limits,
+            self.ctx.forced_walk(),
+        );
         let params = plan
             .blocks
             .iter()
@@ -258,7 +266,15 @@ impl Workspace {
 
 /// The walk that a context plans for `shape` (tests pin the walk they exercise with it).
 pub(crate) fn planned_walk(ctx: &Context, n: u32, c: u32, s: u32, vec4_ok: bool) -> Walk {
-    Plan::new(n, c, s, vec4_ok, DType::F32, ctx.limits(), ctx.forced_walk())
-        .geometry
-        .walk
+    Plan::new(
+        n,
+        c,
+        s,
+        vec4_ok,
+        DType::F32,
+        ctx.limits(),
+        ctx.forced_walk(),
+    )
+    .geometry
+    .walk
 }

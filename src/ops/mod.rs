@@ -158,7 +158,6 @@ pub(crate) enum Reduction {
     Workgroup,
 }
 
-
 /// Memory layout of the activations.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum Layout {

@@ -580,7 +580,11 @@ mod tests {
 
     #[test]
     fn the_default_walks_follow_the_plane_length() {
-        let walk = |s| Plan::new(4, 8, s, false, DType::F32, &LIMITS, None).geometry.walk;
+        let walk = |s| {
+            Plan::new(4, 8, s, false, DType::F32, &LIMITS, None)
+                .geometry
+                .walk
+        };
         assert_eq!(walk(3136), Walk::Planes);
         assert_eq!(walk(196), Walk::Planes);
         assert_eq!(walk(49), Walk::Runs);

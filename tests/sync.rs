@@ -1,0 +1,218 @@
+//! SyncBN: one batch split across two contexts (two devices: lavapipe with subgroup
+//! reductions and lavapipe with workgroup-memory ones, or whatever the machine has), partials
+//! exchanged through the host, against the whole batch on one device and the f64 reference.
+
+mod support;
+
+use support::checks::{forward_ratio, gradient_ratio};
+use support::Rng;
+use wgpu_batchnorm::reference::ReferenceBatchNorm;
+use wgpu_batchnorm::sync::{backward_coefficients, merge_stats, merge_sums, LocalStats};
+use wgpu_batchnorm::{
+    BackwardArgs, BatchCounter, BatchNormOptions, Context, Error, ForwardArgs, Functional,
+    Gradients, RunningStats, SavedStats, Tensor,
+};
+
+/// One device's shard and its module state.
+struct Device {
+    ctx: Context,
+    f: Functional,
+    x: Tensor,
+    dy: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    rm: Tensor,
+    rv: Tensor,
+    counter: BatchCounter,
+}
+
+#[test]
+fn a_batch_split_across_two_devices_matches_the_whole_batch() {
+    let (n, c, h, w) = (6usize, 5usize, 3usize, 4usize);
+    let shape = [n, c, h, w];
+    let per = c * h * w;
+    let mut rng = Rng::new(2024);
+    let means: Vec<f64> = (0..c).map(|_| rng.range(-3.0, 3.0)).collect();
+    let stds: Vec<f64> = (0..c).map(|_| rng.range(0.5, 2.0)).collect();
+    let x = rng.channel_data(&shape, &means, &stds);
+    let dy = rng.vec_f32(x.len(), -1.0, 1.0);
+    let weight = rng.vec_f32(c, 0.5, 1.5);
+    let bias = rng.vec_f32(c, -1.0, 1.0);
+    let options = BatchNormOptions::default();
+
+    // Shards of 2 and 4 samples, on two contexts.
+    let shards = [(0usize, 2usize), (2, 6)];
+    let contexts = [support::context(), support::context_without_subgroups()];
+    let mut devices: Vec<Device> = shards
+        .iter()
+        .zip(contexts)
+        .map(|(&(a, b), ctx)| {
+            let s = [b - a, c, h, w];
+            let t = |v: &[f32], s: &[usize]| Tensor::from_slice(&ctx, v, s).unwrap();
+            Device {
+                f: Functional::new(&ctx),
+                x: t(&x[a * per..b * per], &s),
+                dy: t(&dy[a * per..b * per], &s),
+                weight: t(&weight, &[c]),
+                bias: t(&bias, &[c]),
+                rm: t(&vec![0.0; c], &[c]),
+                rv: t(&vec![1.0; c], &[c]),
+                counter: BatchCounter::new(&ctx).unwrap(),
+                ctx,
+            }
+        })
+        .collect();
+
+    // 1-2: local statistics, exchanged and merged in device order.
+    let locals: Vec<LocalStats> = devices
+        .iter_mut()
+        .map(|d| d.f.local_stats(&d.x).unwrap())
+        .collect();
+    let merged = merge_stats(&locals, options.eps).unwrap();
+    assert_eq!(merged.count, (n * h * w) as u64);
+
+    // 3: forwards with the merged statistics; 4: local backward sums.
+    let mut ys = Vec::new();
+    let mut sums = Vec::new();
+    let mut uploads = Vec::new();
+    for d in &mut devices {
+        let up = merged.upload(&d.ctx).unwrap();
+        let y = Tensor::empty(&d.ctx, d.x.shape()).unwrap();
+        d.f.forward(&ForwardArgs {
+            weight: Some(&d.weight),
+            bias: Some(&d.bias),
+            running: Some(RunningStats {
+                mean: &d.rm,
+                var: &d.rv,
+                num_batches_tracked: Some(&d.counter),
+            }),
+            global_stats: Some(up.global()),
+            ..ForwardArgs::new(&d.x, &y)
+        })
+        .unwrap();
+        ys.extend(y.to_host().unwrap());
+        let (gw, gb) = (
+            Tensor::empty(&d.ctx, &[c]).unwrap(),
+            Tensor::empty(&d.ctx, &[c]).unwrap(),
+        );
+        d.f.backward(&BackwardArgs {
+            weight: Some(&d.weight),
+            stats: SavedStats::Batch {
+                save_mean: up.mean(),
+                save_invstd: up.invstd(),
+            },
+            grad_weight: Some(&gw),
+            grad_bias: Some(&gb),
+            ..BackwardArgs::new(&d.x, &d.dy)
+        })
+        .unwrap();
+        sums.push((gw.to_host().unwrap(), gb.to_host().unwrap()));
+        uploads.push(up);
+    }
+    let (gw, gb) = merge_sums(&sums).unwrap();
+    let coef = backward_coefficients(&gw, &gb, merged.count);
+    let mut dxs = Vec::new();
+    for (d, up) in devices.iter_mut().zip(&uploads) {
+        let k = Tensor::from_slice(&d.ctx, &coef, &[2 * c]).unwrap();
+        let dx = Tensor::empty(&d.ctx, d.x.shape()).unwrap();
+        d.f.backward(&BackwardArgs {
+            weight: Some(&d.weight),
+            stats: SavedStats::Batch {
+                save_mean: up.mean(),
+                save_invstd: up.invstd(),
+            },
+            grad_input: Some(&dx),
+            global_coefficients: Some(&k),
+            ..BackwardArgs::new(&d.x, &d.dy)
+        })
+        .unwrap();
+        dxs.extend(dx.to_host().unwrap());
+    }
+
+    // Every device holds the same running statistics and count, bit for bit.
+    let running: Vec<(Vec<f32>, Vec<f32>, u64)> = devices
+        .iter()
+        .map(|d| {
+            (
+                d.rm.to_host().unwrap(),
+                d.rv.to_host().unwrap(),
+                d.counter.get().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(running[0], running[1]);
+
+    // Against the whole batch in f64, under the golden tolerances.
+    let ctx = &devices[0].ctx;
+    let mut cpu = ReferenceBatchNorm::new(c, options);
+    cpu.weight = support::widen(&weight);
+    cpu.bias = support::widen(&bias);
+    let y64 = cpu.forward(&x, &shape).unwrap();
+    let r = forward_ratio(
+        "sync",
+        &ys,
+        &y64,
+        Some((running[0].0.clone(), running[0].1.clone())),
+        &cpu,
+    );
+    println!("output and running statistics: worst err/allowed {r:.3e}");
+    assert_eq!(running[0].2, 1);
+    let grads = Gradients {
+        grad_input: Tensor::from_slice(ctx, &dxs, &shape).unwrap(),
+        grad_weight: Some(Tensor::from_slice(ctx, &gw, &[c]).unwrap()),
+        grad_bias: Some(Tensor::from_slice(ctx, &gb, &[c]).unwrap()),
+        grad_residual: None,
+    };
+    let g = gradient_ratio(ctx, &grads, &cpu, &x, &dy, &shape);
+    println!("gradients: worst err/allowed {g:.3e}");
+}
+
+/// Bad merges are typed errors with the count or the channel count in the message.
+#[test]
+fn bad_partials_are_typed_errors() {
+    let one = LocalStats {
+        count: 1,
+        mean: vec![0.5; 3],
+        m2: vec![0.0; 3],
+    };
+    let empty = LocalStats {
+        count: 0,
+        mean: vec![0.0; 3],
+        m2: vec![0.0; 3],
+    };
+    let other = LocalStats {
+        count: 4,
+        mean: vec![0.0; 2],
+        m2: vec![1.0; 2],
+    };
+    let err = merge_stats(&[one.clone(), empty], 1e-5).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("1 values")),
+        "{err}"
+    );
+    let err = merge_stats(&[one, other], 1e-5).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("2 channels")),
+        "{err}"
+    );
+    // Global statistics with a count of 1 are refused by the forward too.
+    let ctx = support::context();
+    let x = Tensor::from_slice(&ctx, &[1.0, 2.0], &[1, 2]).unwrap();
+    let y = Tensor::empty(&ctx, &[1, 2]).unwrap();
+    let t = Tensor::from_slice(&ctx, &[0.0, 0.0], &[2]).unwrap();
+    let err = Functional::new(&ctx)
+        .forward(&ForwardArgs {
+            global_stats: Some(wgpu_batchnorm::GlobalStats {
+                mean: &t,
+                invstd: &t,
+                m2: &t,
+                count: 1,
+            }),
+            ..ForwardArgs::new(&x, &y)
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("over 1 values")),
+        "{err}"
+    );
+}
