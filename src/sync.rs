@@ -140,12 +140,17 @@ pub fn merge_sums(parts: &[(Vec<f32>, Vec<f32>)]) -> Result<(Vec<f32>, Vec<f32>)
             "backward sums of different channel counts".into(),
         ));
     }
-    let add = |pick: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>| -> Vec<f32> {
+    let add = |second: bool| -> Vec<f32> {
         (0..c)
-            .map(|ch| parts.iter().map(|p| f64::from(pick(p)[ch])).sum::<f64>() as f32)
+            .map(|ch| {
+                parts
+                    .iter()
+                    .map(|p| f64::from(if second { p.1[ch] } else { p.0[ch] }))
+                    .sum::<f64>() as f32
+            })
             .collect()
     };
-    Ok((add(|p| &p.0), add(|p| &p.1)))
+    Ok((add(false), add(true)))
 }
 
 /// `[2C]` `(sum(dy) / n, sum(dy * xhat) / n)` per channel for
