@@ -34,7 +34,8 @@ pub(crate) struct Workspace {
     ctx: Context,
     plans: HashMap<Geometry, Arc<PreparedPlan>>,
     channel_params: HashMap<(u32, u32, u32, u32), Binding>,
-    update_params: HashMap<(u32, u32, u32, u32, u32), Binding>,
+    /// Keyed by every field of the uniform (`UpdateParams` as plain words).
+    update_params: HashMap<[u32; 6], Binding>,
     partials: Option<wgpu::Buffer>,
     /// Per-channel buffers by purpose, grown to the largest channel count seen.
     scratch: HashMap<&'static str, wgpu::Buffer>,
@@ -135,13 +136,14 @@ impl Workspace {
 
     /// The running-update uniform.
     pub fn update_params(&mut self, params: UpdateParams) -> Binding {
-        let key = (
+        let key = [
             params.channels,
             params.count,
             params.momentum.to_bits(),
             params.cumulative,
             params.update_stats,
-        );
+            params.biased,
+        ];
         if let Some(b) = self.update_params.get(&key) {
             return b.clone();
         }

@@ -318,9 +318,11 @@ fn the_biased_running_variance_option_tracks_m2_over_n() {
     let x = rng.vec_f32(shape.iter().product(), -2.0, 3.0);
     let (_, var) = wgpu_batchnorm::reference::batch_stats(&x, &shape).unwrap();
     let n = 15.0;
-    for biased in [false, true] {
-        let mut bn = wgpu_batchnorm::BatchNorm1d::new(&ctx, 4).unwrap();
-        assert!(!bn.running_var_biased());
+    // One module switched back and forth: the update's parameters follow the switch.
+    let mut bn = wgpu_batchnorm::BatchNorm1d::new(&ctx, 4).unwrap();
+    assert!(!bn.running_var_biased());
+    for biased in [false, true, false] {
+        bn.reset_running_stats().unwrap();
         bn.set_running_var_biased(biased);
         let xt = wgpu_batchnorm::Tensor::from_slice(&ctx, &x, &shape).unwrap();
         bn.forward(&xt).unwrap();
