@@ -46,6 +46,7 @@ mod error;
 pub mod fold;
 pub mod functional;
 mod ops;
+pub mod optim;
 pub mod reference;
 pub mod state_dict;
 pub mod sync;

@@ -390,3 +390,23 @@ pub fn channel_affine(mean: f64, invstd: f64, weight: f64, bias: f64) -> (f64, f
     let scale = invstd * weight;
     (scale, bias, bias - mean * scale)
 }
+
+/// `sgd_step.wgsl` for one value, in f64: PyTorch's `torch.optim.SGD`. `buf` is None before
+/// the first step with momentum; returns the new parameter (and updates `buf`).
+pub fn sgd_step(
+    param: f64,
+    grad: f64,
+    buf: &mut Option<f64>,
+    (lr, momentum, dampening, weight_decay, nesterov): (f64, f64, f64, f64, bool),
+) -> f64 {
+    let mut d = grad + weight_decay * param;
+    if momentum != 0.0 {
+        let b = match *buf {
+            None => d,
+            Some(b) => momentum * b + (1.0 - dampening) * d,
+        };
+        *buf = Some(b);
+        d = if nesterov { d + momentum * b } else { b };
+    }
+    param - lr * d
+}

@@ -36,6 +36,7 @@ pub(crate) struct Workspace {
     channel_params: HashMap<(u32, u32, u32, u32), Binding>,
     /// Keyed by every field of the uniform (`UpdateParams` as plain words).
     update_params: HashMap<[u32; 6], Binding>,
+    sgd_params: HashMap<[u32; 8], Binding>,
     partials: Option<wgpu::Buffer>,
     /// Per-channel buffers by purpose, grown to the largest channel count seen.
     scratch: HashMap<&'static str, wgpu::Buffer>,
@@ -67,6 +68,7 @@ impl Workspace {
             plans: HashMap::new(),
             channel_params: HashMap::new(),
             update_params: HashMap::new(),
+            sgd_params: HashMap::new(),
             partials: None,
             scratch: HashMap::new(),
             binds: BindCache::default(),
@@ -135,6 +137,18 @@ impl Workspace {
     }
 
     /// The running-update uniform.
+    /// The SGD-step uniform (a few distinct values per optimizer: first step or not).
+    pub fn sgd_params(&mut self, params: crate::ops::sgd_step::SgdParams) -> Binding {
+        let key: [u32; 8] = bytemuck::cast(params);
+        if let Some(b) = self.sgd_params.get(&key) {
+            return b.clone();
+        }
+        clear_if_full(&mut self.sgd_params);
+        let b = self.uniform("sgd params", bytemuck::bytes_of(&params));
+        self.sgd_params.insert(key, b.clone());
+        b
+    }
+
     pub fn update_params(&mut self, params: UpdateParams) -> Binding {
         let key = [
             params.channels,

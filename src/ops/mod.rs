@@ -12,6 +12,7 @@
 //! | grad_input | [`backward_input`] | `backward_input.wgsl` |
 //! | per-channel coefficients (backward epilogue, eval fold) | [`channel_affine`] | `channel_affine.wgsl` |
 //! | f16 <-> f32 copies of f16 activations | [`convert`] | `convert.wgsl` + `convert_packed.wgsl` / `convert_native.wgsl` |
+//! | an SGD step on a per-channel parameter | [`sgd_step`] | `sgd_step.wgsl` |
 //!
 //! Each module declares its bindings once, with [`bindings!`]: a struct with one named field
 //! per binding. That declaration is the only place a binding's number lives: it gives the
@@ -35,6 +36,7 @@ pub(crate) mod convert;
 pub(crate) mod finalize_stats;
 pub(crate) mod normalize;
 pub(crate) mod plan;
+pub(crate) mod sgd_step;
 pub(crate) mod stats;
 pub(crate) mod update_running;
 
@@ -72,10 +74,11 @@ pub(crate) enum Kernel {
     ChannelAffine,
     Convert,
     ConvertNative,
+    SgdStep,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 10] = [
+    const ALL: [Kernel; 11] = [
         Kernel::Stats,
         Kernel::FinalizeStats,
         Kernel::Normalize,
@@ -86,6 +89,7 @@ impl Kernel {
         Kernel::ChannelAffine,
         Kernel::Convert,
         Kernel::ConvertNative,
+        Kernel::SgdStep,
     ];
 
     fn spec(self) -> &'static KernelSpec {
@@ -100,6 +104,7 @@ impl Kernel {
             Kernel::ChannelAffine => &channel_affine::SPEC,
             Kernel::Convert => &convert::SPEC,
             Kernel::ConvertNative => &convert::NATIVE_SPEC,
+            Kernel::SgdStep => &sgd_step::SPEC,
         }
     }
 

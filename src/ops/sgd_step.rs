@@ -1,0 +1,56 @@
+//! Host side of `shaders/sgd_step.wgsl`: one `torch.optim.SGD` step on a per-channel
+//! parameter. CPU oracle: [`crate::reference::sgd_step`].
+
+use super::{bindings, Assembly, Kernel, KernelSpec, Recorder, Statistics};
+
+bindings! {
+    /// The bindings of `sgd_step.wgsl`.
+    SgdStepBindings {
+        /// Hyperparameters and the channel count (`SgdParams`).
+        step: Uniform Whole "Sgd",
+        /// The parameter, updated in place.
+        param: ReadWrite Whole "array<f32>",
+        /// Its gradient.
+        grad: Read Whole "array<f32>",
+        /// The momentum buffer, updated in place; absent: no momentum.
+        buf: ReadWrite Optional "array<f32>",
+    }
+}
+
+pub(crate) const SPEC: KernelSpec = KernelSpec {
+    prelude: "",
+    name: "sgd_step",
+    source: include_str!("../../shaders/sgd_step.wgsl"),
+    bindings: SgdStepBindings::SPEC,
+    assembly: Assembly::Single,
+    has_statistics: false,
+    has_epilogue: false,
+    has_direction: false,
+    workgroup_size: 256,
+};
+
+/// `Sgd` in `sgd_step.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct SgdParams {
+    pub channels: u32,
+    pub first: u32,
+    pub nesterov: u32,
+    pub _pad: u32,
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+}
+
+impl SgdStepBindings {
+    /// Records the step: one workgroup (see the shader).
+    pub fn encode(&self, rec: &mut Recorder<'_, '_>) {
+        rec.dispatch(
+            Kernel::SgdStep,
+            Statistics::Batch,
+            &self.resolve(None),
+            [1, 1],
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Training steps that stay on the GPU: [`Sgd`], PyTorch's `torch.optim.SGD` over a module's
+//! `weight` and `bias`, one small dispatch per parameter, no host round-trip.
+//!
+//! ```no_run
+//! use wgpu_batchnorm::optim::{Sgd, SgdOptions};
+//! use wgpu_batchnorm::{BatchNorm1d, Context, Tensor};
+//! let ctx = Context::new()?;
+//! let mut bn = BatchNorm1d::new(&ctx, 3)?;
+//! let mut sgd = Sgd::new(&ctx, SgdOptions { lr: 0.1, momentum: 0.9, ..Default::default() })?;
+//! let x = Tensor::from_slice(&ctx, &[0.5, 1.0, -1.0, 2.0, 0.0, 3.0], &[2, 3])?;
+//! let y = bn.forward(&x)?;
+//! let grads = bn.backward(&y)?; // d(0.5 * |y|^2) / dy = y
+//! sgd.step(&mut bn, &grads)?; // weight -= lr * ..., bias -= lr * ..., on the GPU
+//! # Ok::<(), wgpu_batchnorm::Error>(())
+//! ```
+
+use crate::batchnorm::{BatchNorm, Gradients};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::ops::sgd_step::{SgdParams, SgdStepBindings};
+use crate::tensor::Tensor;
+use crate::workspace::Workspace;
+
+/// `torch.optim.SGD`'s hyperparameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdOptions {
+    /// Learning rate (>= 0).
+    pub lr: f64,
+    /// Momentum factor (>= 0); 0: no momentum buffers.
+    pub momentum: f64,
+    /// Dampening of the momentum.
+    pub dampening: f64,
+    /// L2 penalty (>= 0).
+    pub weight_decay: f64,
+    /// Nesterov momentum (needs momentum > 0 and dampening 0).
+    pub nesterov: bool,
+}
+
+impl Default for SgdOptions {
+    fn default() -> Self {
+        SgdOptions {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+/// SGD over one module's `weight` and `bias`, with its momentum buffers on the GPU.
+#[derive(Debug)]
+pub struct Sgd {
+    ctx: Context,
+    options: SgdOptions,
+    ws: Workspace,
+    /// Momentum buffers of weight and bias, made on the first step.
+    bufs: Option<[Tensor; 2]>,
+    steps: u64,
+}
+
+impl Sgd {
+    /// An optimizer with `options`, checked as PyTorch checks them.
+    pub fn new(ctx: &Context, options: SgdOptions) -> Result<Self> {
+        let o = options;
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        // NaN is invalid too.
+        let nonnegative = |v: f64| v.is_finite() && v >= 0.0;
+        if !nonnegative(o.lr) {
+            return bad(format!("Invalid learning rate: {}", o.lr));
+        }
+        if !nonnegative(o.momentum) {
+            return bad(format!("Invalid momentum value: {}", o.momentum));
+        }
+        if !nonnegative(o.weight_decay) {
+            return bad(format!("Invalid weight_decay value: {}", o.weight_decay));
+        }
+        if o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0) {
+            return bad("Nesterov momentum requires a momentum and zero dampening".into());
+        }
+        Ok(Sgd {
+            ctx: ctx.clone(),
+            options,
+            ws: Workspace::new(ctx),
+            bufs: None,
+            steps: 0,
+        })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Records one step on `module`'s weight and bias with `grads` (from its backward) into
+    /// `encoder`, and marks the module changed ([`BatchNorm::params_changed`]). No submit, no
+    /// wait.
+    pub fn encode_step(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        module: &mut BatchNorm,
+        grads: &Gradients,
+    ) -> Result<()> {
+        let t = module.tensors();
+        let (Some(weight), Some(bias)) = (t.weight.cloned(), t.bias.cloned()) else {
+            return Err(Error::NotAvailable(
+                "SGD over weight and bias: the module has affine = false".into(),
+            ));
+        };
+        let (Some(gw), Some(gb)) = (&grads.grad_weight, &grads.grad_bias) else {
+            return Err(Error::InvalidArgument(
+                "the gradients hold no grad_weight / grad_bias".into(),
+            ));
+        };
+        let c = module.num_features();
+        for (what, g) in [("grad_weight", gw), ("grad_bias", gb)] {
+            g.check_context(&self.ctx, what)?;
+            g.expect_shape(what, &[c])?;
+        }
+        weight.check_context(&self.ctx, "the module's weight")?;
+        if c == 0 {
+            self.steps += 1;
+            return Ok(());
+        }
+        let o = self.options;
+        if o.momentum != 0.0 && self.bufs.is_none() {
+            self.bufs = Some([
+                Tensor::zeros(&self.ctx, &[c])?,
+                Tensor::zeros(&self.ctx, &[c])?,
+            ]);
+        }
+        if let Some(bufs) = &self.bufs {
+            bufs[0].expect_shape("momentum buffer (one optimizer per module)", &[c])?;
+        }
+        let params = self.ws.sgd_params(SgdParams {
+            channels: c as u32,
+            first: u32::from(self.steps == 0),
+            nesterov: u32::from(o.nesterov),
+            _pad: 0,
+            lr: o.lr as f32,
+            momentum: o.momentum as f32,
+            dampening: o.dampening as f32,
+            weight_decay: o.weight_decay as f32,
+        });
+        let ops: Vec<SgdStepBindings> = [(&weight, gw), (&bias, gb)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (p, g))| SgdStepBindings {
+                step: params.clone(),
+                param: p.slot(),
+                grad: g.slot(),
+                buf: self.bufs.as_ref().map(|b| b[i].slot()),
+            })
+            .collect();
+        self.ws.record(encoder, "sgd step", |rec| {
+            for op in &ops {
+                op.encode(rec);
+            }
+        });
+        self.steps += 1;
+        module.params_changed();
+        Ok(())
+    }
+
+    /// [`Sgd::encode_step`], submitted and waited for.
+    pub fn step(&mut self, module: &mut BatchNorm, grads: &Gradients) -> Result<()> {
+        let ctx = self.ctx.clone();
+        ctx.run(|encoder| self.encode_step(encoder, module, grads))
+    }
+}
