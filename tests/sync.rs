@@ -5,7 +5,9 @@
 mod support;
 
 use support::checks::{forward_ratio, gradient_ratio};
+use support::golden::{per_channel_ratio, rel_l2_ratio, TOL};
 use support::Rng;
+use wgpu_batchnorm::reference;
 use wgpu_batchnorm::reference::ReferenceBatchNorm;
 use wgpu_batchnorm::sync::{backward_coefficients, merge_stats, merge_sums, LocalStats};
 use wgpu_batchnorm::{
@@ -165,6 +167,43 @@ fn a_batch_split_across_two_devices_matches_the_whole_batch() {
     };
     let g = gradient_ratio(ctx, &grads, &cpu, &x, &dy, &shape);
     println!("gradients: worst err/allowed {g:.3e}");
+
+    // Each field alone, for the record (the checks above already bound them all).
+    let (mean, var) = cpu.last_stats.clone().unwrap();
+    let kappa = reference::kappa(&mean, &var, options.eps);
+    let k_c = |ch: usize| 1.0 + kappa[ch] / 30.0;
+    let k = (0..c).map(k_c).fold(1.0, f64::max);
+    let want = cpu.backward(&x, &shape, &dy).unwrap();
+    let fields = [
+        ("output", rel_l2_ratio(&ys, &y64, k)),
+        (
+            "running_mean",
+            per_channel_ratio(&running[0].0, &cpu.running_mean, |ch| {
+                TOL * (cpu.running_mean[ch].abs() + cpu.running_var[ch].sqrt())
+            }),
+        ),
+        (
+            "running_var",
+            per_channel_ratio(&running[0].1, &cpu.running_var, |ch| {
+                TOL * k_c(ch) * cpu.running_var[ch]
+            }),
+        ),
+        (
+            "grad_weight",
+            per_channel_ratio(&gw, &want.grad_weight, |ch| {
+                TOL * k_c(ch) * want.grad_weight[ch].abs().max(1.0)
+            }),
+        ),
+        (
+            "grad_bias",
+            per_channel_ratio(&gb, &want.grad_bias, |ch| {
+                TOL * want.grad_bias[ch].abs().max(1.0)
+            }),
+        ),
+    ];
+    for (field, r) in fields {
+        println!("{field}: err/allowed {r:.3e}");
+    }
 }
 
 /// Bad merges are typed errors with the count or the channel count in the message.
