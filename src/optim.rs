@@ -142,16 +142,14 @@ impl Sgd {
             dampening: o.dampening as f32,
             weight_decay: o.weight_decay as f32,
         });
-        let ops: Vec<SgdStepBindings> = [(&weight, gw), (&bias, gb)]
-            .into_iter()
-            .enumerate()
-            .map(|(i, (p, g))| SgdStepBindings {
-                step: params.clone(),
-                param: p.slot(),
-                grad: g.slot(),
-                buf: self.bufs.as_ref().map(|b| b[i].slot()),
-            })
-            .collect();
+        let bufs = self.bufs.as_ref();
+        let op = |i: usize, p: &Tensor, g: &Tensor| SgdStepBindings {
+            step: params.clone(),
+            param: p.slot(),
+            grad: g.slot(),
+            buf: bufs.map(|b| b[i].slot()),
+        };
+        let ops = [op(0, &weight, gw), op(1, &bias, gb)];
         self.ws.record(encoder, "sgd step", |rec| {
             for op in &ops {
                 op.encode(rec);

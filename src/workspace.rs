@@ -33,10 +33,9 @@ const MAX_CACHED: usize = 64;
 pub(crate) struct Workspace {
     ctx: Context,
     plans: HashMap<Geometry, Arc<PreparedPlan>>,
-    channel_params: HashMap<(u32, u32, u32, u32), Binding>,
-    /// Keyed by every field of the uniform (`UpdateParams` as plain words).
-    update_params: HashMap<[u32; 6], Binding>,
-    sgd_params: HashMap<[u32; 8], Binding>,
+    /// Small parameter uniforms keyed by their kind and every word of their contents, so a
+    /// cached one is reused only for identical parameters.
+    uniforms: HashMap<(&'static str, UniformWords), Binding>,
     partials: Option<wgpu::Buffer>,
     /// Per-channel buffers by purpose, grown to the largest channel count seen.
     scratch: HashMap<&'static str, wgpu::Buffer>,
@@ -55,6 +54,26 @@ impl std::fmt::Debug for Workspace {
     }
 }
 
+/// A uniform's contents as words (every parameter uniform is at most 32 bytes, checked below).
+type UniformWords = [u32; 8];
+const _: () = {
+    let words = std::mem::size_of::<UniformWords>();
+    assert!(std::mem::size_of::<ChannelParams>() <= words);
+    assert!(std::mem::size_of::<UpdateParams>() <= words);
+    assert!(std::mem::size_of::<crate::ops::sgd_step::SgdParams>() <= words);
+};
+
+fn too_large(what: &str, bytes: u64, limit: u64) -> Result<()> {
+    if bytes > limit {
+        return Err(Error::TooLarge {
+            what: what.to_string(),
+            bytes,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 fn clear_if_full<K, V>(map: &mut HashMap<K, V>) {
     if map.len() >= MAX_CACHED {
         map.clear();
@@ -66,9 +85,7 @@ impl Workspace {
         Workspace {
             ctx: ctx.clone(),
             plans: HashMap::new(),
-            channel_params: HashMap::new(),
-            update_params: HashMap::new(),
-            sgd_params: HashMap::new(),
+            uniforms: HashMap::new(),
             partials: None,
             scratch: HashMap::new(),
             binds: BindCache::default(),
@@ -117,84 +134,55 @@ impl Workspace {
         prepared
     }
 
-    /// The per-channel uniform for C channels of `count` values in `total_tasks` partials.
-    pub fn channel_params(&mut self, c: u32, total_tasks: u64, count: u32, eps: f32) -> Binding {
-        let total_tasks = total_tasks as u32;
-        let key = (c, total_tasks, count, eps.to_bits());
-        if let Some(b) = self.channel_params.get(&key) {
+    /// The uniform holding `params`, one per distinct contents.
+    fn cached_uniform<T: bytemuck::Pod>(&mut self, label: &'static str, params: &T) -> Binding {
+        let bytes = bytemuck::bytes_of(params);
+        let mut key: UniformWords = [0; 8];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut key)[..bytes.len()].copy_from_slice(bytes);
+        if let Some(b) = self.uniforms.get(&(label, key)) {
             return b.clone();
         }
-        clear_if_full(&mut self.channel_params);
+        clear_if_full(&mut self.uniforms);
+        let b = self.uniform(label, bytes);
+        self.uniforms.insert((label, key), b.clone());
+        b
+    }
+
+    /// The per-channel uniform for C channels of `count` values in `total_tasks` partials.
+    pub fn channel_params(&mut self, c: u32, total_tasks: u64, count: u32, eps: f32) -> Binding {
         let params = ChannelParams {
             channels: c,
-            total_tasks,
+            total_tasks: total_tasks as u32,
             count,
             eps,
         };
-        let b = self.uniform("channel params", bytemuck::bytes_of(&params));
-        self.channel_params.insert(key, b.clone());
-        b
+        self.cached_uniform("channel params", &params)
+    }
+
+    /// The SGD-step uniform.
+    pub fn sgd_params(&mut self, params: crate::ops::sgd_step::SgdParams) -> Binding {
+        self.cached_uniform("sgd params", &params)
     }
 
     /// The running-update uniform.
-    /// The SGD-step uniform (a few distinct values per optimizer: first step or not).
-    pub fn sgd_params(&mut self, params: crate::ops::sgd_step::SgdParams) -> Binding {
-        let key: [u32; 8] = bytemuck::cast(params);
-        if let Some(b) = self.sgd_params.get(&key) {
-            return b.clone();
-        }
-        clear_if_full(&mut self.sgd_params);
-        let b = self.uniform("sgd params", bytemuck::bytes_of(&params));
-        self.sgd_params.insert(key, b.clone());
-        b
-    }
-
     pub fn update_params(&mut self, params: UpdateParams) -> Binding {
-        let key = [
-            params.channels,
-            params.count,
-            params.momentum.to_bits(),
-            params.cumulative,
-            params.update_stats,
-            params.biased,
-        ];
-        if let Some(b) = self.update_params.get(&key) {
-            return b.clone();
-        }
-        clear_if_full(&mut self.update_params);
-        let b = self.uniform("update params", bytemuck::bytes_of(&params));
-        self.update_params.insert(key, b.clone());
-        b
+        self.cached_uniform("update params", &params)
     }
 
-    /// Checks that a scratch buffer of `bytes` fits the device (before any state changes).
     /// A typed error unless a buffer of `bytes` can be created (buffers bound through the
     /// plan's windows, like f32 copies of f16 tensors, need no more).
     pub fn check_buffer_fits(&self, what: &str, bytes: u64) -> Result<()> {
-        let limit = self.ctx.device().limits().max_buffer_size;
-        if bytes > limit {
-            return Err(Error::TooLarge {
-                what: what.to_string(),
-                bytes,
-                limit,
-            });
-        }
-        Ok(())
+        too_large(what, bytes, self.ctx.device().limits().max_buffer_size)
     }
 
+    /// Checks that a scratch buffer of `bytes`, bound whole, fits the device (before any state
+    /// changes).
     pub fn check_fits(&self, what: &str, bytes: u64) -> Result<()> {
         let limits = self.ctx.device().limits();
         let limit = limits
             .max_buffer_size
             .min(limits.max_storage_buffer_binding_size);
-        if bytes > limit {
-            return Err(Error::TooLarge {
-                what: what.to_string(),
-                bytes,
-                limit,
-            });
-        }
-        Ok(())
+        too_large(what, bytes, limit)
     }
 
     /// Bytes of the partials of `plan`.
