@@ -351,32 +351,30 @@ fn the_functional_api_matches_the_reference_on_random_shapes_and_arguments() {
         .unwrap();
 }
 
-/// (N, C, *spatial) data in channels-last memory order.
-fn to_channels_last(x: &[f32], shape: &[usize]) -> Vec<f32> {
+/// The permutation between (N, C, *spatial) order and channels-last order: element
+/// `(b, ch, i)` sits at `(nchw, channels_last)`.
+fn layout_pairs(shape: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let (n, c) = (shape[0], shape[1]);
     let s: usize = shape[2..].iter().product();
+    (0..n).flat_map(move |b| {
+        (0..c).flat_map(move |ch| (0..s).map(move |i| ((b * c + ch) * s + i, (b * s + i) * c + ch)))
+    })
+}
+
+/// (N, C, *spatial) data in channels-last memory order.
+fn to_channels_last(x: &[f32], shape: &[usize]) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
-    for b in 0..n {
-        for ch in 0..c {
-            for i in 0..s {
-                out[(b * s + i) * c + ch] = x[(b * c + ch) * s + i];
-            }
-        }
+    for (nchw, last) in layout_pairs(shape) {
+        out[last] = x[nchw];
     }
     out
 }
 
 /// Channels-last data back in (N, C, *spatial) order.
 fn from_channels_last(x: &[f32], shape: &[usize]) -> Vec<f32> {
-    let (n, c) = (shape[0], shape[1]);
-    let s: usize = shape[2..].iter().product();
     let mut out = vec![0.0; x.len()];
-    for b in 0..n {
-        for ch in 0..c {
-            for i in 0..s {
-                out[(b * c + ch) * s + i] = x[(b * s + i) * c + ch];
-            }
-        }
+    for (nchw, last) in layout_pairs(shape) {
+        out[nchw] = x[last];
     }
     out
 }
