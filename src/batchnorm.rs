@@ -2,9 +2,10 @@
 //! buffers over the functional layer ([`crate::functional`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use crate::context::Context;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::context::block_on;
+use crate::context::{Context, Shared};
 use crate::error::{Error, Result};
 use crate::functional::{
     BackwardArgs, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
@@ -172,7 +173,7 @@ pub struct Saved {
     module: u64,
     x: Tensor,
     /// The batch statistics, or None when the forward used the running statistics.
-    batch: Option<Arc<SavedBuffers>>,
+    batch: Option<Shared<SavedBuffers>>,
     training: bool,
     version: u64,
     activation: Activation,
@@ -239,13 +240,13 @@ pub struct BatchNorm {
     state: State,
     functional: Functional,
     /// Statistics buffers of earlier forwards, reused when no [`Saved`] refers to them.
-    pool: Vec<Arc<SavedBuffers>>,
+    pool: Vec<Shared<SavedBuffers>>,
     /// Bumped by every setter, so that backward can tell the module changed since the forward.
     version: u64,
     /// What `backward` (without a handle) differentiates.
     last_forward: Option<Saved>,
     /// The statistics of the last forward that used batch statistics (`save_mean()`).
-    last_batch: Option<Arc<SavedBuffers>>,
+    last_batch: Option<Shared<SavedBuffers>>,
     /// Applied after the normalization (and the residual add), in the same pass.
     activation: Activation,
 }
@@ -255,7 +256,7 @@ fn channel_tensor(ctx: &Context, c: usize, v: f32) -> Result<Tensor> {
     if v == 0.0 {
         Tensor::zeros(ctx, &[c])
     } else {
-        Tensor::from_slice(ctx, &vec![v; c], &[c])
+        Tensor::from_slice_queued(ctx, &vec![v; c], &[c])
     }
 }
 
@@ -506,13 +507,13 @@ impl BatchNorm {
     }
 
     /// Statistics buffers no [`Saved`] refers to, or new ones.
-    fn saved_buffers(&mut self) -> Result<Arc<SavedBuffers>> {
-        if let Some(b) = self.pool.iter().find(|b| Arc::strong_count(b) == 1) {
+    fn saved_buffers(&mut self) -> Result<Shared<SavedBuffers>> {
+        if let Some(b) = self.pool.iter().find(|b| Shared::strong_count(b) == 1) {
             return Ok(b.clone());
         }
         // Unscoped: this runs in encode-only calls too, which wait on nothing.
         let c = self.num_features;
-        let b = Arc::new(SavedBuffers {
+        let b = Shared::new(SavedBuffers {
             mean: Tensor::empty_unscoped(&self.ctx, &[c])?,
             invstd: Tensor::empty_unscoped(&self.ctx, &[c])?,
         });
@@ -614,16 +615,42 @@ impl BatchNorm {
     /// Runs the forward on `x` and returns a new output tensor; blocks until the GPU is done.
     ///
     /// Training mode (or `track_running_stats = false`) normalizes with the batch statistics
-    /// (biased variance) and, in training mode, updates the running statistics; eval mode
-    /// normalizes with the running statistics.
+    /// (biased variance) and, in training mode, updates the running statistics;
+    /// eval mode normalizes with the running statistics.
+    ///
+    /// Every call that waits for the GPU has an async form (`forward_async`, ...) that waits
+    /// without blocking the thread; the blocking forms are native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        self.forward_saved(x).map(|(y, _)| y)
+        block_on(self.forward_async(x))
+    }
+
+    /// Async form of [`BatchNorm::forward`] (the only form on the web).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), wgpu_batchnorm::Error> {
+    /// use wgpu_batchnorm::{BatchNorm1d, Context, Tensor};
+    /// let ctx = Context::new_async().await?;
+    /// let mut bn = BatchNorm1d::new(&ctx, 3)?;
+    /// let x = Tensor::from_slice_async(&ctx, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).await?;
+    /// let y = bn.forward_async(&x).await?;
+    /// let y = y.to_host_async().await?; // about [-1, -1, -1, 1, 1, 1]
+    /// # Ok(()) }
+    /// ```
+    pub async fn forward_async(&mut self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_saved_residual_async(x, None).await?.0)
     }
 
     /// Like [`BatchNorm::forward`], also returning the handle for [`BatchNorm::backward_saved`]
     /// (for a module applied more than once before its backward).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_saved(&mut self, x: &Tensor) -> Result<(Tensor, Saved)> {
-        self.forward_saved_residual(x, None)
+        block_on(self.forward_saved_residual_async(x, None))
+    }
+
+    /// Async form of [`BatchNorm::forward_saved`].
+    pub async fn forward_saved_async(&mut self, x: &Tensor) -> Result<(Tensor, Saved)> {
+        self.forward_saved_residual_async(x, None).await
     }
 
     /// The fused ResNet tail, `act(bn(x) + residual)` with the module's activation, in one
@@ -641,22 +668,49 @@ impl BatchNorm {
     /// assert!(grads.grad_residual.is_some());
     /// # Ok::<(), wgpu_batchnorm::Error>(())
     /// ```
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_residual(&mut self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.forward_saved_residual(x, Some(residual))
-            .map(|(y, _)| y)
+        block_on(self.forward_residual_async(x, residual))
+    }
+
+    /// Async form of [`BatchNorm::forward_residual`].
+    pub async fn forward_residual_async(
+        &mut self,
+        x: &Tensor,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        Ok(self
+            .forward_saved_residual_async(x, Some(residual))
+            .await?
+            .0)
     }
 
     /// Like [`BatchNorm::forward_residual`] (residual optional), also returning the handle for
     /// [`BatchNorm::backward_saved`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_saved_residual(
+        &mut self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<(Tensor, Saved)> {
+        block_on(self.forward_saved_residual_async(x, residual))
+    }
+
+    /// Async form of [`BatchNorm::forward_saved_residual`]; every other forward is this one.
+    pub async fn forward_saved_residual_async(
         &mut self,
         x: &Tensor,
         residual: Option<&Tensor>,
     ) -> Result<(Tensor, Saved)> {
         self.check_input(x)?;
         let y = Tensor::empty_of(&self.ctx, x.shape(), x.dtype(), x.memory_format())?;
-        let saved = self.run_forward(x, residual, &y, |f, args| f.forward(args))?;
-        Ok((y, saved))
+        let ctx = self.ctx.clone();
+        let saved = ctx
+            .run_async(|encoder| {
+                self.run_forward(x, residual, &y, |f, args| f.encode_forward(encoder, args))
+            })
+            .await;
+        Ok((y, self.forgotten_if_failed(saved)?))
     }
 
     /// The activation applied after the normalization (default Identity), like following the
@@ -705,16 +759,28 @@ impl BatchNorm {
 
     /// This module's state as a safetensors file, its keys under `prefix`, like
     /// `safetensors.torch.save_file(module.state_dict())`; see [`crate::state_dict::save`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn state_dict(&self, prefix: &str) -> Result<Vec<u8>> {
         crate::state_dict::save(&[(prefix, self)])
+    }
+
+    /// Async form of [`BatchNorm::state_dict`].
+    pub async fn state_dict_async(&self, prefix: &str) -> Result<Vec<u8>> {
+        crate::state_dict::save_async(&[(prefix, self)]).await
     }
 
     /// The eval-mode module as a per-channel affine map, new `[C]` tensors `(scale, shift)`:
     /// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`, so
     /// that eval batch norm is `x * scale + shift`. Blocks until done; read them with
     /// [`Tensor::to_host`], or fold them into the convolution before the module with
-    /// [`crate::fold::fuse_conv_bn_weights`]. Needs `track_running_stats`.
+    /// [`crate::fold::fuse_conv_bn_weights`]. Needs `track_running_stats`. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn eval_fold(&mut self) -> Result<(Tensor, Tensor)> {
+        block_on(self.eval_fold_async())
+    }
+
+    /// Async form of [`BatchNorm::eval_fold`].
+    pub async fn eval_fold_async(&mut self) -> Result<(Tensor, Tensor)> {
         let running = self.state.running.as_ref().ok_or_else(|| {
             Error::NotAvailable("eval_fold: the module has track_running_stats = false".into())
         })?;
@@ -723,22 +789,45 @@ impl BatchNorm {
             Tensor::empty(&self.ctx, &[c])?,
             Tensor::empty(&self.ctx, &[c])?,
         );
-        self.functional.fold(&FoldArgs {
-            running_mean: &running.mean,
-            running_var: &running.var,
-            weight: self.state.weight.as_ref(),
-            bias: self.state.bias.as_ref(),
-            eps: self.options.eps,
-            scale: &scale,
-            shift: &shift,
-        })?;
+        self.functional
+            .fold_async(&FoldArgs {
+                running_mean: &running.mean,
+                running_var: &running.var,
+                weight: self.state.weight.as_ref(),
+                bias: self.state.bias.as_ref(),
+                eps: self.options.eps,
+                scale: &scale,
+                shift: &shift,
+            })
+            .await?;
         Ok((scale, shift))
     }
 
     /// Like [`BatchNorm::forward`], writing into a caller-given output; blocks until done.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_into(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        self.run_forward(x, None, y, |f, args| f.forward(args))
-            .map(|_| ())
+        block_on(self.forward_into_async(x, y))
+    }
+
+    /// Async form of [`BatchNorm::forward_into`].
+    pub async fn forward_into_async(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let saved = ctx
+            .run_async(|encoder| {
+                self.run_forward(x, None, y, |f, args| f.encode_forward(encoder, args))
+            })
+            .await;
+        self.forgotten_if_failed(saved).map(|_| ())
+    }
+
+    /// A forward the device failed to run leaves nothing for `backward` or `save_mean` to
+    /// use (a rejected one changed nothing to begin with).
+    fn forgotten_if_failed(&mut self, saved: Result<Saved>) -> Result<Saved> {
+        if saved.is_err() {
+            self.last_forward = None;
+            self.last_batch = None;
+        }
+        saved
     }
 
     // ----- backward ----------------------------------------------------------------------
@@ -788,13 +877,29 @@ impl BatchNorm {
     /// Training mode, or eval without running stats, differentiates through the batch
     /// statistics; eval mode with running stats gives `grad_input = dy * weight /
     /// sqrt(running_var + eps)`. The forward's input tensor must not have been modified since.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
+        block_on(self.backward_async(grad_output))
+    }
+
+    /// Async form of [`BatchNorm::backward`].
+    pub async fn backward_async(&mut self, grad_output: &Tensor) -> Result<Gradients> {
         let saved = self.last()?;
-        self.backward_saved(&saved, grad_output)
+        self.backward_saved_async(&saved, grad_output).await
     }
 
     /// Gradients of the forward that returned `saved`; blocks until the GPU is done.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn backward_saved(&mut self, saved: &Saved, grad_output: &Tensor) -> Result<Gradients> {
+        block_on(self.backward_saved_async(saved, grad_output))
+    }
+
+    /// Async form of [`BatchNorm::backward_saved`]; every other backward is this one.
+    pub async fn backward_saved_async(
+        &mut self,
+        saved: &Saved,
+        grad_output: &Tensor,
+    ) -> Result<Gradients> {
         self.check_saved(saved, None, None)?;
         let grad_input = Tensor::empty_of(
             &self.ctx,
@@ -825,7 +930,13 @@ impl BatchNorm {
             grad_bias: grad_bias.as_ref(),
             grad_residual: grad_residual.as_ref(),
         };
-        self.run_backward(saved, grad_output, outputs, Functional::backward)?;
+        let ctx = self.ctx.clone();
+        ctx.run_async(|encoder| {
+            self.run_backward(saved, grad_output, outputs, |f, args| {
+                f.encode_backward(encoder, args)
+            })
+        })
+        .await?;
         Ok(Gradients {
             grad_input,
             grad_weight,
@@ -862,7 +973,19 @@ impl BatchNorm {
 
     /// Like [`BatchNorm::backward`], into caller-given tensors (`grad_weight` / `grad_bias` of
     /// shape `[C]`, each optional); blocks until done.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn backward_into(
+        &mut self,
+        grad_output: &Tensor,
+        grad_input: &Tensor,
+        grad_weight: Option<&Tensor>,
+        grad_bias: Option<&Tensor>,
+    ) -> Result<()> {
+        block_on(self.backward_into_async(grad_output, grad_input, grad_weight, grad_bias))
+    }
+
+    /// Async form of [`BatchNorm::backward_into`].
+    pub async fn backward_into_async(
         &mut self,
         grad_output: &Tensor,
         grad_input: &Tensor,
@@ -876,7 +999,13 @@ impl BatchNorm {
             grad_bias,
             grad_residual: None,
         };
-        self.run_backward(&saved, grad_output, outputs, Functional::backward)
+        let ctx = self.ctx.clone();
+        ctx.run_async(|encoder| {
+            self.run_backward(&saved, grad_output, outputs, |f, args| {
+                f.encode_backward(encoder, args)
+            })
+        })
+        .await
     }
 
     /// Records the backward of the last forward into `encoder` (no submit, no wait).
@@ -968,18 +1097,33 @@ impl BatchNorm {
         Ok(())
     }
 
-    fn read(t: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
-        t.map(Tensor::to_host).transpose()
+    async fn read(t: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
+        match t {
+            Some(t) => Ok(Some(t.to_host_async().await?)),
+            None => Ok(None),
+        }
     }
 
     /// `module.weight` (None when `affine = false`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn weight(&self) -> Result<Option<Vec<f32>>> {
-        Self::read(self.state.weight.as_ref())
+        block_on(self.weight_async())
+    }
+
+    /// Async form of [`BatchNorm::weight`].
+    pub async fn weight_async(&self) -> Result<Option<Vec<f32>>> {
+        Self::read(self.state.weight.as_ref()).await
     }
 
     /// `module.bias` (None when `affine = false`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn bias(&self) -> Result<Option<Vec<f32>>> {
-        Self::read(self.state.bias.as_ref())
+        block_on(self.bias_async())
+    }
+
+    /// Async form of [`BatchNorm::bias`].
+    pub async fn bias_async(&self) -> Result<Option<Vec<f32>>> {
+        Self::read(self.state.bias.as_ref()).await
     }
 
     /// Sets `module.weight` (C values).
@@ -995,13 +1139,25 @@ impl BatchNorm {
     }
 
     /// `module.running_mean` (None when `track_running_stats = false`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn running_mean(&self) -> Result<Option<Vec<f32>>> {
-        Self::read(self.state.running.as_ref().map(|r| &r.mean))
+        block_on(self.running_mean_async())
+    }
+
+    /// Async form of [`BatchNorm::running_mean`].
+    pub async fn running_mean_async(&self) -> Result<Option<Vec<f32>>> {
+        Self::read(self.state.running.as_ref().map(|r| &r.mean)).await
     }
 
     /// `module.running_var` (None when `track_running_stats = false`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn running_var(&self) -> Result<Option<Vec<f32>>> {
-        Self::read(self.state.running.as_ref().map(|r| &r.var))
+        block_on(self.running_var_async())
+    }
+
+    /// Async form of [`BatchNorm::running_var`].
+    pub async fn running_var_async(&self) -> Result<Option<Vec<f32>>> {
+        Self::read(self.state.running.as_ref().map(|r| &r.var)).await
     }
 
     /// Sets `module.running_mean` (C values).
@@ -1017,12 +1173,17 @@ impl BatchNorm {
     }
 
     /// `module.num_batches_tracked` (None when `track_running_stats = false`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn num_batches_tracked(&self) -> Result<Option<u64>> {
-        self.state
-            .running
-            .as_ref()
-            .map(|r| r.tracked.get())
-            .transpose()
+        block_on(self.num_batches_tracked_async())
+    }
+
+    /// Async form of [`BatchNorm::num_batches_tracked`].
+    pub async fn num_batches_tracked_async(&self) -> Result<Option<u64>> {
+        match &self.state.running {
+            Some(r) => Ok(Some(r.tracked.get_async().await?)),
+            None => Ok(None),
+        }
     }
 
     /// Sets `module.num_batches_tracked`.
@@ -1059,18 +1220,30 @@ impl BatchNorm {
 
     /// The batch mean of the last forward that used batch statistics (PyTorch's `save_mean`;
     /// zeros before any).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn save_mean(&self) -> Result<Vec<f32>> {
+        block_on(self.save_mean_async())
+    }
+
+    /// Async form of [`BatchNorm::save_mean`].
+    pub async fn save_mean_async(&self) -> Result<Vec<f32>> {
         match &self.last_batch {
-            Some(b) => b.mean.to_host(),
+            Some(b) => b.mean.to_host_async().await,
             None => Ok(vec![0.0; self.num_features]),
         }
     }
 
     /// `1 / sqrt(biased batch variance + eps)` of the last forward that used batch statistics
     /// (PyTorch's `save_invstd`; zeros before any).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn save_invstd(&self) -> Result<Vec<f32>> {
+        block_on(self.save_invstd_async())
+    }
+
+    /// Async form of [`BatchNorm::save_invstd`].
+    pub async fn save_invstd_async(&self) -> Result<Vec<f32>> {
         match &self.last_batch {
-            Some(b) => b.invstd.to_host(),
+            Some(b) => b.invstd.to_host_async().await,
             None => Ok(vec![0.0; self.num_features]),
         }
     }

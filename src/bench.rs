@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::context::block_on;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::plan::grid;
@@ -184,11 +185,12 @@ impl GpuTimer {
             encoder.resolve_query_set(set, 0..2, resolve, 0);
         }
         let start = Instant::now();
-        ctx.submit_and_wait(encoder.finish())?;
+        let index = ctx.queue().submit(Some(encoder.finish()));
+        block_on(crate::transfer::submitted(ctx, index))?;
         let wall_ms = start.elapsed().as_secs_f64() * 1e3;
         match &self.queries {
             Some((_, resolve)) => {
-                let bytes = read_bytes(ctx, resolve, 0, 16)?;
+                let bytes = block_on(read_bytes(ctx, resolve, 0, 16))?;
                 let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
                 Ok(ticks[1].wrapping_sub(ticks[0]) as f64 * self.period_ns / 1e6)
             }

@@ -100,7 +100,8 @@ pub(crate) struct ContextInner {
     pub uncaptured: Arc<Mutex<Vec<String>>>,
     /// Staging buffers reused by uploads and readbacks (fresh staging memory per transfer
     /// costs several times the copy itself on some drivers).
-    pub staging: Mutex<Staging>,
+    /// An async lock: on the web, two transfers of one context can be in flight in one thread.
+    pub staging: futures_intrusive::sync::Mutex<Staging>,
 }
 
 /// Reused staging buffers, two per direction so that the host copy of one chunk overlaps the
@@ -121,8 +122,16 @@ pub(crate) struct Staging {
 /// ```
 #[derive(Clone)]
 pub struct Context {
-    pub(crate) inner: Arc<ContextInner>,
+    pub(crate) inner: Shared<ContextInner>,
 }
+
+/// Shared ownership: `Arc` natively, where contexts and modules may cross threads; `Rc` on the
+/// web, where wgpu's handles are single-threaded and an `Arc` of them would promise a thread
+/// safety they do not have.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type Shared<T> = Arc<T>;
+#[cfg(target_arch = "wasm32")]
+pub(crate) type Shared<T> = std::rc::Rc<T>;
 
 /// Optional features the kernels or the benchmark can use, turned on where the adapter has them.
 fn wanted_features() -> wgpu::Features {
@@ -135,18 +144,21 @@ fn wanted_features() -> wgpu::Features {
 
 impl Context {
     /// Opens the default adapter (honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`), blocking.
+    /// Native only; on the web use [`Context::new_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
-        pollster::block_on(Self::new_async())
+        block_on(Self::new_async())
     }
 
-    /// Async form of [`Context::new`].
+    /// Async form of [`Context::new`] (the only form on the web).
     pub async fn new_async() -> Result<Self> {
         Self::with_options_async(ContextOptions::from_env()).await
     }
 
-    /// Opens an adapter chosen by `options`, blocking.
+    /// Opens an adapter chosen by `options`, blocking. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_options(options: ContextOptions) -> Result<Self> {
-        pollster::block_on(Self::with_options_async(options))
+        block_on(Self::with_options_async(options))
     }
 
     /// Async form of [`Context::with_options`].
@@ -266,7 +278,7 @@ impl Context {
         };
         let pipelines = Pipelines::new(&device, subgroups);
         Context {
-            inner: Arc::new(ContextInner {
+            inner: Shared::new(ContextInner {
                 device,
                 queue,
                 report,
@@ -274,7 +286,7 @@ impl Context {
                 limits,
                 force_walk: options.force_walk,
                 uncaptured,
-                staging: Mutex::new(Staging::default()),
+                staging: futures_intrusive::sync::Mutex::new(Staging::default(), false),
             }),
         }
     }
@@ -308,7 +320,7 @@ impl Context {
     /// Whether `other` is this context or a clone of it. Device handles cannot tell: devices of
     /// different wgpu instances can compare equal.
     pub(crate) fn same(&self, other: &Context) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        Shared::ptr_eq(&self.inner, &other.inner)
     }
 
     pub(crate) fn forced_walk(&self) -> Option<Walk> {
@@ -330,19 +342,37 @@ impl Context {
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch into
-    /// [`Error::Wgpu`].
-    pub(crate) fn scoped<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    /// [`Error::Wgpu`]. `f` itself waits on nothing; both scopes are popped before either is
+    /// awaited, so no other call's scopes can interleave with them.
+    pub(crate) async fn scoped_async<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
         let device = &self.inner.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let result = f();
-        let validation_error = pollster::block_on(validation.pop());
-        let oom_error = pollster::block_on(oom.pop());
+        let (validation, oom) = (validation.pop(), oom.pop());
+        let (validation_error, oom_error) = (validation.await, oom.await);
         if let Some(e) = validation_error.or(oom_error) {
             return Err(Error::Wgpu(e.to_string()));
         }
         self.take_uncaptured()?;
         result
+    }
+
+    /// [`Context::scoped_async`] for calls that must not wait (encode-only calls, buffer
+    /// creation). Native backends answer an error scope at once, so this does not block there.
+    /// A browser answers later: there the errors of `f` go to the device's uncaptured-error
+    /// handler, and the next call that awaits reports them.
+    pub(crate) fn scoped<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            block_on(self.scoped_async(f))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let result = f();
+            self.take_uncaptured()?;
+            result
+        }
     }
 
     /// Reports (once) errors that wgpu raised outside any scope on a device this crate opened.
@@ -361,50 +391,55 @@ impl Context {
         }
     }
 
-    /// Records with `f` into a new encoder, submits it and waits, inside error scopes.
-    pub(crate) fn run(
+    /// Records with `f` into a new encoder and submits it inside error scopes, then waits
+    /// (without blocking the thread on the web) until the device has finished it.
+    pub(crate) async fn run_async<R>(
         &self,
-        f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
-    ) -> Result<()> {
-        self.scoped(|| {
-            let mut encoder =
-                self.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("batchnorm"),
-                    });
-            f(&mut encoder)?;
-            self.submit_and_wait(encoder.finish())
-        })
-    }
-
-    /// Submits `commands` and blocks until the device has finished them.
-    pub(crate) fn submit_and_wait(&self, commands: wgpu::CommandBuffer) -> Result<()> {
-        let index = self.inner.queue.submit(Some(commands));
-        self.inner
-            .device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<R>,
+    ) -> Result<R> {
+        let (value, index) = self
+            .scoped_async(|| {
+                let mut encoder =
+                    self.device()
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("batchnorm"),
+                        });
+                let value = f(&mut encoder)?;
+                Ok((value, self.inner.queue.submit(Some(encoder.finish()))))
             })
-            .map_err(|e| Error::Device(e.to_string()))?;
-        Ok(())
+            .await?;
+        crate::transfer::submitted(self, index).await?;
+        Ok(value)
     }
 
     /// Frees the staging buffers kept for uploads and readbacks (they are recreated on demand).
+    /// A transfer in flight keeps its buffers; they are freed after it when released again.
     pub fn release_staging(&self) {
-        if let Ok(mut staging) = self.inner.staging.lock() {
+        if let Some(mut staging) = self.inner.staging.try_lock() {
             *staging = Staging::default();
         }
     }
 
-    /// Blocks until all submitted work is done.
-    pub fn wait(&self) -> Result<()> {
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device(e.to_string()))?;
+    /// Waits until all submitted work is done (without blocking the thread on the web).
+    pub async fn wait_async(&self) -> Result<()> {
+        let index = self.inner.queue.submit(std::iter::empty());
+        crate::transfer::submitted(self, index).await?;
         self.take_uncaptured()
     }
+
+    /// Blocks until all submitted work is done. Native only; on the web use
+    /// [`Context::wait_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        block_on(self.wait_async())
+    }
+}
+
+/// Runs a future to completion on this thread: the blocking forms of the async calls. Native
+/// only (a browser's thread cannot block).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    pollster::block_on(future)
 }
 
 impl std::fmt::Debug for Context {

@@ -39,6 +39,8 @@
 //! uncaptured-error handler. Every check this crate makes happens before anything is
 //! recorded, and a rejected call records nothing.
 
+#[cfg(not(target_arch = "wasm32"))]
+use crate::context::block_on;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::backward_finalize::BackwardFinalizeBindings;
@@ -678,11 +680,19 @@ impl Functional {
         Ok(())
     }
 
-    /// Runs the forward and waits for it.
+    /// Runs the forward and blocks until it is done. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(&mut self, args: &ForwardArgs<'_>) -> Result<()> {
+        block_on(self.forward_async(args))
+    }
+
+    /// Runs the forward and waits for it without blocking the thread (the only form on the
+    /// web).
+    pub async fn forward_async(&mut self, args: &ForwardArgs<'_>) -> Result<()> {
         self.check_forward(args)?;
         let ctx = self.ctx.clone();
-        ctx.run(|encoder| self.encode_forward(encoder, args))
+        ctx.run_async(|encoder| self.encode_forward(encoder, args))
+            .await
     }
 
     /// An f32 stand-in for the f16 tensor `t` (same shape and memory format) in this
@@ -999,11 +1009,18 @@ impl Functional {
         Ok(())
     }
 
-    /// Runs the backward and waits for it.
+    /// Runs the backward and blocks until it is done. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
+        block_on(self.backward_async(args))
+    }
+
+    /// Runs the backward and waits for it without blocking the thread.
+    pub async fn backward_async(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
         self.check_backward(args)?;
         let ctx = self.ctx.clone();
-        ctx.run(|encoder| self.encode_backward(encoder, args))
+        ctx.run_async(|encoder| self.encode_backward(encoder, args))
+            .await
     }
 
     /// SyncBN, step 1: this device's per-channel batch mean and M2 (sum of squared
@@ -1059,19 +1076,27 @@ impl Functional {
     }
 
     /// [`Functional::encode_local_stats`], read back: this device's share of a SyncBN batch.
+    /// Blocks; native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn local_stats(&mut self, input: &Tensor) -> Result<crate::sync::LocalStats> {
+        block_on(self.local_stats_async(input))
+    }
+
+    /// Async form of [`Functional::local_stats`].
+    pub async fn local_stats_async(&mut self, input: &Tensor) -> Result<crate::sync::LocalStats> {
         let c = input.shape().get(1).copied().unwrap_or(0);
         let (mean, m2) = (
             Tensor::empty(&self.ctx, &[c])?,
             Tensor::empty(&self.ctx, &[c])?,
         );
         let ctx = self.ctx.clone();
-        ctx.run(|encoder| self.encode_local_stats(encoder, input, &mean, &m2))?;
+        ctx.run_async(|encoder| self.encode_local_stats(encoder, input, &mean, &m2))
+            .await?;
         let s: usize = input.shape().iter().skip(2).product();
         Ok(crate::sync::LocalStats {
             count: (input.shape()[0] * s) as u64,
-            mean: mean.to_host()?,
-            m2: m2.to_host()?,
+            mean: mean.to_host_async().await?,
+            m2: m2.to_host_async().await?,
         })
     }
 
@@ -1135,14 +1160,21 @@ impl Functional {
 
     /// The eval fold, waiting for it: `scale = weight / sqrt(running_var + eps)`, `shift =
     /// bias - running_mean * scale`, so that eval batch norm is `x * scale + shift` per channel
-    /// (see [`crate::fold::fuse_conv_bn_weights`] to fold it into a convolution).
+    /// (see [`crate::fold::fuse_conv_bn_weights`] to fold it into a convolution). Native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn fold(&mut self, args: &FoldArgs<'_>) -> Result<()> {
+        block_on(self.fold_async(args))
+    }
+
+    /// Async form of [`Functional::fold`].
+    pub async fn fold_async(&mut self, args: &FoldArgs<'_>) -> Result<()> {
         let c = self.check_fold(args)?;
         let ctx = self.ctx.clone();
-        ctx.run(|encoder| {
+        ctx.run_async(|encoder| {
             self.record_fold(encoder, args, c);
             Ok(())
         })
+        .await
     }
 
     /// Cached bind groups (steady-state checks).
@@ -1178,7 +1210,8 @@ impl BatchNormBackward {
         self.0.encode_backward(encoder, args)
     }
 
-    /// Runs the backward and waits for it.
+    /// Runs the backward and waits for it. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
         self.0.backward(args)
     }

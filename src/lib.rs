@@ -39,7 +39,8 @@
 #![warn(missing_docs)]
 
 mod batchnorm;
-#[cfg(feature = "bench")]
+// Native only: it times with `std::time::Instant`, which the browser target lacks.
+#[cfg(all(feature = "bench", not(target_arch = "wasm32")))]
 pub mod bench;
 mod context;
 mod error;

@@ -160,9 +160,16 @@ impl Sgd {
         Ok(())
     }
 
-    /// [`Sgd::encode_step`], submitted and waited for.
+    /// [`Sgd::encode_step`], submitted and blocked on. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn step(&mut self, module: &mut BatchNorm, grads: &Gradients) -> Result<()> {
+        crate::context::block_on(self.step_async(module, grads))
+    }
+
+    /// [`Sgd::encode_step`], submitted and waited for without blocking the thread.
+    pub async fn step_async(&mut self, module: &mut BatchNorm, grads: &Gradients) -> Result<()> {
         let ctx = self.ctx.clone();
-        ctx.run(|encoder| self.encode_step(encoder, module, grads))
+        ctx.run_async(|encoder| self.encode_step(encoder, module, grads))
+            .await
     }
 }

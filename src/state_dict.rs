@@ -244,8 +244,14 @@ struct Owned {
 /// `running_mean`, `running_var` and a 0-d int64 `num_batches_tracked`, as
 /// `safetensors.torch.save_file(model.state_dict())` writes them, so that
 /// `model.load_state_dict(safetensors.torch.load_file(path))` accepts it. Reads the modules'
-/// buffers back (blocks).
+/// buffers back (blocks; native only).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save(modules: &[(&str, &BatchNorm)]) -> Result<Vec<u8>> {
+    crate::context::block_on(save_async(modules))
+}
+
+/// Async form of [`save`].
+pub async fn save_async(modules: &[(&str, &BatchNorm)]) -> Result<Vec<u8>> {
     let mut tensors: BTreeMap<String, Owned> = BTreeMap::new();
     let f32s = |v: Vec<f32>| Owned {
         dtype: Dtype::F32,
@@ -254,17 +260,17 @@ pub fn save(modules: &[(&str, &BatchNorm)]) -> Result<Vec<u8>> {
     };
     for &(prefix, module) in modules {
         let pairs = [
-            ("weight", module.weight()?),
-            ("bias", module.bias()?),
-            ("running_mean", module.running_mean()?),
-            ("running_var", module.running_var()?),
+            ("weight", module.weight_async().await?),
+            ("bias", module.bias_async().await?),
+            ("running_mean", module.running_mean_async().await?),
+            ("running_var", module.running_var_async().await?),
         ];
         for (name, values) in pairs {
             if let Some(v) = values {
                 tensors.insert(format!("{prefix}{name}"), f32s(v));
             }
         }
-        if let Some(n) = module.num_batches_tracked()? {
+        if let Some(n) = module.num_batches_tracked_async().await? {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             tensors.insert(
                 format!("{prefix}num_batches_tracked"),

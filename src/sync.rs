@@ -97,14 +97,15 @@ pub struct UploadedStats {
 }
 
 impl MergedStats {
-    /// Uploads the statistics to `ctx`'s device.
+    /// Uploads the statistics to `ctx`'s device, through the queue: nothing waits, and they
+    /// are there before the next submitted command buffer runs.
     pub fn upload(&self, ctx: &Context) -> Result<UploadedStats> {
         let c = self.mean.len();
         Ok(UploadedStats {
             count: self.count,
-            mean: Tensor::from_slice(ctx, &self.mean, &[c])?,
-            invstd: Tensor::from_slice(ctx, &self.invstd, &[c])?,
-            m2: Tensor::from_slice(ctx, &self.m2, &[c])?,
+            mean: Tensor::from_slice_queued(ctx, &self.mean, &[c])?,
+            invstd: Tensor::from_slice_queued(ctx, &self.invstd, &[c])?,
+            m2: Tensor::from_slice_queued(ctx, &self.m2, &[c])?,
         })
     }
 }

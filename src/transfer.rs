@@ -1,34 +1,114 @@
 //! Host-device transfers: uploads and readbacks through two reused staging buffers per
 //! direction, with the host copy of one chunk overlapping the device copy of the next.
+//!
+//! Written once, async: a staging buffer's mapping and a submission's completion are futures
+//! set by wgpu's callbacks. Natively those callbacks only run inside `Device::poll`, so the
+//! waits poll first (and the blocking forms are `pollster::block_on` of the async ones); on
+//! the web the browser runs them and polling does nothing.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use futures_intrusive::sync::ManualResetEvent;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 
+/// A one-shot completion flag that a wgpu callback sets and an async caller awaits.
+#[derive(Clone)]
+pub(crate) struct Signal {
+    event: Arc<ManualResetEvent>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Signal {
+    fn new(set: bool) -> Self {
+        Signal {
+            event: Arc::new(ManualResetEvent::new(set)),
+            failed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn reset(&self) {
+        self.failed.store(false, Ordering::SeqCst);
+        self.event.reset();
+    }
+
+    fn finish(&self, ok: bool) {
+        self.failed.store(!ok, Ordering::SeqCst);
+        self.event.set();
+    }
+
+    /// Waits until the callback ran, polling the device natively: first for `index` (not for
+    /// later submissions), then for everything. `what` names the wait in errors.
+    pub(crate) async fn settle(
+        &self,
+        ctx: &Context,
+        index: Option<wgpu::SubmissionIndex>,
+        what: &str,
+    ) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            for poll in [
+                wgpu::PollType::Wait {
+                    submission_index: index,
+                    timeout: None,
+                },
+                wgpu::PollType::wait_indefinitely(),
+            ] {
+                if self.event.is_set() {
+                    break;
+                }
+                ctx.device()
+                    .poll(poll)
+                    .map_err(|e| Error::Device(e.to_string()))?;
+            }
+            // A callback that a full poll did not run never will: fail instead of hanging.
+            if !self.event.is_set() {
+                return Err(Error::Device(format!("{what} did not complete")));
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = (ctx, index);
+        self.event.wait().await;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::Device(format!("{what} failed")));
+        }
+        Ok(())
+    }
+}
+
+/// Waits until the device has finished `index` and everything submitted before it.
+pub(crate) async fn submitted(ctx: &Context, index: wgpu::SubmissionIndex) -> Result<()> {
+    let done = Signal::new(false);
+    let signal = done.clone();
+    ctx.queue()
+        .on_submitted_work_done(move || signal.finish(true));
+    done.settle(ctx, Some(index), "waiting for the GPU").await
+}
+
 /// Copies `len` f32 values at byte `offset` of `buffer` to the host.
-pub(crate) fn read_f32(
+pub(crate) async fn read_f32(
     ctx: &Context,
     buffer: &wgpu::Buffer,
     offset: u64,
     len: usize,
 ) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; len];
-    download(ctx, buffer, offset, bytemuck::cast_slice_mut(&mut out))?;
+    download(ctx, buffer, offset, bytemuck::cast_slice_mut(&mut out)).await?;
     Ok(out)
 }
 
 /// Copies `size` bytes (a multiple of 4) at `offset` of `buffer` to the host.
 #[cfg(feature = "bench")]
-pub(crate) fn read_bytes(
+pub(crate) async fn read_bytes(
     ctx: &Context,
     buffer: &wgpu::Buffer,
     offset: u64,
     size: u64,
 ) -> Result<Vec<u8>> {
     let mut out = vec![0u8; size as usize];
-    download(ctx, buffer, offset, &mut out)?;
+    download(ctx, buffer, offset, &mut out).await?;
     Ok(out)
 }
 
@@ -36,15 +116,10 @@ pub(crate) fn read_bytes(
 /// the host's copy of one chunk overlaps the device's copy of the other.
 const STAGING_CHUNK: u64 = 8 << 20;
 
-/// Mapping state of a staging buffer, set by its map_async callback.
-const MAP_PENDING: u8 = 0;
-const MAP_DONE: u8 = 1;
-const MAP_FAILED: u8 = 2;
-
-/// A reused staging buffer, its mapping state and the submission that last used it.
+/// A reused staging buffer, its mapping signal and the submission that last used it.
 pub(crate) struct StagingSlot {
     buffer: wgpu::Buffer,
-    state: Arc<AtomicU8>,
+    mapped: Signal,
     last_use: Option<wgpu::SubmissionIndex>,
 }
 
@@ -58,48 +133,25 @@ impl StagingSlot {
         });
         StagingSlot {
             buffer,
-            state: Arc::new(AtomicU8::new(if mapped { MAP_DONE } else { MAP_PENDING })),
+            mapped: Signal::new(mapped),
             last_use: None,
         }
     }
 
     /// Asks for the buffer to be mapped once the device is done with it (does not wait).
     fn request_map(&mut self, mode: wgpu::MapMode) {
-        self.state.store(MAP_PENDING, Ordering::SeqCst);
-        let state = self.state.clone();
-        self.buffer.slice(..).map_async(mode, move |r| {
-            state.store(
-                if r.is_ok() { MAP_DONE } else { MAP_FAILED },
-                Ordering::SeqCst,
-            );
-        });
+        self.mapped.reset();
+        let signal = self.mapped.clone();
+        self.buffer
+            .slice(..)
+            .map_async(mode, move |r| signal.finish(r.is_ok()));
     }
 
-    /// Blocks until a requested mapping is done: first waiting for the submission that used the
-    /// buffer last (not for later ones), then for everything.
-    fn wait_mapped(&self, ctx: &Context) -> Result<()> {
-        for poll in [
-            wgpu::PollType::Wait {
-                submission_index: self.last_use.clone(),
-                timeout: None,
-            },
-            wgpu::PollType::wait_indefinitely(),
-        ] {
-            match self.state.load(Ordering::SeqCst) {
-                MAP_DONE => return Ok(()),
-                MAP_FAILED => return Err(Error::Device("mapping a staging buffer failed".into())),
-                _ => {}
-            }
-            ctx.device()
-                .poll(poll)
-                .map_err(|e| Error::Device(e.to_string()))?;
-        }
-        match self.state.load(Ordering::SeqCst) {
-            MAP_DONE => Ok(()),
-            _ => Err(Error::Device(
-                "mapping a staging buffer did not complete".into(),
-            )),
-        }
+    /// Waits until a requested mapping is done.
+    async fn wait_mapped(&self, ctx: &Context) -> Result<()> {
+        self.mapped
+            .settle(ctx, self.last_use.clone(), "mapping a staging buffer")
+            .await
     }
 }
 
@@ -119,13 +171,6 @@ fn staging_slots<'a>(
     slots
 }
 
-fn lock_staging(ctx: &Context) -> Result<std::sync::MutexGuard<'_, crate::context::Staging>> {
-    ctx.inner
-        .staging
-        .lock()
-        .map_err(|_| Error::Device("staging buffers poisoned".into()))
-}
-
 /// The staging chunk for a transfer of `size` bytes: small transfers get small buffers, and
 /// none exceeds the device's largest buffer (a multiple of 256 bytes, so that chunks keep the
 /// copy alignment).
@@ -137,7 +182,12 @@ fn chunk_for(ctx: &Context, size: u64) -> u64 {
 
 /// Writes `data` (a multiple of 4 bytes) at `offset` of `buffer` through the context's upload
 /// staging buffers, which stay mapped between uploads; returns once the device has the data.
-pub(crate) fn upload(ctx: &Context, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
+pub(crate) async fn upload(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    data: &[u8],
+) -> Result<()> {
     let size = data.len() as u64;
     if size == 0 {
         return Ok(());
@@ -147,47 +197,56 @@ pub(crate) fn upload(ctx: &Context, buffer: &wgpu::Buffer, offset: u64, data: &[
             "writing needs BufferUsages::COPY_DST".into(),
         ));
     }
-    let mut staging = lock_staging(ctx)?;
-    ctx.scoped(|| {
-        let chunk = chunk_for(ctx, size);
-        let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
-        let slots = staging_slots(ctx, &mut staging.upload, chunk, usage, true);
-        let mut last = None;
-        for (i, piece) in data.chunks(chunk as usize).enumerate() {
-            let slot = &mut slots[i % 2];
-            slot.wait_mapped(ctx)?;
-            let len = piece.len() as u64;
-            slot.buffer
-                .slice(..len)
-                .get_mapped_range_mut()
-                .map_err(|e| Error::Device(e.to_string()))?
-                .copy_from_slice(piece);
-            slot.buffer.unmap();
-            let mut encoder =
-                ctx.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("upload"),
-                    });
-            encoder.copy_buffer_to_buffer(&slot.buffer, 0, buffer, offset + i as u64 * chunk, len);
-            let index = ctx.queue().submit(Some(encoder.finish()));
-            slot.last_use = Some(index.clone());
-            // Mapped again as soon as the device is done: ready for the next chunk or upload.
-            slot.request_map(wgpu::MapMode::Write);
-            last = Some(index);
-        }
-        ctx.device()
-            .poll(wgpu::PollType::Wait {
-                submission_index: last,
-                timeout: None,
+    // An async lock: on the web, two transfers of one context can be in flight in one thread.
+    let mut staging = ctx.inner.staging.lock().await;
+    let chunk = chunk_for(ctx, size);
+    let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
+    let slots = ctx
+        .scoped_async(|| Ok(staging_slots(ctx, &mut staging.upload, chunk, usage, true)))
+        .await?;
+    let mut last = None;
+    for (i, piece) in data.chunks(chunk as usize).enumerate() {
+        let slot = &mut slots[i % 2];
+        slot.wait_mapped(ctx).await?;
+        let index = ctx
+            .scoped_async(|| {
+                let len = piece.len() as u64;
+                slot.buffer
+                    .slice(..len)
+                    .get_mapped_range_mut()
+                    .map_err(|e| Error::Device(e.to_string()))?
+                    .copy_from_slice(piece);
+                slot.buffer.unmap();
+                let mut encoder =
+                    ctx.device()
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("upload"),
+                        });
+                encoder.copy_buffer_to_buffer(
+                    &slot.buffer,
+                    0,
+                    buffer,
+                    offset + i as u64 * chunk,
+                    len,
+                );
+                let index = ctx.queue().submit(Some(encoder.finish()));
+                slot.last_use = Some(index.clone());
+                // Mapped again as soon as the device is done: ready for the next chunk or upload.
+                slot.request_map(wgpu::MapMode::Write);
+                Ok(index)
             })
-            .map_err(|e| Error::Device(e.to_string()))?;
-        Ok(())
-    })
+            .await?;
+        last = Some(index);
+    }
+    match last {
+        Some(index) => submitted(ctx, index).await,
+        None => Ok(()),
+    }
 }
 
 /// Reads `out.len()` bytes (a multiple of 4) at `offset` of `buffer` through the context's
 /// download staging buffers; the device copies chunk i + 1 while the host copies chunk i out.
-pub(crate) fn download(
+pub(crate) async fn download(
     ctx: &Context,
     buffer: &wgpu::Buffer,
     offset: u64,
@@ -202,17 +261,27 @@ pub(crate) fn download(
             "reading back needs BufferUsages::COPY_SRC".into(),
         ));
     }
-    let mut staging = lock_staging(ctx)?;
-    ctx.scoped(|| {
-        let chunk = chunk_for(ctx, size);
-        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-        let slots = staging_slots(ctx, &mut staging.download, chunk, usage, false);
-        let mut pending: Option<(usize, &mut [u8])> = None;
-        let mut pieces = out.chunks_mut(chunk as usize).enumerate();
-        loop {
-            let next = pieces.next();
-            if let Some((i, piece)) = &next {
-                let slot = &mut slots[i % 2];
+    let mut staging = ctx.inner.staging.lock().await;
+    let chunk = chunk_for(ctx, size);
+    let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+    let slots = ctx
+        .scoped_async(|| {
+            Ok(staging_slots(
+                ctx,
+                &mut staging.download,
+                chunk,
+                usage,
+                false,
+            ))
+        })
+        .await?;
+    let mut pending: Option<(usize, &mut [u8])> = None;
+    let mut pieces = out.chunks_mut(chunk as usize).enumerate();
+    loop {
+        let next = pieces.next();
+        if let Some((i, piece)) = &next {
+            let slot = &mut slots[i % 2];
+            ctx.scoped_async(|| {
                 let mut encoder =
                     ctx.device()
                         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -228,26 +297,28 @@ pub(crate) fn download(
                 );
                 slot.last_use = Some(ctx.queue().submit(Some(encoder.finish())));
                 slot.request_map(wgpu::MapMode::Read);
-            }
-            if let Some((j, piece)) = pending.take() {
-                let slot = &mut slots[j % 2];
-                slot.wait_mapped(ctx)?;
-                {
-                    let len = piece.len() as u64;
-                    let view = slot
-                        .buffer
-                        .slice(..len)
-                        .get_mapped_range()
-                        .map_err(|e| Error::Device(e.to_string()))?;
-                    piece.copy_from_slice(&view);
-                }
-                slot.buffer.unmap();
-            }
-            match next {
-                Some(n) => pending = Some(n),
-                None => break,
-            }
+                Ok(())
+            })
+            .await?;
         }
-        Ok(())
-    })
+        if let Some((j, piece)) = pending.take() {
+            let slot = &mut slots[j % 2];
+            slot.wait_mapped(ctx).await?;
+            {
+                let len = piece.len() as u64;
+                let view = slot
+                    .buffer
+                    .slice(..len)
+                    .get_mapped_range()
+                    .map_err(|e| Error::Device(e.to_string()))?;
+                piece.copy_from_slice(&view);
+            }
+            slot.buffer.unmap();
+        }
+        match next {
+            Some(n) => pending = Some(n),
+            None => break,
+        }
+    }
+    Ok(())
 }

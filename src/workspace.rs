@@ -5,11 +5,8 @@
 //! limits before it is created.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
-use crate::context::Context;
+use crate::context::{Context, Shared};
 use crate::error::{Error, Result};
 use crate::ops::update_running::UpdateParams;
 use crate::ops::{BindCache, Binding, ChannelParams, Plan, PreparedPlan, Recorder, Walk};
@@ -32,7 +29,7 @@ const MAX_CACHED: usize = 64;
 
 pub(crate) struct Workspace {
     ctx: Context,
-    plans: HashMap<Geometry, Arc<PreparedPlan>>,
+    plans: HashMap<Geometry, Shared<PreparedPlan>>,
     /// Small parameter uniforms keyed by their kind and every word of their contents, so a
     /// cached one is reused only for identical parameters.
     uniforms: HashMap<(&'static str, UniformWords), Binding>,
@@ -95,21 +92,22 @@ impl Workspace {
 
     fn uniform(&mut self, label: &str, contents: &[u8]) -> Binding {
         self.buffers_created += 1;
-        let buffer = self
-            .ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        // Written through the queue rather than `create_buffer_init`, which panics when the
+        // device is lost; the write lands before the next submission, as a mapped one would.
+        let buffer = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: contents.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.ctx.queue().write_buffer(&buffer, 0, contents);
         Binding::whole(&buffer)
     }
 
     /// The plan of a non-empty geometry and its per-block params buffers, made on first use.
     /// The buffers never change, so several calls recorded into one encoder cannot see each
     /// other's parameters.
-    pub fn plan(&mut self, g: Geometry) -> Arc<PreparedPlan> {
+    pub fn plan(&mut self, g: Geometry) -> Shared<PreparedPlan> {
         if let Some(p) = self.plans.get(&g) {
             return p.clone();
         }
@@ -129,7 +127,7 @@ impl Workspace {
             .iter()
             .map(|b| self.uniform("block params", bytemuck::bytes_of(&b.params)))
             .collect();
-        let prepared = Arc::new(PreparedPlan { plan, params });
+        let prepared = Shared::new(PreparedPlan { plan, params });
         self.plans.insert(g, prepared.clone());
         prepared
     }

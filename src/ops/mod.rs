@@ -943,7 +943,6 @@ pub(crate) mod testing {
     use super::{Plan, PreparedPlan, Recorder, Walk};
     use crate::workspace::{Geometry, Workspace};
     use crate::{Context, ContextOptions, Tensor};
-    use std::sync::Arc;
 
     /// A context whose tensor kernels use `walk` where it can serve.
     pub fn context(walk: Option<Walk>) -> Context {
@@ -964,7 +963,7 @@ pub(crate) mod testing {
 
     /// `len` f32 values of `buffer`.
     pub fn read(ctx: &Context, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
-        crate::transfer::read_f32(ctx, buffer, 0, len).expect("readback")
+        crate::context::block_on(crate::transfer::read_f32(ctx, buffer, 0, len)).expect("readback")
     }
 
     /// Deterministic values in [lo, hi).
@@ -1018,7 +1017,7 @@ pub(crate) mod testing {
     pub fn prepare(
         ctx: &Context,
         (n, c, s): (usize, usize, usize),
-    ) -> (Workspace, Arc<PreparedPlan>) {
+    ) -> (Workspace, crate::context::Shared<PreparedPlan>) {
         let mut ws = Workspace::new(ctx);
         let prepared = ws.plan(Geometry {
             n: n as u32,
