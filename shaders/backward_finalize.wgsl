@@ -19,8 +19,8 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(inv: Invocation) {
-    let c = linear_workgroup(inv.wid, inv.nwg);
+fn main(inv: Invocation, grid: Grid) {
+    let c = linear_workgroup(grid.wid, grid.nwg);
     if c >= chan.channels {
         return;
     }
@@ -28,7 +28,7 @@ fn main(inv: Invocation) {
     for (var t = inv.lid; t < chan.total_tasks; t += WG) {
         acc += partials[c * chan.total_tasks + t];
     }
-    let total = reduce_workgroup(acc, inv);
+    let total = reduce_workgroup(acc, inv, grid);
     if inv.lid == 0u {
         let invstd = select(spread[c], 1.0 / sqrt(spread[c] + chan.eps), USE_RUNNING);
         let sum_dy = total.x;

@@ -18,8 +18,8 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(inv: Invocation) {
-    let s = span_start(inv.lid, inv.wid, inv.nwg);
+fn main(inv: Invocation, grid: Grid) {
+    let s = span_start(inv.lid, grid.wid, grid.nwg);
     let m = Item(mean[s.channel]);
     var a = vec2<f32>(0.0);
     if HAS_AFFINE {
@@ -45,7 +45,7 @@ fn main(inv: Invocation) {
         sum_dy_xmu += item_sum(g * xm);
         at += s.stride;
     }
-    let total = reduce_span(vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0), s, inv);
+    let total = reduce_span(vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0), s, inv, grid);
     if s.owner {
         partials[s.slot] = total;
     }

@@ -43,7 +43,7 @@ fn activate_grad(z: Item, dy: Item) -> Item {
             return select(Item(0.0), dy, z > Item(0.0));
         }
         case ACT_RELU6: {
-            return select(Item(0.0), dy, z > Item(0.0) & z < Item(6.0));
+            return select(Item(0.0), dy, (z > Item(0.0)) & (z < Item(6.0)));
         }
         case ACT_SILU: {
             let s = Item(1.0) / (Item(1.0) + exp(-z));

@@ -12,8 +12,8 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(inv: Invocation) {
-    let c = linear_workgroup(inv.wid, inv.nwg);
+fn main(inv: Invocation, grid: Grid) {
+    let c = linear_workgroup(grid.wid, grid.nwg);
     if c >= chan.channels {
         return;
     }
@@ -22,7 +22,7 @@ fn main(inv: Invocation) {
     for (var t = inv.lid; t < chan.total_tasks; t += WG) {
         acc = welford_merge(acc, partials[c * chan.total_tasks + t]);
     }
-    let total = reduce_workgroup(acc, inv);
+    let total = reduce_workgroup(acc, inv, grid);
     if inv.lid == 0u {
         let var_biased = total.z / f32(chan.count);
         save_mean[c] = total.y;

@@ -5,31 +5,37 @@
 // Assumes subgroups are contiguous runs of local_invocation_index, as on every known driver
 // for 1-D workgroups.
 
+// Builtins that differ between a workgroup's invocations, and (`Grid`) those that do not, apart
+// for WGSL's uniformity analysis (see reduce_workgroup.wgsl): the shuffle loop's bound,
+// `subgroup_size`, must be provably uniform.
 struct Invocation {
     @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+}
+
+struct Grid {
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_invocation_id) lane: u32,
     @builtin(subgroup_size) sg_size: u32,
 }
 
 var<workgroup> scratch: array<vec4<f32>, WG>;
 
 // The result is valid in invocation 0 only.
-fn reduce_workgroup(value: vec4<f32>, inv: Invocation) -> vec4<f32> {
+fn reduce_workgroup(value: vec4<f32>, inv: Invocation, grid: Grid) -> vec4<f32> {
     var v = value;
-    for (var off = inv.sg_size >> 1u; off > 0u; off = off >> 1u) {
+    for (var off = grid.sg_size >> 1u; off > 0u; off = off >> 1u) {
         let other = subgroupShuffleDown(v, off);
-        v = combine(v, select(vec4<f32>(0.0), other, inv.lane + off < inv.sg_size));
+        v = combine(v, select(vec4<f32>(0.0), other, inv.lane + off < grid.sg_size));
     }
     if inv.lane == 0u {
-        scratch[inv.lid / inv.sg_size] = v;
+        scratch[inv.lid / grid.sg_size] = v;
     }
     workgroupBarrier();
     var total = vec4<f32>(0.0);
     if inv.lid == 0u {
         total = scratch[0];
-        let groups = WG / inv.sg_size;
+        let groups = WG / grid.sg_size;
         for (var i = 1u; i < groups; i++) {
             total = combine(total, scratch[i]);
         }

@@ -4,8 +4,15 @@
 // The kernel supplies `combine(a, b)`, associative with the zero vector as identity.
 // WG must be a multiple of 16.
 
+// Builtins that differ between a workgroup's invocations, and (`Grid`) those that do not. Kept
+// apart because WGSL's uniformity analysis (enforced by browsers' compilers) judges a struct as
+// a whole: barriers behind a branch on `workgroup_id` are valid only if no per-invocation value
+// shares its struct.
 struct Invocation {
     @builtin(local_invocation_index) lid: u32,
+}
+
+struct Grid {
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 }
@@ -15,7 +22,7 @@ const GROUP: u32 = 16u;
 var<workgroup> scratch: array<vec4<f32>, WG>;
 
 // The result is valid in invocation 0 only.
-fn reduce_workgroup(value: vec4<f32>, inv: Invocation) -> vec4<f32> {
+fn reduce_workgroup(value: vec4<f32>, inv: Invocation, grid: Grid) -> vec4<f32> {
     scratch[inv.lid] = value;
     workgroupBarrier();
     let groups = WG / GROUP;

@@ -21,15 +21,15 @@ fn welford_push(a: vec4<f32>, b: vec4<f32>, step: u32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(inv: Invocation) {
-    let s = span_start(inv.lid, inv.wid, inv.nwg);
+fn main(inv: Invocation, grid: Grid) {
+    let s = span_start(inv.lid, grid.wid, grid.nwg);
     var acc = vec4<f32>(0.0);
     var at = s.start;
     for (var k = 0u; k < s.count; k++) {
         acc = welford_push(acc, item_welford(load_x(at)), k);
         at += s.stride;
     }
-    let total = reduce_span(acc, s, inv);
+    let total = reduce_span(acc, s, inv, grid);
     if s.owner {
         partials[s.slot] = total;
     }

@@ -4,9 +4,9 @@
 // (`reduce_subgroup.wgsl` or `reduce_workgroup.wgsl`), whose `scratch` and `reduce_workgroup`
 // it uses; the kernel supplies `combine`. Every invocation must call it (it has barriers).
 
-fn reduce_span(value: vec4<f32>, s: Span, inv: Invocation) -> vec4<f32> {
+fn reduce_span(value: vec4<f32>, s: Span, inv: Invocation, grid: Grid) -> vec4<f32> {
     if WALK == WALK_PLANES {
-        return reduce_workgroup(value, inv);
+        return reduce_workgroup(value, inv, grid);
     }
     if WALK == WALK_RUNS {
         scratch[inv.lid] = value;

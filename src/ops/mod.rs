@@ -612,9 +612,12 @@ pub(crate) struct Pipelines {
     pipeline_layouts: Vec<wgpu::PipelineLayout>,
     pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
     /// Bound where an optional binding is absent (never accessed: its `HAS_` constant is
-    /// false): one for read-only and one for read-write bindings, since one dispatch may not
-    /// use a buffer both ways.
-    unbound: [Binding; 2],
+    /// false): one range shared by the read-only bindings, and for the read-write ones a
+    /// range per binding index (at the device's offset alignment), since WebGPU forbids a
+    /// dispatch to use a buffer both ways or two writable bindings over one range.
+    unbound_read: Binding,
+    unbound_write: wgpu::Buffer,
+    unbound_stride: u64,
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -665,14 +668,15 @@ impl Pipelines {
             layouts.push(layout);
             pipeline_layouts.push(pipeline_layout);
         }
-        let unbound = [(); 2].map(|_| {
-            Binding::whole(&device.create_buffer(&wgpu::BufferDescriptor {
+        let unbound = |size: u64| {
+            device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("unbound"),
-                size: 16,
+                size,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
-            }))
-        });
+            })
+        };
+        let unbound_stride = u64::from(device.limits().min_storage_buffer_offset_alignment).max(16);
         Pipelines {
             reduction: if subgroups {
                 Reduction::Subgroup
@@ -682,7 +686,22 @@ impl Pipelines {
             layouts,
             pipeline_layouts,
             pipelines: Mutex::new(HashMap::new()),
-            unbound,
+            unbound_read: Binding::whole(&unbound(16)),
+            unbound_write: unbound(unbound_stride * MAX_BINDINGS as u64),
+            unbound_stride,
+        }
+    }
+
+    /// What an absent optional binding at `index` binds.
+    fn unbound(&self, index: usize, writes: bool) -> Binding {
+        if writes {
+            Binding {
+                buffer: self.unbound_write.clone(),
+                offset: index as u64 * self.unbound_stride,
+                size: 16,
+            }
+        } else {
+            self.unbound_read.clone()
         }
     }
 
@@ -841,7 +860,7 @@ impl BindCache {
             *slot = Some(
                 bound[i]
                     .clone()
-                    .unwrap_or_else(|| pipelines.unbound[usize::from(writes)].clone()),
+                    .unwrap_or_else(|| pipelines.unbound(i, writes)),
             );
         }
         let key = (kernel, key);

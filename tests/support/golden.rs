@@ -1,9 +1,12 @@
 //! Replays PyTorch-made golden cases (schema: `tests/data/golden/README.md`, copied from the
 //! project's shared golden set) against the crate, with the golden README's tolerances.
-//! Shared by the tests (as `support::golden`) and `examples/golden.rs` (included with `#[path]`).
+//! Shared by the tests (as `support::golden`), `examples/golden.rs` (included with `#[path]`)
+//! and the browser tests (`tests/web.rs`): written once, async, on the crate's async calls;
+//! natively [`replay_file`] blocks on it.
 
 #![allow(dead_code)]
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use serde_json::Value;
@@ -136,39 +139,50 @@ pub fn per_channel_ratio(got: &[f32], want: &[f64], allowed: impl Fn(usize) -> f
 
 /// Replays one file: a case, or a list of error probes (a top-level `probes` array, the schema
 /// of `errors.json`), which counts as one case.
+/// Replays the case file at `path` (blocking).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn replay_file(ctx: &Context, path: &Path) -> CaseReport {
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    match std::fs::read_to_string(path) {
+        Ok(text) => pollster::block_on(replay_text(ctx, &name, &text)),
+        Err(e) => CaseReport {
+            name,
+            failures: vec![format!("cannot read: {e}")],
+            ..Default::default()
+        },
+    }
+}
+
+/// Replays one case file's JSON `text` (`name` until the case names itself).
+pub async fn replay_text(ctx: &Context, name: &str, text: &str) -> CaseReport {
     let mut report = CaseReport {
-        name,
+        name: name.to_string(),
         ..Default::default()
     };
-    let doc: Value = match std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-    {
+    let doc: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            report.failures.push(format!("cannot read: {e}"));
+            report.failures.push(format!("cannot parse: {e}"));
             return report;
         }
     };
     if let Some(probes) = doc["probes"].as_array() {
-        replay_probes(ctx, probes, &mut report);
+        replay_probes(ctx, probes, &mut report).await;
         return report;
     }
     if let Some(n) = doc["name"].as_str() {
         report.name = n.to_string();
     }
-    if let Err(e) = replay_steps(ctx, &doc, &mut report) {
+    if let Err(e) = replay_steps(ctx, &doc, &mut report).await {
         report.failures.push(e);
     }
     report
 }
 
-fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<(), String> {
+async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<(), String> {
     let flavor = flavor_of(case["module"].as_str().unwrap_or(""))
         .ok_or_else(|| format!("unknown module {}", case["module"]))?;
     let shape = usizes(&case["shape"]).ok_or("no shape")?;
@@ -210,23 +224,26 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
         bn.set_training(step["training"].as_bool().ok_or("step without training")?);
         let x = ext
             .upload(ctx, &step["input"], &shape)
+            .await
             .ok_or("step without input")?
             .map_err(err)?;
         if !step["fold_scale_f64"].is_null() {
-            check_fold(&mut bn, step, i, report)?;
+            check_fold(&mut bn, step, i, report).await?;
         }
         let residual = if ext.residual {
             let r = ext
                 .upload(ctx, &step["residual"], &shape)
+                .await
                 .ok_or("step without residual")?;
             Some(r.map_err(err)?)
         } else {
             None
         };
         let (y, _) = bn
-            .forward_saved_residual(&x, residual.as_ref())
+            .forward_saved_residual_async(&x, residual.as_ref())
+            .await
             .map_err(|e| format!("step {i}: forward failed: {e}"))?;
-        let y = y.to_vec(ctx).map_err(err)?;
+        let y = y.to_host_async().await.map_err(err)?;
         let kappa = step["kappa"].as_f64().unwrap_or(0.0);
         let k = 1.0 + kappa / 30.0;
         let y64 = f64s(&step["output_f64"]).ok_or("no output_f64")?;
@@ -246,8 +263,16 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
             let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_else(|| vec![kappa; c]);
             let rm64 = f64s(&step["running_mean_f64"]).ok_or("no running_mean_f64")?;
             let rv64 = f64s(&step["running_var_f64"]).ok_or("no running_var_f64")?;
-            let rm = bn.running_mean().map_err(err)?.unwrap_or_default();
-            let rv = bn.running_var().map_err(err)?.unwrap_or_default();
+            let rm = bn
+                .running_mean_async()
+                .await
+                .map_err(err)?
+                .unwrap_or_default();
+            let rv = bn
+                .running_var_async()
+                .await
+                .map_err(err)?
+                .unwrap_or_default();
             report.checks.push(Check {
                 step: i,
                 field: "running_mean",
@@ -263,7 +288,7 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
                 }),
             });
             let want = step["num_batches_tracked"].as_u64();
-            let got = bn.num_batches_tracked().map_err(err)?;
+            let got = bn.num_batches_tracked_async().await.map_err(err)?;
             if want != got {
                 report.failures.push(format!(
                     "step {i}: num_batches_tracked {got:?}, expected {want:?}"
@@ -271,14 +296,14 @@ fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<
             }
         }
         if !step["grad_output"].is_null() {
-            check_backward(ctx, &mut bn, (step, i), &shape, &ext, k, report)?;
+            check_backward(ctx, &mut bn, (step, i), &shape, &ext, k, report).await?;
         }
     }
     Ok(())
 }
 
 /// Runs backward for the step's grad_output and checks grad_input, grad_weight, grad_bias.
-fn check_backward(
+async fn check_backward(
     ctx: &Context,
     bn: &mut BatchNorm,
     (step, i): (&Value, usize),
@@ -290,12 +315,14 @@ fn check_backward(
     let err = |e: wgpu_batchnorm::Error| e.to_string();
     let dy = ext
         .upload(ctx, &step["grad_output"], shape)
+        .await
         .ok_or("grad_output not an array")?
         .map_err(err)?;
     let grads = bn
-        .backward(&dy)
+        .backward_async(&dy)
+        .await
         .map_err(|e| format!("step {i}: backward failed: {e}"))?;
-    let gx = grads.grad_input.to_vec(ctx).map_err(err)?;
+    let gx = grads.grad_input.to_host_async().await.map_err(err)?;
     let gx64 = f64s(&step["grad_input_f64"]).ok_or("no grad_input_f64")?;
     let scale = step["grad_input_scale_l2"]
         .as_f64()
@@ -318,7 +345,7 @@ fn check_backward(
     match (&grads.grad_residual, f64s(&step["grad_residual_f64"])) {
         (None, None) => {}
         (Some(got), Some(want)) => {
-            let got = got.to_vec(ctx).map_err(err)?;
+            let got = got.to_host_async().await.map_err(err)?;
             let scale = step["grad_residual_scale_l2"]
                 .as_f64()
                 .ok_or("no grad_residual_scale_l2")?;
@@ -350,7 +377,7 @@ fn check_backward(
         match (got, want) {
             (None, None) => {}
             (Some(got), Some(want)) => {
-                let got = got.to_vec(ctx).map_err(err)?;
+                let got = got.to_host_async().await.map_err(err)?;
                 let scales = f64s(&step[format!("{field}_scale")])
                     .ok_or_else(|| format!("no {field}_scale"))?;
                 report.checks.push(Check {
@@ -406,7 +433,7 @@ struct Tolerances {
 impl Extended {
     /// An elementwise array of the case as a tensor of its dtype and layout (float16 values
     /// are parsed as f64, then rounded to f16, as the README requires).
-    fn upload(
+    async fn upload(
         &self,
         ctx: &Context,
         v: &Value,
@@ -416,9 +443,9 @@ impl Extended {
             DType::F16 => {
                 let halves: Vec<half::f16> =
                     f64s(v)?.into_iter().map(half::f16::from_f64).collect();
-                Tensor::from_f16(ctx, &halves, shape)
+                Tensor::from_f16_async(ctx, &halves, shape).await
             }
-            _ => Tensor::from_slice(ctx, &f32s(v)?, shape),
+            _ => Tensor::from_slice_async(ctx, &f32s(v)?, shape).await,
         };
         Some(t.map(|t| t.with_memory_format(self.format)))
     }
@@ -474,15 +501,16 @@ impl Extended {
 /// The eval fold from the module's buffers before the step against `fold_scale_f64` and
 /// `fold_shift_f64`: `|scale - scale64| <= TOL K_c |scale64|`,
 /// `|shift - shift64| <= TOL K_c fold_shift_scale`.
-fn check_fold(
+async fn check_fold(
     bn: &mut BatchNorm,
     step: &Value,
     i: usize,
     report: &mut CaseReport,
 ) -> Result<(), String> {
     let err = |e: wgpu_batchnorm::Error| e.to_string();
-    let (scale, shift) = bn.eval_fold().map_err(err)?;
-    let (scale, shift) = (scale.to_host().map_err(err)?, shift.to_host().map_err(err)?);
+    let (scale, shift) = bn.eval_fold_async().await.map_err(err)?;
+    let scale = scale.to_host_async().await.map_err(err)?;
+    let shift = shift.to_host_async().await.map_err(err)?;
     let scale64 = f64s(&step["fold_scale_f64"]).ok_or("no fold_scale_f64")?;
     let shift64 = f64s(&step["fold_shift_f64"]).ok_or("no fold_shift_f64")?;
     let shift_scale = f64s(&step["fold_shift_scale"]).ok_or("no fold_shift_scale")?;
@@ -507,9 +535,9 @@ fn check_fold(
     Ok(())
 }
 
-fn replay_probes(ctx: &Context, probes: &[Value], report: &mut CaseReport) {
+async fn replay_probes(ctx: &Context, probes: &[Value], report: &mut CaseReport) {
     for probe in probes {
-        if let Err(e) = replay_probe(ctx, probe) {
+        if let Err(e) = replay_probe(ctx, probe).await {
             report
                 .failures
                 .push(format!("{}: {e}", probe["name"].as_str().unwrap_or("?")));
@@ -518,7 +546,7 @@ fn replay_probes(ctx: &Context, probes: &[Value], report: &mut CaseReport) {
     report.name = format!("{} ({} probes)", report.name, probes.len());
 }
 
-fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
+async fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
     let name = probe["name"].as_str().unwrap_or("");
     let flavor = flavor_of(probe["module"].as_str().unwrap_or(""))
         .ok_or_else(|| format!("unknown module {}", probe["module"]))?;
@@ -545,9 +573,11 @@ fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
     let data: Vec<f32> = (0..numel)
         .map(|i| ((i * 7919) % 13) as f32 * 0.25 - 1.5)
         .collect();
-    let x = Tensor::from_slice(ctx, &data, &shape).map_err(|e| e.to_string())?;
-    let before = state(&bn)?;
-    let result = bn.forward(&x);
+    let x = Tensor::from_slice_async(ctx, &data, &shape)
+        .await
+        .map_err(|e| e.to_string())?;
+    let before = state(&bn).await?;
+    let result = bn.forward_async(&x).await;
     let raises = probe["raises"].as_bool().unwrap_or(false);
     match (raises, result) {
         (true, Ok(_)) => Err(format!(
@@ -562,7 +592,7 @@ fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
                     e.torch_kind()
                 ));
             }
-            if state(&bn)? != before {
+            if state(&bn).await? != before {
                 return Err(format!("state changed by a rejected forward ({e})"));
             }
             Ok(())
@@ -590,14 +620,17 @@ fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
             };
             exact(
                 "running_mean_after",
-                bn.running_mean().map_err(|e| e.to_string())?,
+                bn.running_mean_async().await.map_err(|e| e.to_string())?,
             )?;
             exact(
                 "running_var_after",
-                bn.running_var().map_err(|e| e.to_string())?,
+                bn.running_var_async().await.map_err(|e| e.to_string())?,
             )?;
             if let Some(want) = probe["num_batches_tracked_after"].as_u64() {
-                let got = bn.num_batches_tracked().map_err(|e| e.to_string())?;
+                let got = bn
+                    .num_batches_tracked_async()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if got != Some(want) {
                     return Err(format!("num_batches_tracked {got:?}, torch {want}"));
                 }
@@ -609,16 +642,17 @@ fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
 
 type State = (Option<Vec<f32>>, Option<Vec<f32>>, Option<u64>);
 
-fn state(bn: &BatchNorm) -> Result<State, String> {
+async fn state(bn: &BatchNorm) -> Result<State, String> {
     let e = |e: wgpu_batchnorm::Error| e.to_string();
     Ok((
-        bn.running_mean().map_err(e)?,
-        bn.running_var().map_err(e)?,
-        bn.num_batches_tracked().map_err(e)?,
+        bn.running_mean_async().await.map_err(e)?,
+        bn.running_var_async().await.map_err(e)?,
+        bn.num_batches_tracked_async().await.map_err(e)?,
     ))
 }
 
 /// The files of a path: the file itself, or every `*.json` in a folder, sorted.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn collect(path: &Path) -> Vec<std::path::PathBuf> {
     if !path.is_dir() {
         return vec![path.to_path_buf()];

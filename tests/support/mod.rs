@@ -4,17 +4,21 @@
 #![allow(dead_code)]
 
 pub mod golden;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod state_dict;
 
+#[cfg(not(target_arch = "wasm32"))]
 use wgpu_batchnorm::{Context, ContextOptions};
 
 /// The default context (subgroup reductions where the adapter has them).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn context() -> Context {
     Context::new()
         .expect("a GPU adapter (on Linux without a GPU: apt-get install mesa-vulkan-drivers)")
 }
 
 /// A context that uses the workgroup-memory reductions even where subgroups exist.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn context_without_subgroups() -> Context {
     let mut options = ContextOptions::from_env();
     options.disable_subgroups = true;
@@ -23,6 +27,7 @@ pub fn context_without_subgroups() -> Context {
 
 /// A context whose tensor kernels use `walk` wherever it can serve the shape, on the given
 /// reduction path.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn context_with_walk(walk: wgpu_batchnorm::Walk, disable_subgroups: bool) -> Context {
     let mut options = ContextOptions::from_env();
     options.force_walk = Some(walk);
@@ -31,6 +36,7 @@ pub fn context_with_walk(walk: wgpu_batchnorm::Walk, disable_subgroups: bool) ->
 }
 
 /// Both reduction paths (just one where the adapter has no subgroups).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn contexts() -> Vec<(&'static str, Context)> {
     let ctx = context();
     let mut list = vec![];
@@ -145,6 +151,7 @@ pub mod checks {
     /// Worst err/allowed of the GPU's gradients against the reference's for the reference's
     /// last forward (input `x`), with the golden README's scales computed from the reference
     /// statistics; asserts each is within tolerance.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn gradient_ratio(
         ctx: &Context,
         grads: &Gradients,
@@ -161,6 +168,7 @@ pub mod checks {
     /// f32 statistics, and grad_bias = sum(dz) inherits their conditioning factor K_c like
     /// grad_weight does (the golden README's grad_bias bound has none because sum(dy) does not
     /// depend on the statistics).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn gradient_ratio_through(
         ctx: &Context,
         grads: &Gradients,
@@ -168,6 +176,22 @@ pub mod checks {
         x: &[f32],
         dy: &[f32],
         shape: &[usize],
+        through_activation: bool,
+    ) -> f64 {
+        let _ = ctx; // the tensors read themselves back through their own context
+        pollster::block_on(gradient_ratio_async(
+            grads,
+            cpu,
+            (x, dy, shape),
+            through_activation,
+        ))
+    }
+
+    /// [`gradient_ratio_through`], awaiting the readbacks (the one implementation).
+    pub async fn gradient_ratio_async(
+        grads: &Gradients,
+        cpu: &ReferenceBatchNorm,
+        (x, dy, shape): (&[f32], &[f32], &[usize]),
         through_activation: bool,
     ) -> f64 {
         let want = cpu.backward(x, shape, dy).unwrap();
@@ -192,7 +216,7 @@ pub mod checks {
                 }
             }
         }
-        let gx = grads.grad_input.to_vec(ctx).unwrap();
+        let gx = grads.grad_input.to_host_async().await.unwrap();
         let diff = gx
             .iter()
             .zip(&want.grad_input)
@@ -203,8 +227,8 @@ pub mod checks {
         assert!(worst <= 1.0, "{shape:?}: grad_input err/allowed {worst}");
         assert_eq!(grads.grad_weight.is_some(), cpu.options.affine);
         if let (Some(gw), Some(gb)) = (&grads.grad_weight, &grads.grad_bias) {
-            let gw = gw.to_vec(ctx).unwrap();
-            let gb = gb.to_vec(ctx).unwrap();
+            let gw = gw.to_host_async().await.unwrap();
+            let gb = gb.to_host_async().await.unwrap();
             let rw = per_channel_ratio(&gw, &want.grad_weight, |ch| {
                 TOL * (1.0 + kappa_c[ch] / 30.0) * gw_scale[ch]
             });
@@ -258,7 +282,14 @@ pub mod checks {
     /// Training forward + backward, then eval forward + backward, on the GPU and the reference
     /// from the same random state; asserts the golden README's tolerances for outputs, running
     /// statistics and gradients, and returns the worst err/allowed ratio.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn check_forward_backward(ctx: &Context, shape: &[usize], seed: u64) -> f64 {
+        pollster::block_on(check_forward_backward_async(ctx, shape, seed))
+    }
+
+    /// [`check_forward_backward`] on the async calls (the one implementation; the browser
+    /// tests run it as it is).
+    pub async fn check_forward_backward_async(ctx: &Context, shape: &[usize], seed: u64) -> f64 {
         let c = shape[1];
         let options = BatchNormOptions::default();
         let mut rng = Rng::new(seed);
@@ -271,17 +302,22 @@ pub mod checks {
             cpu.training = training;
             let x = rng.channel_data(shape, &means, &stds);
             let dy = rng.channel_data(shape, &vec![0.1; c], &vec![1.0; c]);
-            let xt = Tensor::from_slice(ctx, &x, shape).unwrap();
-            let y = gpu.forward(&xt).unwrap().to_vec(ctx).unwrap();
+            let xt = Tensor::from_slice_async(ctx, &x, shape).await.unwrap();
+            let y = gpu.forward_async(&xt).await.unwrap();
+            let y = y.to_host_async().await.unwrap();
             let y64 = cpu.forward(&x, shape).unwrap();
-            let running = gpu.running_mean().unwrap().zip(gpu.running_var().unwrap());
+            let running = gpu
+                .running_mean_async()
+                .await
+                .unwrap()
+                .zip(gpu.running_var_async().await.unwrap());
             let what = format!("{shape:?} training={training}");
             worst = worst.max(forward_ratio(&what, &y, &y64, running, &cpu));
 
-            let grads = gpu
-                .backward(&Tensor::from_slice(ctx, &dy, shape).unwrap())
-                .unwrap();
-            worst = worst.max(gradient_ratio(ctx, &grads, &cpu, &x, &dy, shape));
+            let dyt = Tensor::from_slice_async(ctx, &dy, shape).await.unwrap();
+            let grads = gpu.backward_async(&dyt).await.unwrap();
+            let ratio = gradient_ratio_async(&grads, &cpu, (&x, &dy, shape), false).await;
+            worst = worst.max(ratio);
         }
         worst
     }
