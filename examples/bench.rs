@@ -8,7 +8,12 @@
 //! traffic model (training forward reads x twice and writes y: 12 bytes per element; eval
 //! forward 8; training backward reads x and dy twice and writes dx: 20; upload and readback 4),
 //! and the ratio of its time to the copy kernel's (8 bytes per element): the median of the
-//! ratios to a copy of the same tensor timed right before each run.
+//! ratios to a copy of the same tensor timed right before each run. Beside it, the ratio to a
+//! second floor, the stream kernel (`y = x` through the crate's own walk and item width: one
+//! read and one write per element in its best access pattern), timed in the same pairs.
+//!
+//! Last, the wall-clock latency of the blocking calls on small tensors: a training forward
+//! (submit + wait), the same with the output read back, and a backward.
 //!
 //! Each shape is also run channels-last (`layout`, where it has a spatial extent) and with the
 //! fused `relu(bn(x) + residual)` epilogue (`epilogue`; its traffic model adds 4 bytes per
@@ -17,7 +22,7 @@
 
 use std::time::Instant;
 
-use wgpu_batchnorm::bench::{median, CopyKernel, GpuTimer};
+use wgpu_batchnorm::bench::{median, CopyKernel, GpuTimer, StreamKernel};
 use wgpu_batchnorm::{
     Activation, BatchNorm, BatchNormOptions, Context, ContextOptions, DType, Flavor, GradOutputs,
     MemoryFormat, Saved, Tensor,
@@ -47,6 +52,8 @@ struct Row {
     median_ms: f64,
     gb_per_s: f64,
     copy_ratio: f64,
+    /// The ratio to the stream kernel (the second floor).
+    floor_ratio: f64,
 }
 
 struct Args {
@@ -112,30 +119,61 @@ fn data(len: usize, seed: u32) -> Vec<f32> {
 
 type Timed<'a> = Box<dyn FnMut() -> wgpu_batchnorm::Result<f64> + 'a>;
 
-/// Median time of `reps` runs of `op` after one warm-up, and the median of the ratios to a copy
-/// run right before each: pairing keeps the ratio honest on a machine whose speed drifts.
+/// The two floors an operation is compared with: the copy kernel and the stream kernel, on the
+/// same bytes.
+struct Floors<'a> {
+    copy: Timed<'a>,
+    stream: Timed<'a>,
+}
+
+/// Median time of `reps` runs of `op` after one warm-up, and the medians of its ratios to a
+/// copy and a stream run right before each: pairing keeps the ratios honest on a machine whose
+/// speed drifts.
 fn measure(
     reps: usize,
-    copy: &mut Timed<'_>,
+    floors: &mut Floors<'_>,
     op: &mut Timed<'_>,
-) -> wgpu_batchnorm::Result<(f64, f64)> {
-    copy()?;
+) -> wgpu_batchnorm::Result<(f64, f64, f64)> {
+    (floors.copy)()?;
+    (floors.stream)()?;
     op()?;
     let mut times = Vec::with_capacity(reps);
-    let mut ratios = Vec::with_capacity(reps);
+    let mut to_copy = Vec::with_capacity(reps);
+    let mut to_stream = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let c = copy()?;
+        let c = (floors.copy)()?;
+        let f = (floors.stream)()?;
         let t = op()?;
         times.push(t);
-        ratios.push(t / c);
+        to_copy.push(t / c);
+        to_stream.push(t / f);
     }
-    Ok((median(&mut times), median(&mut ratios)))
+    Ok((
+        median(&mut times),
+        median(&mut to_copy),
+        median(&mut to_stream),
+    ))
+}
+
+/// The floors for `x` and `y`, in closures that own their tensors.
+fn floors<'a>(
+    ctx: &'a Context,
+    timer: &'a GpuTimer,
+    (copy, stream): (&'a CopyKernel, &'a StreamKernel),
+    x: &Tensor,
+    y: &Tensor,
+) -> Floors<'a> {
+    let (cx, cy, sx, sy) = (x.clone(), y.clone(), x.clone(), y.clone());
+    Floors {
+        copy: Box::new(move || timer.time(ctx, |e| copy.encode(ctx, e, &cx, &cy))),
+        stream: Box::new(move || timer.time(ctx, |e| stream.encode(e, &sx, &sy))),
+    }
 }
 
 fn bench_shape(
     ctx: &Context,
     timer: &GpuTimer,
-    copy: &CopyKernel,
+    kernels: (&CopyKernel, &StreamKernel),
     shape: &[usize],
     reps: usize,
 ) -> wgpu_batchnorm::Result<Vec<Row>> {
@@ -143,11 +181,11 @@ fn bench_shape(
     let host = data(numel, 1);
     let x = Tensor::from_slice(ctx, &host, shape)?;
     let y = Tensor::empty(ctx, shape)?;
-    let mut copy_run: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)));
+    let mut base_floors = floors(ctx, timer, kernels, &x, &y);
     let mut rows = Vec::new();
     let mut push = |op: &'static str,
                     (layout, epilogue, dtype): (&'static str, &'static str, &'static str),
-                    (ms, ratio): (f64, f64),
+                    (ms, ratio, floor_ratio): (f64, f64, f64),
                     bytes_per_element: f64| {
         rows.push(Row {
             shape: shape.to_vec(),
@@ -158,14 +196,23 @@ fn bench_shape(
             median_ms: ms,
             gb_per_s: bytes_per_element * numel as f64 / (ms * 1e-3) / 1e9,
             copy_ratio: ratio,
+            floor_ratio,
         })
     };
     let base = ("nchw", "none", "f32");
+    let (copy, stream) = kernels;
     let mut copy_again: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &x, &y)));
     push(
         "copy",
         base,
-        measure(reps, &mut copy_run, &mut copy_again)?,
+        measure(reps, &mut base_floors, &mut copy_again)?,
+        8.0,
+    );
+    let mut stream_again: Timed = Box::new(|| timer.time(ctx, |e| stream.encode(e, &x, &y)));
+    push(
+        "stream",
+        base,
+        measure(reps, &mut base_floors, &mut stream_again)?,
         8.0,
     );
 
@@ -216,18 +263,18 @@ fn bench_shape(
             ("train_backward", (20.0 + 2.0 * extra) * scale, true),
             ("eval_forward", (8.0 + extra) * scale, false),
         ];
-        // The f16 baseline: a copy of the same f16 bytes, in closures that own their tensors.
-        let copy_of = |cx: Tensor, cy: Tensor| -> Timed<'_> {
-            Box::new(move || timer.time(ctx, |e| copy.encode(ctx, e, &cx, &cy)))
-        };
-        let (cx, cy) = (t(4)?, t(0)?);
-        let mut copy_same = copy_of(cx.clone(), cy.clone());
+        // The f16 floors: a copy and a stream of the same f16 bytes (NCHW).
+        let (cx, cy) = (
+            t(4)?.with_memory_format(MemoryFormat::Contiguous),
+            t(0)?.with_memory_format(MemoryFormat::Contiguous),
+        );
+        let mut same_floors = floors(ctx, timer, kernels, &cx, &cy);
         if f16 {
-            let mut again = copy_of(cx, cy);
+            let mut again: Timed = Box::new(|| timer.time(ctx, |e| copy.encode(ctx, e, &cx, &cy)));
             push(
                 "copy",
                 label,
-                measure(reps, &mut copy_same, &mut again)?,
+                measure(reps, &mut same_floors, &mut again)?,
                 4.0,
             );
         }
@@ -256,7 +303,11 @@ fn bench_shape(
                     })
                 })
             };
-            let baseline = if f16 { &mut copy_same } else { &mut copy_run };
+            let baseline = if f16 {
+                &mut same_floors
+            } else {
+                &mut base_floors
+            };
             push(op, label, measure(reps, baseline, &mut run)?, bytes);
         }
     }
@@ -269,7 +320,7 @@ fn bench_shape(
     push(
         "upload",
         base,
-        measure(reps, &mut copy_run, &mut upload)?,
+        measure(reps, &mut base_floors, &mut upload)?,
         4.0,
     );
 
@@ -282,10 +333,77 @@ fn bench_shape(
     push(
         "readback",
         base,
-        measure(reps, &mut copy_run, &mut readback)?,
+        measure(reps, &mut base_floors, &mut readback)?,
         4.0,
     );
     Ok(rows)
+}
+
+/// One latency measurement: a blocking call's median wall-clock time.
+struct Latency {
+    shape: Vec<usize>,
+    op: &'static str,
+    median_ms: f64,
+}
+
+type Call<'a> = Box<dyn FnMut(&mut BatchNorm) -> wgpu_batchnorm::Result<()> + 'a>;
+
+/// Wall-clock latency of the blocking calls on small tensors, where the fixed costs (submit,
+/// wait, staging, mapping) are all there is: what an interactive caller waits per call.
+fn latency(ctx: &Context, reps: usize) -> wgpu_batchnorm::Result<Vec<Latency>> {
+    let mut out = Vec::new();
+    for shape in [vec![4usize, 3], vec![64, 256]] {
+        let numel: usize = shape.iter().product();
+        let x = Tensor::from_slice(ctx, &data(numel, 5), &shape)?;
+        let dy = Tensor::from_slice(ctx, &data(numel, 6), &shape)?;
+        let host = data(numel, 7);
+        let mut bn = BatchNorm::new(ctx, flavor(&shape), shape[1], BatchNormOptions::default())?;
+        let calls: [(&'static str, Call<'_>); 5] = [
+            (
+                "train_forward (submit + wait)",
+                Box::new(|bn| bn.forward(&x).map(|_| ())),
+            ),
+            (
+                "train_forward + readback",
+                Box::new(|bn| bn.forward(&x)?.to_host().map(|_| ())),
+            ),
+            (
+                "train_backward (submit + wait)",
+                Box::new(|bn| bn.backward(&dy).map(|_| ())),
+            ),
+            (
+                "eval_forward + readback",
+                Box::new(|bn| {
+                    bn.eval();
+                    let y = bn.forward(&x)?.to_host();
+                    bn.train();
+                    y.map(|_| ())
+                }),
+            ),
+            (
+                "upload (Tensor::from_slice)",
+                Box::new(|_| Tensor::from_slice(ctx, &host, &shape).map(|_| ())),
+            ),
+        ];
+        bn.forward(&x)?;
+        for (op, mut call) in calls {
+            for _ in 0..3 {
+                call(&mut bn)?;
+            }
+            let mut times: Vec<f64> = (0..reps.max(1) * 4)
+                .map(|_| {
+                    let start = Instant::now();
+                    call(&mut bn).map(|_| start.elapsed().as_secs_f64() * 1e3)
+                })
+                .collect::<wgpu_batchnorm::Result<_>>()?;
+            out.push(Latency {
+                shape: shape.clone(),
+                op,
+                median_ms: median(&mut times),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Records a forward with or without a residual, returning its saved state.
@@ -302,16 +420,23 @@ fn encode_forward(
     }
 }
 
-fn json(rows: &[Row], ctx: &Context) -> String {
+fn json(rows: &[Row], latencies: &[Latency], ctx: &Context) -> String {
     let a = ctx.adapter();
+    let latency_items = latencies.iter().map(|l| {
+        format!(
+            "  {{\"shape\": {:?}, \"op\": \"latency: {}\", \"dtype\": \"f32\", \"layout\": \"nchw\", \"epilogue\": \"none\", \"median_ms\": {:.4}, \"adapter\": {:?}, \"backend\": \"{:?}\"}}",
+            l.shape, l.op, l.median_ms, a.name, a.backend
+        )
+    });
     let items: Vec<String> = rows
         .iter()
         .map(|r| {
             format!(
-                "  {{\"shape\": {:?}, \"op\": \"{}\", \"dtype\": \"{}\", \"layout\": \"{}\", \"epilogue\": \"{}\", \"median_ms\": {:.4}, \"gb_per_s\": {:.3}, \"copy_ratio\": {:.3}, \"adapter\": {:?}, \"backend\": \"{:?}\"}}",
-                r.shape, r.op, r.dtype, r.layout, r.epilogue, r.median_ms, r.gb_per_s, r.copy_ratio, a.name, a.backend
+                "  {{\"shape\": {:?}, \"op\": \"{}\", \"dtype\": \"{}\", \"layout\": \"{}\", \"epilogue\": \"{}\", \"median_ms\": {:.4}, \"gb_per_s\": {:.3}, \"copy_ratio\": {:.3}, \"floor_ratio\": {:.3}, \"adapter\": {:?}, \"backend\": \"{:?}\"}}",
+                r.shape, r.op, r.dtype, r.layout, r.epilogue, r.median_ms, r.gb_per_s, r.copy_ratio, r.floor_ratio, a.name, a.backend
             )
         })
+        .chain(latency_items)
         .collect();
     format!("[\n{}\n]\n", items.join(",\n"))
 }
@@ -340,6 +465,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let stream = StreamKernel::new(&ctx);
     let a = ctx.adapter();
     println!(
         "adapter: {} | backend: {:?} | driver: {} | timing: {} | {} reps",
@@ -350,8 +476,8 @@ fn main() {
         args.reps
     );
     println!(
-        "{:<22} {:<15} {:<5} {:<14} {:<14} {:>11} {:>9} {:>10}",
-        "shape", "op", "dtype", "layout", "epilogue", "median ms", "GB/s", "vs copy"
+        "{:<22} {:<15} {:<5} {:<14} {:<14} {:>11} {:>9} {:>8} {:>9}",
+        "shape", "op", "dtype", "layout", "epilogue", "median ms", "GB/s", "vs copy", "vs floor"
     );
     let mut all = Vec::new();
     for shape in SHAPES {
@@ -359,12 +485,12 @@ fn main() {
         if args.only.as_ref().is_some_and(|o| *o != name.join("x")) {
             continue;
         }
-        match bench_shape(&ctx, &timer, &copy, shape, args.reps) {
+        match bench_shape(&ctx, &timer, (&copy, &stream), shape, args.reps) {
             Ok(rows) => {
                 for r in &rows {
                     let dims: Vec<String> = r.shape.iter().map(|d| d.to_string()).collect();
                     println!(
-                        "{:<22} {:<15} {:<5} {:<14} {:<14} {:>11.3} {:>9.2} {:>10.2}",
+                        "{:<22} {:<15} {:<5} {:<14} {:<14} {:>11.3} {:>9.2} {:>8.2} {:>9.2}",
                         dims.join("x"),
                         r.op,
                         r.dtype,
@@ -372,7 +498,8 @@ fn main() {
                         r.epilogue,
                         r.median_ms,
                         r.gb_per_s,
-                        r.copy_ratio
+                        r.copy_ratio,
+                        r.floor_ratio
                     );
                 }
                 all.extend(rows);
@@ -380,8 +507,34 @@ fn main() {
             Err(e) => println!("{shape:?}: error: {e}"),
         }
     }
+    let latencies = if args.only.is_none() {
+        match latency(&ctx, args.reps) {
+            Ok(l) => l,
+            Err(e) => {
+                println!("latency: error: {e}");
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    if !latencies.is_empty() {
+        println!(
+            "\nlatency of the blocking calls (wall clock, median of {} calls):",
+            args.reps.max(1) * 4
+        );
+        for l in &latencies {
+            let dims: Vec<String> = l.shape.iter().map(|d| d.to_string()).collect();
+            println!(
+                "{:<10} {:<32} {:>9.1} us",
+                dims.join("x"),
+                l.op,
+                l.median_ms * 1e3
+            );
+        }
+    }
     if let Some(path) = &args.json {
-        if let Err(e) = std::fs::write(path, json(&all, &ctx)) {
+        if let Err(e) = std::fs::write(path, json(&all, &latencies, &ctx)) {
             eprintln!("cannot write {path}: {e}");
             std::process::exit(1);
         }

@@ -8,8 +8,10 @@ use crate::context::block_on;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::plan::grid;
-use crate::tensor::Tensor;
+use crate::ops::stream::StreamBindings;
+use crate::tensor::{MemoryFormat, Tensor};
 use crate::transfer::read_bytes;
+use crate::workspace::{Geometry, Workspace};
 
 const COPY_WG: u32 = 256;
 
@@ -119,6 +121,64 @@ impl CopyKernel {
             pass.dispatch_workgroups(x, y, 1);
             start += len;
         }
+        Ok(())
+    }
+}
+
+/// `y = x` through the tensor kernels' own walk, item width and windows
+/// (`shaders/stream.wgsl`): the second floor, one read and one write per element in the crate's
+/// best access pattern, with no arithmetic.
+pub struct StreamKernel {
+    ws: std::cell::RefCell<Workspace>,
+}
+
+impl StreamKernel {
+    /// A stream kernel for `ctx` (its pipelines compile on first use).
+    pub fn new(ctx: &Context) -> Self {
+        StreamKernel {
+            ws: std::cell::RefCell::new(Workspace::new(ctx)),
+        }
+    }
+
+    /// Records `y = x` (same shape, dtype and memory format).
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, x: &Tensor, y: &Tensor) -> Result<()> {
+        if x.shape() != y.shape() || x.dtype() != y.dtype() || x.shape().len() < 2 {
+            return Err(Error::ShapeMismatch {
+                what: "stream kernel (equal shapes and dtypes, rank 2 or more)".into(),
+                expected: x.shape().to_vec(),
+                got: y.shape().to_vec(),
+            });
+        }
+        let shape = x.shape();
+        let spatial: usize = shape[2..].iter().product();
+        let (n, c, s) = match x.memory_format() {
+            MemoryFormat::ChannelsLast => (shape[0] * spatial, shape[1], 1),
+            _ => (shape[0], shape[1], spatial),
+        };
+        let dim = |v: usize| {
+            u32::try_from(v).map_err(|_| Error::TooLarge {
+                what: format!("stream kernel dimension {v}"),
+                bytes: v as u64,
+                limit: u64::from(u32::MAX),
+            })
+        };
+        if x.numel() == 0 {
+            return Ok(());
+        }
+        let g = Geometry {
+            n: dim(n)?,
+            c: dim(c)?,
+            s: dim(s)?,
+            vec4_ok: x.offset().is_multiple_of(16) && y.offset().is_multiple_of(16),
+            dtype: x.dtype(),
+        };
+        let mut ws = self.ws.borrow_mut();
+        let prepared = ws.plan(g);
+        let op = StreamBindings {
+            x: x.slot(),
+            y: y.slot(),
+        };
+        ws.record(encoder, "stream", |rec| op.encode(rec, &prepared));
         Ok(())
     }
 }

@@ -49,10 +49,11 @@ use crate::ops::backward_reduce::BackwardReduceBindings;
 use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::convert::{ConvertBindings, ConvertNativeBindings, Direction};
 use crate::ops::finalize_stats::FinalizeStatsBindings;
+use crate::ops::forward_single::{single_pass, ForwardSingleBindings, SingleParams};
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
 use crate::ops::update_running::{UpdateParams, UpdateRunningBindings};
-use crate::ops::{Activation, Binding, Epilogue, Specialize, Statistics};
+use crate::ops::{Activation, Binding, ChannelTensor, Epilogue, Specialize, Statistics};
 use crate::tensor::{BatchCounter, DType, MemoryFormat, Tensor};
 use crate::workspace::{Geometry, Workspace};
 
@@ -568,7 +569,33 @@ impl Functional {
             .map(Tensor::slot)
             .unwrap_or_else(|| ws.scratch("save_invstd", channel_bytes));
         let m2 = ws.scratch("m2", channel_bytes);
-        let tensor_work = w.geometry.map(|g| {
+        let single = self.single_pass(a, w);
+        let ws = &mut self.ws;
+        let single = single.map(|(how, g)| {
+            let params = SingleParams {
+                channels: g.c,
+                rows: g.n,
+                s_count: g.s,
+                row_stride: g.c * g.s,
+                plane: g.s,
+                count: w.count,
+                eps: w.eps,
+                _pad: 0,
+            };
+            let op = ForwardSingleBindings {
+                shape: ws.single_params(params),
+                x: a.input.slot(),
+                y: a.output.slot(),
+                weight: a.weight.map(Tensor::slot),
+                bias: a.bias.map(Tensor::slot),
+                residual: a.residual.map(Tensor::slot),
+                save_mean: save_mean.clone(),
+                save_invstd: save_invstd.clone(),
+                m2: m2.clone(),
+            };
+            (op, how, g.c)
+        });
+        let tensor_work = w.geometry.filter(|_| single.is_none()).map(|g| {
             let prepared = ws.plan(g);
             let plan = &prepared.plan;
             let chan = ws.channel_params(w.c, plan.total_tasks, w.count, w.eps);
@@ -619,15 +646,20 @@ impl Functional {
             }),
             _ => None,
         };
-        if tensor_work.is_none() && update.is_none() {
+        if tensor_work.is_none() && single.is_none() && update.is_none() {
             return;
         }
+        let max_grid = self.ctx.limits().max_grid;
         let special = Specialize {
             statistics: w.statistics,
             epilogue: w.epilogue,
             to_f16: false,
+            channel_tensor: None,
         };
         ws.record(encoder, "batchnorm forward", |rec| {
+            if let Some((op, how, c)) = &single {
+                op.encode(rec, *how, w.epilogue, *c, max_grid);
+            }
             if let Some((prepared, stats, normalize)) = &tensor_work {
                 if let Some((stats, finalize)) = stats {
                     stats.encode(rec, prepared);
@@ -639,6 +671,29 @@ impl Functional {
                 update.encode(rec);
             }
         });
+    }
+
+    /// The single-dispatch plan of a training forward, where the planner picks it and it can
+    /// run: batch statistics of this batch (not SyncBN's global ones), and x, y and the
+    /// residual each bound whole (within one binding, at an aligned offset).
+    fn single_pass(
+        &self,
+        a: &ForwardArgs<'_>,
+        w: &ForwardWork,
+    ) -> Option<(ChannelTensor, Geometry)> {
+        let g = w.geometry?;
+        if w.statistics != Statistics::Batch || a.global_stats.is_some() {
+            return None;
+        }
+        let limits = self.ctx.limits();
+        let whole = |t: &Tensor| {
+            t.size_bytes() <= limits.max_binding && t.offset().is_multiple_of(limits.align)
+        };
+        let tensors = [Some(a.input), Some(a.output), a.residual];
+        if !tensors.into_iter().flatten().all(whole) {
+            return None;
+        }
+        single_pass((g.n, g.c, g.s), g.dtype, self.ctx.forced_forward()).map(|how| (how, g))
     }
 
     /// Records the forward into `encoder`: no submit, no wait. See the module docs for when

@@ -67,6 +67,8 @@ pub use functional::{
 };
 /// The `half` crate, whose `f16` type f16 tensors are uploaded from and read back as.
 pub use half;
+#[doc(hidden)]
+pub use ops::forward_single::ForwardPath;
 pub use ops::Activation;
 #[doc(hidden)]
 pub use ops::Walk;

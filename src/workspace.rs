@@ -157,6 +157,11 @@ impl Workspace {
         self.cached_uniform("channel params", &params)
     }
 
+    /// The single-dispatch forward's uniform.
+    pub fn single_params(&mut self, params: crate::ops::forward_single::SingleParams) -> Binding {
+        self.cached_uniform("single params", &params)
+    }
+
     /// The SGD-step uniform.
     pub fn sgd_params(&mut self, params: crate::ops::sgd_step::SgdParams) -> Binding {
         self.cached_uniform("sgd params", &params)

@@ -18,7 +18,7 @@ use wgpu_batchnorm::half;
 use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
 use wgpu_batchnorm::{
     Activation, BackwardArgs, BatchCounter, BatchNormOptions, Context, DType, Error, ForwardArgs,
-    Functional, Gradients, MemoryFormat, RunningStats, SavedStats, Tensor,
+    ForwardPath, Functional, Gradients, MemoryFormat, RunningStats, SavedStats, Tensor,
 };
 
 /// Cases are shrunk to at most this many values, so each runs in milliseconds.
@@ -575,9 +575,19 @@ fn f16_calls_are_f32_calls_rounded_once_on_both_f16_paths() {
             ..wgpu_batchnorm::ContextOptions::from_env()
         })
         .unwrap(),
-        // Bindings of 4 KiB: f16 conversions and f32 kernels both in windows.
+        // Bindings of 4 KiB: f16 conversions and f32 kernels both in windows. The multi-pass
+        // forward is pinned: the single dispatch binds tensors whole, so it would take an f16
+        // tensor that fits one window and not the f32 one twice its size, and the two calls
+        // would then differ by their paths, not by their dtype.
         Context::with_options(wgpu_batchnorm::ContextOptions {
             max_binding_window: Some(4096),
+            force_forward: Some(ForwardPath::MultiPass),
+            ..wgpu_batchnorm::ContextOptions::from_env()
+        })
+        .unwrap(),
+        // Every training forward in one dispatch where the shape allows.
+        Context::with_options(wgpu_batchnorm::ContextOptions {
+            force_forward: Some(ForwardPath::InvocationPerChannel),
             ..wgpu_batchnorm::ContextOptions::from_env()
         })
         .unwrap(),

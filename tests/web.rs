@@ -11,7 +11,7 @@ use support::checks;
 use support::golden::{self, CaseReport};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 use wgpu_batchnorm::reference::ReferenceBatchNorm;
-use wgpu_batchnorm::{BatchNorm1d, BatchNormOptions, Context, ContextOptions, Tensor};
+use wgpu_batchnorm::{BatchNorm1d, BatchNormOptions, Context, ContextOptions, ForwardPath, Tensor};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -170,11 +170,16 @@ async fn golden_cases_pass_within_default_limits() {
 }
 
 /// Training forward, eval forward and both backwards against the f64 reference on shapes that
-/// are not powers of two, one per walk, and a tensor processed in binding windows.
+/// are not powers of two, one per walk, in binding windows, and on every training-forward
+/// path.
 #[wasm_bindgen_test]
 async fn forward_and_backward_match_the_reference() {
     let windowed = ContextOptions {
         max_binding_window: Some(4096),
+        ..Default::default()
+    };
+    let forced = |path| ContextOptions {
+        force_forward: Some(path),
         ..Default::default()
     };
     let contexts = [
@@ -184,6 +189,18 @@ async fn forward_and_backward_match_the_reference() {
             default_limits_context(&ContextOptions::default()).await,
         ),
         ("4 KiB windows", default_limits_context(&windowed).await),
+        (
+            "one workgroup per channel",
+            default_limits_context(&forced(ForwardPath::WorkgroupPerChannel)).await,
+        ),
+        (
+            "one invocation per channel",
+            default_limits_context(&forced(ForwardPath::InvocationPerChannel)).await,
+        ),
+        (
+            "multi-pass",
+            default_limits_context(&forced(ForwardPath::MultiPass)).await,
+        ),
     ];
     for (label, ctx) in &contexts {
         let mut worst: f64 = 0.0;
@@ -194,6 +211,8 @@ async fn forward_and_backward_match_the_reference() {
             vec![5, 6, 7, 7],
             vec![2, 3, 33, 31],
             vec![2, 4, 3, 5, 7],
+            vec![3, 40, 7, 7],
+            vec![50, 130],
         ]
         .iter()
         .enumerate()

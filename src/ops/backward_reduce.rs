@@ -48,6 +48,7 @@ impl BackwardReduceBindings {
             statistics: Statistics::Batch,
             epilogue,
             to_f16: false,
+            channel_tensor: None,
         };
         rec.dispatch_blocks(Kernel::BackwardReduce, prepared, special, |at| {
             self.resolve(at)

@@ -34,10 +34,13 @@ pub(crate) mod backward_reduce;
 pub(crate) mod channel_affine;
 pub(crate) mod convert;
 pub(crate) mod finalize_stats;
+pub(crate) mod forward_single;
 pub(crate) mod normalize;
 pub(crate) mod plan;
 pub(crate) mod sgd_step;
 pub(crate) mod stats;
+#[cfg(any(test, feature = "bench"))]
+pub(crate) mod stream;
 pub(crate) mod update_running;
 
 use std::collections::HashMap;
@@ -75,10 +78,15 @@ pub(crate) enum Kernel {
     Convert,
     ConvertNative,
     SgdStep,
+    ForwardSingle,
+    /// The benchmark's second floor, compiled only where it is used.
+    #[cfg(any(test, feature = "bench"))]
+    Stream,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 11] = [
+    /// Every kernel, in declaration order (layouts are indexed by it).
+    const ALL: &'static [Kernel] = &[
         Kernel::Stats,
         Kernel::FinalizeStats,
         Kernel::Normalize,
@@ -90,6 +98,9 @@ impl Kernel {
         Kernel::Convert,
         Kernel::ConvertNative,
         Kernel::SgdStep,
+        Kernel::ForwardSingle,
+        #[cfg(any(test, feature = "bench"))]
+        Kernel::Stream,
     ];
 
     fn spec(self) -> &'static KernelSpec {
@@ -105,6 +116,9 @@ impl Kernel {
             Kernel::Convert => &convert::SPEC,
             Kernel::ConvertNative => &convert::NATIVE_SPEC,
             Kernel::SgdStep => &sgd_step::SPEC,
+            Kernel::ForwardSingle => &forward_single::SPEC,
+            #[cfg(any(test, feature = "bench"))]
+            Kernel::Stream => &stream::SPEC,
         }
     }
 
@@ -272,6 +286,18 @@ pub(crate) struct Specialize {
     pub epilogue: Epilogue,
     /// Conversions only: to f16 (`TO_F16`).
     pub to_f16: bool,
+    /// Kernels assembled as [`Assembly::ChannelTensor`] only: what a plan fixes for the
+    /// tensor kernels.
+    pub channel_tensor: Option<ChannelTensor>,
+}
+
+/// How a [`Assembly::ChannelTensor`] kernel is specialised: the tensors' element type, the
+/// workgroup size, and whether an invocation owns a whole channel (`OWN_CHANNEL`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct ChannelTensor {
+    pub dtype: DType,
+    pub workgroup_size: u32,
+    pub own_channel: bool,
 }
 
 impl From<Statistics> for Specialize {
@@ -280,6 +306,7 @@ impl From<Statistics> for Specialize {
             statistics,
             epilogue: Epilogue::NONE,
             to_f16: false,
+            channel_tensor: None,
         }
     }
 }
@@ -309,6 +336,8 @@ pub(crate) struct Variant {
     pub statistics: Statistics,
     /// Conversions only: to f16.
     pub to_f16: bool,
+    /// Channel-tensor kernels only: `OWN_CHANNEL`.
+    pub own_channel: bool,
     /// Which of the kernel's bindings are bound (absent optional ones are not), by position
     /// in its bindings struct; derived from the struct, never written by hand.
     pub present: u16,
@@ -528,6 +557,19 @@ pub(crate) enum Assembly {
     PerChannel,
     /// One workgroup: common.
     Single,
+    /// Whole tensors bound at once, a workgroup or an invocation per channel, reducing:
+    /// common, scalar items, reduction (the single-dispatch passes).
+    ChannelTensor,
+}
+
+impl Assembly {
+    /// Whether its `array<Item>` bindings are tensors of the variant's dtype (with accessors).
+    fn binds_tensors(self) -> bool {
+        matches!(
+            self,
+            Assembly::TensorMap | Assembly::TensorReduce | Assembly::ChannelTensor
+        )
+    }
 }
 
 /// A kernel's static description.
@@ -566,7 +608,7 @@ fn declarations(spec: &KernelSpec, v: &Variant) -> String {
         (DType::F16, ItemWidth::Scalar) => "f16",
         (DType::F16, ItemWidth::Vec4) => "vec4<f16>",
     };
-    let tensor_kernel = matches!(spec.assembly, Assembly::TensorMap | Assembly::TensorReduce);
+    let tensor_kernel = spec.assembly.binds_tensors();
     if tensor_kernel {
         out.push_str(&format!("alias Stored = {stored};\n"));
     }
@@ -633,7 +675,7 @@ impl Pipelines {
     pub fn new(device: &wgpu::Device, subgroups: bool) -> Self {
         let mut layouts = Vec::new();
         let mut pipeline_layouts = Vec::new();
-        for kernel in Kernel::ALL {
+        for &kernel in Kernel::ALL {
             let spec = kernel.spec();
             let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
                 .bindings
@@ -719,7 +761,13 @@ impl Pipelines {
         bound: &[Option<Binding>; MAX_BINDINGS],
     ) -> Variant {
         let spec = kernel.spec();
-        let reduces = matches!(spec.assembly, Assembly::TensorReduce | Assembly::PerChannel);
+        let reduces = matches!(
+            spec.assembly,
+            Assembly::TensorReduce | Assembly::PerChannel | Assembly::ChannelTensor
+        );
+        let channel_tensor = special
+            .channel_tensor
+            .filter(|_| spec.assembly == Assembly::ChannelTensor);
         let present = bound
             .iter()
             .take(spec.bindings.len())
@@ -730,20 +778,24 @@ impl Pipelines {
             walk: plan.map(|p| p.geometry.walk),
             item: plan.map_or(ItemWidth::Scalar, |p| p.item),
             reduction: reduces.then_some(self.reduction),
-            dtype: plan.map_or(DType::F32, |p| p.dtype),
+            dtype: plan.map_or(channel_tensor.map_or(DType::F32, |t| t.dtype), |p| p.dtype),
             layout: Layout::Contiguous,
             epilogue: if spec.has_epilogue {
                 special.epilogue
             } else {
                 Epilogue::NONE
             },
-            workgroup_size: plan.map_or(spec.workgroup_size, |p| p.geometry.wg as u32),
+            workgroup_size: plan.map_or(
+                channel_tensor.map_or(spec.workgroup_size, |t| t.workgroup_size),
+                |p| p.geometry.wg as u32,
+            ),
             statistics: if spec.has_statistics {
                 special.statistics
             } else {
                 Statistics::Batch
             },
             to_f16: spec.has_direction && special.to_f16,
+            own_channel: channel_tensor.is_some_and(|t| t.own_channel),
             present,
         }
     }
@@ -764,6 +816,7 @@ impl Pipelines {
             Assembly::TensorReduce => &[COMMON, item, WALK, reduce, WALK_REDUCE],
             Assembly::PerChannel => &[COMMON, reduce],
             Assembly::Single => &[COMMON],
+            Assembly::ChannelTensor => &[COMMON, ITEM_SCALAR, reduce],
         };
         let mut src = String::with_capacity(16 * 1024);
         src.push_str(spec.prelude);
@@ -805,6 +858,9 @@ impl Pipelines {
         }
         if spec.has_direction {
             constants.push(("TO_F16".into(), f64::from(u8::from(v.to_f16))));
+        }
+        if spec.assembly == Assembly::ChannelTensor {
+            constants.push(("OWN_CHANNEL".into(), f64::from(u8::from(v.own_channel))));
         }
         if spec.has_epilogue {
             constants.push(("ACT".into(), f64::from(v.epilogue.act)));
@@ -1080,7 +1136,7 @@ mod tests {
 
     #[test]
     fn every_kernel_declares_its_bindings_once_and_in_order() {
-        for kernel in Kernel::ALL {
+        for &kernel in Kernel::ALL {
             let spec = kernel.spec();
             assert!(spec.bindings.len() <= MAX_BINDINGS, "{}", spec.name);
             assert!(spec.bindings.iter().filter(|b| b.role.optional()).count() <= 16);
@@ -1095,10 +1151,11 @@ mod tests {
                 workgroup_size: 64,
                 statistics: Statistics::Batch,
                 to_f16: false,
+                own_channel: false,
                 present: 0,
             };
             let decls = declarations(spec, &v);
-            let tensor = matches!(spec.assembly, Assembly::TensorMap | Assembly::TensorReduce);
+            let tensor = spec.assembly.binds_tensors();
             for (i, b) in spec.bindings.iter().enumerate() {
                 assert!(decls.contains(&format!("@binding({i}) var")));
                 let ty = if tensor && b.wgsl == "array<Item>" {

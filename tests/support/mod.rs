@@ -31,6 +31,8 @@ pub fn context_without_subgroups() -> Context {
 pub fn context_with_walk(walk: wgpu_batchnorm::Walk, disable_subgroups: bool) -> Context {
     let mut options = ContextOptions::from_env();
     options.force_walk = Some(walk);
+    // The walks are those of the multi-pass path.
+    options.force_forward = Some(wgpu_batchnorm::ForwardPath::MultiPass);
     options.disable_subgroups = disable_subgroups;
     Context::with_options(options).expect("a GPU adapter")
 }
