@@ -102,15 +102,18 @@ fn every_forward_path_passes_the_golden_cases() {
     }
 }
 
-/// The default planner: one dispatch for short channels with enough of them, the multi-pass
-/// walks for long channels or few of them.
+/// The default planner: one invocation per channel for many channels of few rows, the
+/// multi-pass walks otherwise.
 #[test]
-fn the_planner_picks_the_single_dispatch_for_short_channels() {
+fn the_planner_picks_one_invocation_per_channel_for_many_short_columns() {
     let ctx = support::context();
     let cases: &[(&[usize], ForwardPath)] = &[
         (&[256, 1024], ForwardPath::InvocationPerChannel),
-        (&[4, 2048, 7, 7], ForwardPath::WorkgroupPerChannel),
-        (&[64, 256, 14, 14], ForwardPath::WorkgroupPerChannel),
+        (&[1024, 128], ForwardPath::InvocationPerChannel),
+        (&[1025, 128], ForwardPath::MultiPass),
+        (&[256, 127], ForwardPath::MultiPass),
+        (&[4, 2048, 7, 7], ForwardPath::MultiPass),
+        (&[64, 256, 14, 14], ForwardPath::MultiPass),
         (&[32, 64, 56, 56], ForwardPath::MultiPass),
         (&[16, 3, 224, 224], ForwardPath::MultiPass),
         (&[4, 3], ForwardPath::MultiPass),

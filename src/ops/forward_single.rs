@@ -60,15 +60,13 @@ pub(crate) struct SingleParams {
     pub _pad: u32,
 }
 
-/// Channels, rows and values per channel beyond which the single dispatch loses to the
-/// multi-pass path (measured on lavapipe with `examples/bench`; see BENCHMARKS.md): fewer
-/// channels leave the device's cores idle, longer channels serialize in one workgroup (and
-/// their second read no longer hits the cache).
-const MIN_CHANNELS: u32 = 32;
-const MAX_VALUES_PER_CHANNEL: u32 = 16 * 1024;
-/// One invocation per channel: only with many channels, and rows few enough to walk alone.
+/// When the planner takes one invocation per channel: many channels, and rows few enough for
+/// one invocation to walk twice. Measured on lavapipe (`examples/bench --forward-path`, see
+/// BENCHMARKS.md): (256, 1024) runs at 3.1 copies against the multi-pass 5.5, channels-last
+/// 4x2048x7x7 (196 rows) at 2.9 against 5.5, but channels-last 64x256x14x14 (12544 rows) at
+/// 7.3 against 4.1.
 const OWN_MIN_CHANNELS: u32 = 128;
-const OWN_MAX_ROWS: u32 = 4096;
+const OWN_MAX_ROWS: u32 = 1024;
 
 /// How a training forward runs; `ContextOptions::force_forward` pins it (tests cover each).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -76,7 +74,8 @@ pub enum ForwardPath {
     /// Statistics, merge, normalize and the running update as four dispatches, through the
     /// tensor walks (any shape, tensors beyond one binding included).
     MultiPass,
-    /// One dispatch with a workgroup per channel (plus the running update).
+    /// One dispatch with a workgroup per channel (plus the running update); only when forced
+    /// (see [`single_pass`]).
     WorkgroupPerChannel,
     /// One dispatch with an invocation per channel, down its column (plus the running
     /// update); only for tensors with one value per row and channel ((N, C), channels-last).
@@ -110,9 +109,11 @@ pub(crate) fn single_pass(
         None if own_ok && c >= OWN_MIN_CHANNELS && rows <= OWN_MAX_ROWS => {
             ForwardPath::InvocationPerChannel
         }
-        None if c >= MIN_CHANNELS && count <= MAX_VALUES_PER_CHANNEL => {
-            ForwardPath::WorkgroupPerChannel
-        }
+        // One workgroup per channel is never the default: on lavapipe it measured slower than
+        // the multi-pass walks on every shape (4x2048x7x7 8.2 copies against 7.2, 64x256x14x14
+        // 4.3 against 2.0), its per-value division and scalar loads costing more than the
+        // dispatches it saves on a compute-bound adapter. Whether it wins on a GPU, where
+        // dispatches cost more, is not measured yet.
         None => ForwardPath::MultiPass,
     };
     let own_channel = match path {
