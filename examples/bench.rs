@@ -149,13 +149,18 @@ fn measure(
     let mut times = Vec::with_capacity(reps);
     let mut to_copy = Vec::with_capacity(reps);
     let mut to_stream = Vec::with_capacity(reps);
+    // Each ratio from an op run right after its floor's run, as the copy ratio was measured
+    // before the stream floor existed: what ran just before a kernel changes its time on
+    // lavapipe (caches, the worker threads' state) by several percent.
     for _ in 0..reps {
         let c = (floors.copy)()?;
-        let f = (floors.stream)()?;
         let t = op()?;
+        let f = (floors.stream)()?;
+        let u = op()?;
         times.push(t);
+        times.push(u);
         to_copy.push(t / c);
-        to_stream.push(t / f);
+        to_stream.push(u / f);
     }
     Ok((
         median(&mut times),
