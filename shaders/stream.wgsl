@@ -1,8 +1,9 @@
 // The benchmark's second floor: y = x through the walk the tensor kernels use (walk.wgsl),
-// with their item width, windows and grids. It reads every element once and writes it once
-// with no arithmetic, so a kernel's ratio to it is what its arithmetic and extra passes cost
-// over the crate's own best access pattern (the plain vec4 copy in copy.wgsl is slower than
-// this pattern on some adapters, lavapipe among them).
+// with their item width, windows and grids; the host runs it over a tensor's bytes as one long
+// plane, the walk's fastest case. It reads every element once and writes it once with no
+// arithmetic, so a kernel's ratio to it is what its arithmetic and extra passes cost over the
+// crate's own best access pattern (the plain vec4 copy in copy.wgsl is slower than this
+// pattern on some adapters, lavapipe among them).
 //
 // Computes: y = x, elementwise.
 // Bindings: `StreamBindings` in src/ops/stream.rs: geo (Block), x (read) and y (written),

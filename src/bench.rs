@@ -9,7 +9,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::plan::grid;
 use crate::ops::stream::StreamBindings;
-use crate::tensor::{MemoryFormat, Tensor};
+use crate::tensor::Tensor;
 use crate::transfer::read_bytes;
 use crate::workspace::{Geometry, Workspace};
 
@@ -125,9 +125,11 @@ impl CopyKernel {
     }
 }
 
-/// `y = x` through the tensor kernels' own walk, item width and windows
-/// (`shaders/stream.wgsl`): the second floor, one read and one write per element in the crate's
-/// best access pattern, with no arithmetic.
+/// `y = x` through the tensor kernels' walk (`shaders/stream.wgsl`) over the tensor's bytes as
+/// one long plane, the walk's fastest case (planes, vec4 items): the second floor, one read and
+/// one write per element in the crate's best access pattern, with no arithmetic and no channel
+/// structure. An operation's ratio to it is what its passes and arithmetic cost over moving
+/// its bytes the crate's best way.
 pub struct StreamKernel {
     ws: std::cell::RefCell<Workspace>,
 }
@@ -140,35 +142,27 @@ impl StreamKernel {
         }
     }
 
-    /// Records `y = x` (same shape, dtype and memory format).
+    /// Records `y = x` (same element count and dtype).
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, x: &Tensor, y: &Tensor) -> Result<()> {
-        if x.shape() != y.shape() || x.dtype() != y.dtype() || x.shape().len() < 2 {
+        if x.numel() != y.numel() || x.dtype() != y.dtype() {
             return Err(Error::ShapeMismatch {
-                what: "stream kernel (equal shapes and dtypes, rank 2 or more)".into(),
+                what: "stream kernel (equal sizes and dtypes)".into(),
                 expected: x.shape().to_vec(),
                 got: y.shape().to_vec(),
             });
         }
-        let shape = x.shape();
-        let spatial: usize = shape[2..].iter().product();
-        let (n, c, s) = match x.memory_format() {
-            MemoryFormat::ChannelsLast => (shape[0] * spatial, shape[1], 1),
-            _ => (shape[0], shape[1], spatial),
-        };
-        let dim = |v: usize| {
-            u32::try_from(v).map_err(|_| Error::TooLarge {
-                what: format!("stream kernel dimension {v}"),
-                bytes: v as u64,
-                limit: u64::from(u32::MAX),
-            })
-        };
         if x.numel() == 0 {
             return Ok(());
         }
+        let s = u32::try_from(x.numel()).map_err(|_| Error::TooLarge {
+            what: format!("stream kernel of {} values", x.numel()),
+            bytes: x.size_bytes(),
+            limit: u64::from(u32::MAX),
+        })?;
         let g = Geometry {
-            n: dim(n)?,
-            c: dim(c)?,
-            s: dim(s)?,
+            n: 1,
+            c: 1,
+            s,
             vec4_ok: x.offset().is_multiple_of(16) && y.offset().is_multiple_of(16),
             dtype: x.dtype(),
         };
