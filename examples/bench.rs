@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use wgpu_batchnorm::bench::{median, CopyKernel, GpuTimer, StreamKernel};
 use wgpu_batchnorm::{
-    Activation, BatchNorm, BatchNormOptions, Context, ContextOptions, DType, Flavor, ForwardPath,
-    GradOutputs, MemoryFormat, Saved, Tensor,
+    Activation, BatchNorm, BatchNormOptions, Context, ContextOptions, DType, Flavor, GradOutputs,
+    MemoryFormat, PassPlan, Saved, Tensor,
 };
 
 const SHAPES: &[&[usize]] = &[
@@ -90,16 +90,16 @@ fn parse_args() -> Result<Args, String> {
             }
             "--adapter" => args.options.adapter_name = Some(value("--adapter")?),
             // Pins the training forward's path (the default picks per shape), to compare them.
-            "--forward-path" => {
-                args.options.force_forward = Some(match value("--forward-path")?.as_str() {
-                    "multi" => ForwardPath::MultiPass,
-                    "workgroup" => ForwardPath::WorkgroupPerChannel,
-                    "invocation" => ForwardPath::InvocationPerChannel,
-                    other => return Err(format!("--forward-path {other}: multi, workgroup or invocation")),
+            "--pass-plan" => {
+                args.options.force_pass_plan = Some(match value("--pass-plan")?.as_str() {
+                    "multi" => PassPlan::MultiPass,
+                    "workgroup" => PassPlan::WorkgroupPerChannel,
+                    "invocation" => PassPlan::InvocationPerChannel,
+                    other => return Err(format!("--pass-plan {other}: multi, workgroup or invocation")),
                 })
             }
             "--help" | "-h" => {
-                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--forward-path multi|workgroup|invocation]".into())
+                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::ops::forward_single::ForwardPath;
+use crate::ops::forward_single::PassPlan;
 use crate::ops::{KernelLimits, Pipelines, Walk};
 
 /// How [`Context::with_options`] picks an adapter. [`ContextOptions::from_env`] (the default)
@@ -34,10 +34,10 @@ pub struct ContextOptions {
     /// every walk on every kernel; the default picks the fastest per shape).
     #[doc(hidden)]
     pub force_walk: Option<Walk>,
-    /// Forces the training forward's path where it can serve the shape (tests cover each;
-    /// the default picks per shape).
+    /// Forces the training forward's and backward's pass plan where it can serve the shape
+    /// (tests cover each; the default picks per shape).
     #[doc(hidden)]
-    pub force_forward: Option<ForwardPath>,
+    pub force_pass_plan: Option<PassPlan>,
 }
 
 impl ContextOptions {
@@ -101,7 +101,7 @@ pub(crate) struct ContextInner {
     pub pipelines: Pipelines,
     pub limits: KernelLimits,
     pub force_walk: Option<Walk>,
-    pub force_forward: Option<ForwardPath>,
+    pub force_pass_plan: Option<PassPlan>,
     /// Errors wgpu reported outside any error scope, when this crate owns the device.
     pub uncaptured: Arc<Mutex<Vec<String>>>,
     /// Staging buffers reused by uploads and readbacks (fresh staging memory per transfer
@@ -291,7 +291,7 @@ impl Context {
                 pipelines,
                 limits,
                 force_walk: options.force_walk,
-                force_forward: options.force_forward,
+                force_pass_plan: options.force_pass_plan,
                 uncaptured,
                 staging: futures_intrusive::sync::Mutex::new(Staging::default(), false),
             }),
@@ -334,8 +334,8 @@ impl Context {
         self.inner.force_walk
     }
 
-    pub(crate) fn forced_forward(&self) -> Option<ForwardPath> {
-        self.inner.force_forward
+    pub(crate) fn forced_pass_plan(&self) -> Option<PassPlan> {
+        self.inner.force_pass_plan
     }
 
     /// The walk the tensor kernels use for an input of `shape` bound from 16-byte aligned
@@ -348,22 +348,23 @@ impl Context {
         (n > 0 && c > 0 && s > 0).then(|| crate::workspace::planned_walk(self, n, c, s, true))
     }
 
-    /// The path a training forward of a contiguous f32 tensor of `shape`, bound whole, takes
-    /// (tests pin the path they exercise with it).
+    /// The pass plan a training forward (and its backward without an epilogue) of a
+    /// contiguous f32 tensor of `shape`, bound whole, takes (tests pin the plan they exercise
+    /// with it).
     #[doc(hidden)]
-    pub fn planned_forward(&self, shape: &[usize]) -> Option<ForwardPath> {
+    pub fn planned_pass_plan(&self, shape: &[usize]) -> Option<PassPlan> {
         let n = u32::try_from(*shape.first()?).ok()?;
         let c = u32::try_from(*shape.get(1)?).ok()?;
         let s = u32::try_from(shape[2..].iter().product::<usize>()).ok()?;
         let how = crate::ops::forward_single::single_pass(
             (n, c, s),
             crate::tensor::DType::F32,
-            self.forced_forward(),
+            self.forced_pass_plan(),
         );
         Some(match how {
-            None => ForwardPath::MultiPass,
-            Some(t) if t.own_channel => ForwardPath::InvocationPerChannel,
-            Some(_) => ForwardPath::WorkgroupPerChannel,
+            None => PassPlan::MultiPass,
+            Some(t) if t.own_channel => PassPlan::InvocationPerChannel,
+            Some(_) => PassPlan::WorkgroupPerChannel,
         })
     }
 

@@ -46,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::ops::backward_finalize::BackwardFinalizeBindings;
 use crate::ops::backward_input::BackwardInputBindings;
 use crate::ops::backward_reduce::BackwardReduceBindings;
+use crate::ops::backward_single::BackwardSingleBindings;
 use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::convert::{ConvertBindings, ConvertNativeBindings, Direction};
 use crate::ops::finalize_stats::FinalizeStatsBindings;
@@ -572,16 +573,7 @@ impl Functional {
         let single = self.single_pass(a, w);
         let ws = &mut self.ws;
         let single = single.map(|(how, g)| {
-            let params = SingleParams {
-                channels: g.c,
-                rows: g.n,
-                s_count: g.s,
-                row_stride: g.c * g.s,
-                plane: g.s,
-                count: w.count,
-                eps: w.eps,
-                _pad: 0,
-            };
+            let params = SingleParams::new((g.n, g.c, g.s), w.count, w.eps);
             let op = ForwardSingleBindings {
                 shape: ws.single_params(params),
                 x: a.input.slot(),
@@ -685,15 +677,63 @@ impl Functional {
         if w.statistics != Statistics::Batch || a.global_stats.is_some() {
             return None;
         }
+        self.single_plan(g, &[Some(a.input), Some(a.output), a.residual])
+    }
+
+    /// The single-dispatch plan for geometry `g`, if the planner picks it and `tensors` can
+    /// each be bound whole (within one binding, at an aligned offset).
+    fn single_plan(
+        &self,
+        g: Geometry,
+        tensors: &[Option<&Tensor>],
+    ) -> Option<(ChannelTensor, Geometry)> {
         let limits = self.ctx.limits();
         let whole = |t: &Tensor| {
             t.size_bytes() <= limits.max_binding && t.offset().is_multiple_of(limits.align)
         };
-        let tensors = [Some(a.input), Some(a.output), a.residual];
-        if !tensors.into_iter().flatten().all(whole) {
+        if !tensors.iter().flatten().all(|t| whole(t)) {
             return None;
         }
-        single_pass((g.n, g.c, g.s), g.dtype, self.ctx.forced_forward()).map(|how| (how, g))
+        single_pass((g.n, g.c, g.s), g.dtype, self.ctx.forced_pass_plan()).map(|how| (how, g))
+    }
+
+    /// The single-dispatch backward, where it can run: this batch's statistics (not running
+    /// ones, not SyncBN's global coefficients), no epilogue, and the planner's choice.
+    fn single_backward(
+        &mut self,
+        a: &BackwardArgs<'_>,
+        w: &BackwardWork,
+    ) -> Option<(BackwardSingleBindings, ChannelTensor, u32)> {
+        let g = w.geometry?;
+        let SavedStats::Batch {
+            save_mean,
+            save_invstd,
+        } = a.stats
+        else {
+            return None;
+        };
+        if w.statistics != Statistics::Batch
+            || a.global_coefficients.is_some()
+            || a.activation != Activation::Identity
+            || w.through_epilogue
+        {
+            return None;
+        }
+        let (how, g) = self.single_plan(g, &[Some(a.x), Some(a.grad_output), a.grad_input])?;
+        let op = BackwardSingleBindings {
+            shape: self
+                .ws
+                .single_params(SingleParams::new((g.n, g.c, g.s), w.count, w.eps)),
+            x: a.x.slot(),
+            dy: a.grad_output.slot(),
+            dx: a.grad_input.map(Tensor::slot),
+            mean: save_mean.slot(),
+            spread: save_invstd.slot(),
+            weight: a.weight.map(Tensor::slot),
+            grad_weight: a.grad_weight.map(Tensor::slot),
+            grad_bias: a.grad_bias.map(Tensor::slot),
+        };
+        Some((op, how, g.c))
     }
 
     /// Records the forward into `encoder`: no submit, no wait. See the module docs for when
@@ -927,6 +967,13 @@ impl Functional {
             }
             return;
         };
+        if let Some((op, how, c)) = self.single_backward(a, w) {
+            let max_grid = self.ctx.limits().max_grid;
+            self.ws.record(encoder, "batchnorm backward", |rec| {
+                op.encode(rec, how, c, max_grid)
+            });
+            return;
+        }
         let ws = &mut self.ws;
         let (mean, spread) = match a.stats {
             SavedStats::Batch {

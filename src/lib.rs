@@ -31,7 +31,7 @@
 //! `y = (x - mean) * (invstd * weight) + bias`, and a separate one-workgroup dispatch updates
 //! the running statistics. Tensors of many short columns (`(N, C)`, channels-last) take a
 //! training forward of one dispatch instead (an invocation per channel), then the running
-//! update. Each tensor kernel walks its data one of three ways, chosen per
+//! update, and a training backward of one dispatch where it has no epilogue. Each tensor kernel walks its data one of three ways, chosen per
 //! shape: plane segments per workgroup (planes of at least 64 items), runs of 8 invocations per
 //! plane (8 to 63 items: 14x14 and 7x7 planes), or one item column per invocation (fewer than 8
 //! items, e.g. `(N, C)`). Tensors larger than one storage binding are processed in windows.
@@ -70,7 +70,7 @@ pub use functional::{
 /// The `half` crate, whose `f16` type f16 tensors are uploaded from and read back as.
 pub use half;
 #[doc(hidden)]
-pub use ops::forward_single::ForwardPath;
+pub use ops::forward_single::PassPlan;
 pub use ops::Activation;
 #[doc(hidden)]
 pub use ops::Walk;

@@ -18,7 +18,7 @@ use wgpu_batchnorm::half;
 use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
 use wgpu_batchnorm::{
     Activation, BackwardArgs, BatchCounter, BatchNormOptions, Context, DType, Error, ForwardArgs,
-    ForwardPath, Functional, Gradients, MemoryFormat, RunningStats, SavedStats, Tensor,
+    Functional, Gradients, MemoryFormat, PassPlan, RunningStats, SavedStats, Tensor,
 };
 
 /// Cases are shrunk to at most this many values, so each runs in milliseconds.
@@ -581,13 +581,13 @@ fn f16_calls_are_f32_calls_rounded_once_on_both_f16_paths() {
         // would then differ by their paths, not by their dtype.
         Context::with_options(wgpu_batchnorm::ContextOptions {
             max_binding_window: Some(4096),
-            force_forward: Some(ForwardPath::MultiPass),
+            force_pass_plan: Some(PassPlan::MultiPass),
             ..wgpu_batchnorm::ContextOptions::from_env()
         })
         .unwrap(),
         // Every training forward in one dispatch where the shape allows.
         Context::with_options(wgpu_batchnorm::ContextOptions {
-            force_forward: Some(ForwardPath::InvocationPerChannel),
+            force_pass_plan: Some(PassPlan::InvocationPerChannel),
             ..wgpu_batchnorm::ContextOptions::from_env()
         })
         .unwrap(),

@@ -11,7 +11,7 @@ use support::checks;
 use support::golden::{self, CaseReport};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 use wgpu_batchnorm::reference::ReferenceBatchNorm;
-use wgpu_batchnorm::{BatchNorm1d, BatchNormOptions, Context, ContextOptions, ForwardPath, Tensor};
+use wgpu_batchnorm::{BatchNorm1d, BatchNormOptions, Context, ContextOptions, PassPlan, Tensor};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -179,7 +179,7 @@ async fn forward_and_backward_match_the_reference() {
         ..Default::default()
     };
     let forced = |path| ContextOptions {
-        force_forward: Some(path),
+        force_pass_plan: Some(path),
         ..Default::default()
     };
     let contexts = [
@@ -191,15 +191,15 @@ async fn forward_and_backward_match_the_reference() {
         ("4 KiB windows", default_limits_context(&windowed).await),
         (
             "one workgroup per channel",
-            default_limits_context(&forced(ForwardPath::WorkgroupPerChannel)).await,
+            default_limits_context(&forced(PassPlan::WorkgroupPerChannel)).await,
         ),
         (
             "one invocation per channel",
-            default_limits_context(&forced(ForwardPath::InvocationPerChannel)).await,
+            default_limits_context(&forced(PassPlan::InvocationPerChannel)).await,
         ),
         (
             "multi-pass",
-            default_limits_context(&forced(ForwardPath::MultiPass)).await,
+            default_limits_context(&forced(PassPlan::MultiPass)).await,
         ),
     ];
     for (label, ctx) in &contexts {

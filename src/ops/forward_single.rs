@@ -60,19 +60,38 @@ pub(crate) struct SingleParams {
     pub _pad: u32,
 }
 
+impl SingleParams {
+    /// The uniform of a (rows, C, S) tensor, `count` = rows * S values per channel.
+    pub fn new((rows, c, s): (u32, u32, u32), count: u32, eps: f32) -> Self {
+        SingleParams {
+            channels: c,
+            rows,
+            s_count: s,
+            row_stride: c * s,
+            plane: s,
+            count,
+            eps,
+            _pad: 0,
+        }
+    }
+}
+
 /// When the planner takes one invocation per channel: many channels, and rows few enough for
-/// one invocation to walk twice. Measured on lavapipe (`examples/bench --forward-path`, see
+/// one invocation to walk twice. Measured on lavapipe (`examples/bench --pass-plan`, see
 /// BENCHMARKS.md): (256, 1024) runs at 3.1 copies against the multi-pass 5.5, channels-last
 /// 4x2048x7x7 (196 rows) at 2.9 against 5.5, but channels-last 64x256x14x14 (12544 rows) at
 /// 7.3 against 4.1.
 const OWN_MIN_CHANNELS: u32 = 128;
 const OWN_MAX_ROWS: u32 = 1024;
 
-/// How a training forward runs; `ContextOptions::force_forward` pins it (tests cover each).
+/// How a training forward and backward run; `ContextOptions::force_pass_plan` pins it (tests
+/// cover each). The backward follows the forward's plan where it has no epilogue (identity, no
+/// residual) and uses this batch's statistics; otherwise it runs multi-pass.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum ForwardPath {
-    /// Statistics, merge, normalize and the running update as four dispatches, through the
-    /// tensor walks (any shape, tensors beyond one binding included).
+pub enum PassPlan {
+    /// The passes as separate dispatches through the tensor walks (the forward's statistics,
+    /// merge, normalize and running update; the backward's reduction, per-channel pass and
+    /// grad_input): any shape, tensors beyond one binding included.
     MultiPass,
     /// One dispatch with a workgroup per channel (plus the running update); only when forced
     /// (see [`single_pass`]).
@@ -82,12 +101,12 @@ pub enum ForwardPath {
     InvocationPerChannel,
 }
 
-impl ForwardPath {
+impl PassPlan {
     /// Every path, for tests that cover them all.
-    pub const ALL: [ForwardPath; 3] = [
-        ForwardPath::MultiPass,
-        ForwardPath::WorkgroupPerChannel,
-        ForwardPath::InvocationPerChannel,
+    pub const ALL: [PassPlan; 3] = [
+        PassPlan::MultiPass,
+        PassPlan::WorkgroupPerChannel,
+        PassPlan::InvocationPerChannel,
     ];
 }
 
@@ -96,7 +115,7 @@ impl ForwardPath {
 pub(crate) fn single_pass(
     (rows, c, s): (u32, u32, u32),
     dtype: DType,
-    forced: Option<ForwardPath>,
+    forced: Option<PassPlan>,
 ) -> Option<ChannelTensor> {
     let count = rows.checked_mul(s)?;
     if count == 0 || c == 0 {
@@ -104,22 +123,22 @@ pub(crate) fn single_pass(
     }
     let own_ok = s == 1;
     let path = match forced {
-        Some(ForwardPath::InvocationPerChannel) if !own_ok => ForwardPath::WorkgroupPerChannel,
+        Some(PassPlan::InvocationPerChannel) if !own_ok => PassPlan::WorkgroupPerChannel,
         Some(path) => path,
         None if own_ok && c >= OWN_MIN_CHANNELS && rows <= OWN_MAX_ROWS => {
-            ForwardPath::InvocationPerChannel
+            PassPlan::InvocationPerChannel
         }
         // One workgroup per channel is never the default: on lavapipe it measured slower than
         // the multi-pass walks on every shape (4x2048x7x7 8.2 copies against 7.2, 64x256x14x14
         // 4.3 against 2.0), its per-value division and scalar loads costing more than the
         // dispatches it saves on a compute-bound adapter. Whether it wins on a GPU, where
         // dispatches cost more, is not measured yet.
-        None => ForwardPath::MultiPass,
+        None => PassPlan::MultiPass,
     };
     let own_channel = match path {
-        ForwardPath::MultiPass => return None,
-        ForwardPath::WorkgroupPerChannel => false,
-        ForwardPath::InvocationPerChannel => true,
+        PassPlan::MultiPass => return None,
+        PassPlan::WorkgroupPerChannel => false,
+        PassPlan::InvocationPerChannel => true,
     };
     Some(ChannelTensor {
         dtype,
@@ -161,5 +180,92 @@ impl ForwardSingleBindings {
             &self.resolve(None),
             super::plan::grid(u64::from(workgroups), max_grid),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ForwardSingleBindings, SingleParams};
+    use crate::ops::testing::{channel, close, context, read, tensor, values};
+    use crate::ops::{ChannelTensor, Epilogue};
+    use crate::reference::{normalize, welford_partials};
+    use crate::tensor::DType;
+    use crate::workspace::Workspace;
+    use crate::Tensor;
+
+    /// (rows, C, S) shapes: planes of 77 values and of 1 (an invocation per channel possible),
+    /// channels longer than a workgroup's span, more channels than one workgroup's invocations.
+    const SHAPES: [(usize, usize, usize); 4] = [(5, 3, 77), (300, 4, 1), (6, 130, 1), (2, 2, 5000)];
+
+    /// The statistics and y match the oracles in both modes and both workgroup sizes, with and
+    /// without weight and bias.
+    #[test]
+    fn forward_single_matches_its_oracles_in_every_mode() {
+        let ctx = context(None);
+        for (seed, &(n, c, s)) in SHAPES.iter().enumerate() {
+            let seed = seed as u64;
+            let shape = [n, c, s];
+            let x = values(n * c * s, 400 + seed, 3.0, 9.0);
+            let weight = values(c, 410 + seed, -2.0, 2.0);
+            let bias = values(c, 420 + seed, -1.0, 1.0);
+            let eps = 1e-3f32;
+            for own_channel in [false, s == 1] {
+                for (workgroup_size, affine) in [(64, true), (256, false)] {
+                    let what =
+                        format!("{shape:?} own {own_channel} wg {workgroup_size} affine {affine}");
+                    let mut ws = Workspace::new(&ctx);
+                    let y = Tensor::empty(&ctx, &shape).unwrap();
+                    let stats: Vec<Tensor> =
+                        (0..3).map(|_| Tensor::empty(&ctx, &[c]).unwrap()).collect();
+                    let count = (n * s) as u32;
+                    let op = ForwardSingleBindings {
+                        shape: ws.single_params(SingleParams::new(
+                            (n as u32, c as u32, s as u32),
+                            count,
+                            eps,
+                        )),
+                        x: tensor(&ctx, &x, &shape).slot(),
+                        y: y.slot(),
+                        weight: affine.then(|| tensor(&ctx, &weight, &[c]).slot()),
+                        bias: affine.then(|| tensor(&ctx, &bias, &[c]).slot()),
+                        residual: None,
+                        save_mean: stats[0].slot(),
+                        save_invstd: stats[1].slot(),
+                        m2: stats[2].slot(),
+                    };
+                    let how = ChannelTensor {
+                        dtype: DType::F32,
+                        workgroup_size,
+                        own_channel,
+                    };
+                    crate::ops::testing::run(&ctx, &mut ws, |rec| {
+                        op.encode(rec, how, Epilogue::NONE, c as u32, 65535)
+                    });
+                    let got: Vec<Vec<f32>> =
+                        stats.iter().map(|t| read(&ctx, t.buffer(), c)).collect();
+                    let y = read(&ctx, y.buffer(), n * c * s);
+                    let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
+                    for ch in 0..c {
+                        let (count, m, m2) = welford_partials(&channel(&x, n, c, s, ch));
+                        mean[ch] = m;
+                        var[ch] = m2 / count;
+                        let invstd = 1.0 / (var[ch] + f64::from(eps)).sqrt();
+                        assert!(close(got[0][ch], m, 1e-6), "{what} ch {ch}: mean");
+                        assert!(close(got[1][ch], invstd, 1e-5), "{what} ch {ch}: invstd");
+                        assert!(close(got[2][ch], m2, 1e-4), "{what} ch {ch}: M2");
+                    }
+                    let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+                    let (w, b) = if affine {
+                        (wide(&weight), wide(&bias))
+                    } else {
+                        (vec![1.0; c], vec![0.0; c])
+                    };
+                    let want = normalize(&x, &shape, &mean, &var, &w, &b, f64::from(eps)).unwrap();
+                    for (i, (&g, &w)) in y.iter().zip(&want).enumerate() {
+                        assert!(close(g, w, 1e-4), "{what}: y[{i}] {g} {w}");
+                    }
+                }
+            }
+        }
     }
 }

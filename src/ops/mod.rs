@@ -31,6 +31,7 @@
 pub(crate) mod backward_finalize;
 pub(crate) mod backward_input;
 pub(crate) mod backward_reduce;
+pub(crate) mod backward_single;
 pub(crate) mod channel_affine;
 pub(crate) mod convert;
 pub(crate) mod finalize_stats;
@@ -79,6 +80,7 @@ pub(crate) enum Kernel {
     ConvertNative,
     SgdStep,
     ForwardSingle,
+    BackwardSingle,
     /// The benchmark's second floor, compiled only where it is used.
     #[cfg(any(test, feature = "bench"))]
     Stream,
@@ -99,6 +101,7 @@ impl Kernel {
         Kernel::ConvertNative,
         Kernel::SgdStep,
         Kernel::ForwardSingle,
+        Kernel::BackwardSingle,
         #[cfg(any(test, feature = "bench"))]
         Kernel::Stream,
     ];
@@ -117,6 +120,7 @@ impl Kernel {
             Kernel::ConvertNative => &convert::NATIVE_SPEC,
             Kernel::SgdStep => &sgd_step::SPEC,
             Kernel::ForwardSingle => &forward_single::SPEC,
+            Kernel::BackwardSingle => &backward_single::SPEC,
             #[cfg(any(test, feature = "bench"))]
             Kernel::Stream => &stream::SPEC,
         }

@@ -32,7 +32,7 @@ pub fn context_with_walk(walk: wgpu_batchnorm::Walk, disable_subgroups: bool) ->
     let mut options = ContextOptions::from_env();
     options.force_walk = Some(walk);
     // The walks are those of the multi-pass path.
-    options.force_forward = Some(wgpu_batchnorm::ForwardPath::MultiPass);
+    options.force_pass_plan = Some(wgpu_batchnorm::PassPlan::MultiPass);
     options.disable_subgroups = disable_subgroups;
     Context::with_options(options).expect("a GPU adapter")
 }

@@ -1,7 +1,7 @@
-//! Every path of the training forward (`ForwardPath`: the multi-pass walks, one workgroup per
-//! channel, one invocation per channel) on each reduction path, against the f64 reference and
-//! the PyTorch-made golden cases (f16, channels-last, fused epilogues included), and the
-//! planner's choice per shape.
+//! Every pass plan of the training forward and backward (`PassPlan`: the multi-pass walks, one
+//! workgroup per channel, one invocation per channel) on each reduction path, against the f64
+//! reference and the PyTorch-made golden cases (f16, channels-last, fused epilogues included,
+//! whose backward falls back to the multi-pass plan), and the planner's choice per shape.
 
 mod support;
 
@@ -9,11 +9,11 @@ use std::path::Path;
 
 use support::checks::check_forward_backward;
 use support::golden;
-use wgpu_batchnorm::{Context, ContextOptions, ForwardPath};
+use wgpu_batchnorm::{Context, ContextOptions, PassPlan};
 
-fn context(path: ForwardPath, disable_subgroups: bool) -> Context {
+fn context(path: PassPlan, disable_subgroups: bool) -> Context {
     Context::with_options(ContextOptions {
-        force_forward: Some(path),
+        force_pass_plan: Some(path),
         disable_subgroups,
         ..ContextOptions::from_env()
     })
@@ -35,17 +35,17 @@ const SHAPES: &[&[usize]] = &[
 
 #[test]
 fn every_forward_path_matches_the_reference() {
-    for path in ForwardPath::ALL {
+    for path in PassPlan::ALL {
         for disable_subgroups in [false, true] {
             let ctx = context(path, disable_subgroups);
             let mut worst: f64 = 0.0;
             for (seed, shape) in SHAPES.iter().enumerate() {
-                let planned = ctx.planned_forward(shape).unwrap();
+                let planned = ctx.planned_pass_plan(shape).unwrap();
                 // One invocation per channel needs one value per row and channel; other shapes
                 // fall back to one workgroup per channel.
                 let expected = match path {
-                    ForwardPath::InvocationPerChannel if shape.len() > 2 => {
-                        ForwardPath::WorkgroupPerChannel
+                    PassPlan::InvocationPerChannel if shape.len() > 2 => {
+                        PassPlan::WorkgroupPerChannel
                     }
                     p => p,
                 };
@@ -66,13 +66,13 @@ fn every_forward_path_passes_the_golden_cases() {
     files.extend(golden::collect(&root.join("extended")));
     let f16_words = |path| {
         Context::with_options(ContextOptions {
-            force_forward: Some(path),
+            force_pass_plan: Some(path),
             disable_f16: true,
             ..ContextOptions::from_env()
         })
         .expect("a GPU adapter")
     };
-    for path in ForwardPath::ALL {
+    for path in PassPlan::ALL {
         for (label, ctx) in [
             ("default", context(path, false)),
             ("workgroup memory", context(path, true)),
@@ -107,18 +107,18 @@ fn every_forward_path_passes_the_golden_cases() {
 #[test]
 fn the_planner_picks_one_invocation_per_channel_for_many_short_columns() {
     let ctx = support::context();
-    let cases: &[(&[usize], ForwardPath)] = &[
-        (&[256, 1024], ForwardPath::InvocationPerChannel),
-        (&[1024, 128], ForwardPath::InvocationPerChannel),
-        (&[1025, 128], ForwardPath::MultiPass),
-        (&[256, 127], ForwardPath::MultiPass),
-        (&[4, 2048, 7, 7], ForwardPath::MultiPass),
-        (&[64, 256, 14, 14], ForwardPath::MultiPass),
-        (&[32, 64, 56, 56], ForwardPath::MultiPass),
-        (&[16, 3, 224, 224], ForwardPath::MultiPass),
-        (&[4, 3], ForwardPath::MultiPass),
+    let cases: &[(&[usize], PassPlan)] = &[
+        (&[256, 1024], PassPlan::InvocationPerChannel),
+        (&[1024, 128], PassPlan::InvocationPerChannel),
+        (&[1025, 128], PassPlan::MultiPass),
+        (&[256, 127], PassPlan::MultiPass),
+        (&[4, 2048, 7, 7], PassPlan::MultiPass),
+        (&[64, 256, 14, 14], PassPlan::MultiPass),
+        (&[32, 64, 56, 56], PassPlan::MultiPass),
+        (&[16, 3, 224, 224], PassPlan::MultiPass),
+        (&[4, 3], PassPlan::MultiPass),
     ];
     for &(shape, path) in cases {
-        assert_eq!(ctx.planned_forward(shape), Some(path), "{shape:?}");
+        assert_eq!(ctx.planned_pass_plan(shape), Some(path), "{shape:?}");
     }
 }
