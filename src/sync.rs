@@ -87,7 +87,7 @@ pub fn merge_stats(parts: &[LocalStats], eps: f64) -> Result<MergedStats> {
 }
 
 /// The merged statistics on a device: `(mean, invstd, m2)` tensors for
-/// [`MergedStats::global`].
+/// [`UploadedStats::global`].
 #[derive(Debug)]
 pub struct UploadedStats {
     count: u64,

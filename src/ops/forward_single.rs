@@ -94,7 +94,7 @@ pub enum PassPlan {
     /// grad_input): any shape, tensors beyond one binding included.
     MultiPass,
     /// One dispatch with a workgroup per channel (plus the running update); only when forced
-    /// (see [`single_pass`]).
+    /// (see the planner, `single_pass`).
     WorkgroupPerChannel,
     /// One dispatch with an invocation per channel, down its column (plus the running
     /// update); only for tensors with one value per row and channel ((N, C), channels-last).

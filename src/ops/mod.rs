@@ -132,7 +132,7 @@ impl Kernel {
 }
 
 /// How a tensor kernel walks its block (`WALK` in `shaders/walk.wgsl`); see
-/// [`plan::WalkGeometry`].
+/// `plan::WalkGeometry` in `src/ops/plan.rs`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Walk {
     /// One plane segment per workgroup (planes of at least 64 items).
