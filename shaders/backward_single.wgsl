@@ -5,7 +5,8 @@
 // (bias, residual, dz) would pass WebGPU's default of 8 storage buffers per stage.
 //
 // Computes: per channel c, sum(dy) and sum(dy * (x - mean)) in a fixed order per invocation
-//           (merged across the workgroup in order when OWN_CHANNEL = false); then
+//           (merged across the workgroup in order when OWN_CHANNEL = false, one invocation over
+//           the channel's planes when true); then
 //           grad_bias = sum(dy), grad_weight = invstd * sum(dy * (x - mean)), and
 //           dx = weight * invstd * (dy - sum(dy)/n - xhat * sum(dy * xhat)/n), written as
 //           backward_input.wgsl writes it: dy * a.x - a.y - (x - a.z) * a.w.
@@ -14,7 +15,8 @@
 // Bindings: `BackwardSingleBindings` in src/ops/backward_single.rs: shape (Single), x, dy
 //           (read), dx? (written), mean, spread (save_mean, save_invstd), weight?,
 //           grad_weight?, grad_bias? (written); C entries each for the per-channel ones.
-// Dispatch: OWN_CHANNEL = false: one workgroup per channel; true: one invocation per channel.
+// Dispatch: OWN_CHANNEL = false: one workgroup per channel; true: one invocation per channel
+//           (over its planes in order).
 //           Both folded into a 2-D grid.
 
 // Filled by `SingleParams` in src/ops/forward_single.rs.
@@ -62,26 +64,48 @@ fn grad_input_at(i: u32, a: vec4<f32>) {
     store_dx(i, load_dy(i) * a.x - a.y - (load_x(i) - a.z) * a.w);
 }
 
-// One invocation per channel, down its column (S = 1).
+// One invocation per channel: its planes in memory order, row after row (one loop for planes
+// of one value, as in forward_single.wgsl).
 fn own_channel(c: u32) {
     if c >= shape.channels {
         return;
     }
+    let flat = shape.s_count == 1u;
     let m = mean[c];
     var sums = vec4<f32>(0.0);
-    var at = c * shape.plane;
-    for (var r = 0u; r < shape.rows; r++) {
-        let dy = load_dy(at);
-        sums.x += dy;
-        sums.y += dy * (load_x(at) - m);
-        at += shape.row_stride;
+    var row = c * shape.plane;
+    if flat {
+        for (var r = 0u; r < shape.rows; r++) {
+            let dy = load_dy(row);
+            sums.x += dy;
+            sums.y += dy * (load_x(row) - m);
+            row += shape.row_stride;
+        }
+    } else {
+        for (var r = 0u; r < shape.rows; r++) {
+            for (var s = 0u; s < shape.s_count; s++) {
+                let dy = load_dy(row + s);
+                sums.x += dy;
+                sums.y += dy * (load_x(row + s) - m);
+            }
+            row += shape.row_stride;
+        }
     }
     let a = finish_channel(c, sums);
     if HAS_DX {
-        at = c * shape.plane;
-        for (var r = 0u; r < shape.rows; r++) {
-            grad_input_at(at, a);
-            at += shape.row_stride;
+        row = c * shape.plane;
+        if flat {
+            for (var r = 0u; r < shape.rows; r++) {
+                grad_input_at(row, a);
+                row += shape.row_stride;
+            }
+        } else {
+            for (var r = 0u; r < shape.rows; r++) {
+                for (var s = 0u; s < shape.s_count; s++) {
+                    grad_input_at(row + s, a);
+                }
+                row += shape.row_stride;
+            }
         }
     }
 }

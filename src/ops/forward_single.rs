@@ -76,13 +76,13 @@ impl SingleParams {
     }
 }
 
-/// When the planner takes one invocation per channel: many channels, and rows few enough for
-/// one invocation to walk twice. Measured on lavapipe (`examples/bench --pass-plan`, see
-/// BENCHMARKS.md): (256, 1024) runs at 3.1 copies against the multi-pass 5.5, channels-last
-/// 4x2048x7x7 (196 rows) at 2.9 against 5.5, but channels-last 64x256x14x14 (12544 rows) at
-/// 7.3 against 4.1.
+/// When the planner takes one invocation per channel: many channels, each short enough for
+/// one invocation to read twice. Measured on lavapipe (`examples/bench --pass-plan`, see
+/// BENCHMARKS.md), training forward in copies: (256, 1024) 3.1 against the multi-pass 5.5,
+/// 4x2048x7x7 2.9 against 6.8, channels-last 4x2048x7x7 2.9 against 5.5; but 64x256x14x14
+/// (12544 values per channel) 2.4 against 1.9, and channels-last 7.3 against 4.1.
 const OWN_MIN_CHANNELS: u32 = 128;
-const OWN_MAX_ROWS: u32 = 1024;
+const OWN_MAX_VALUES: u32 = 1024;
 
 /// How a training forward and backward run; `ContextOptions::force_pass_plan` pins it (tests
 /// cover each). The backward follows the forward's plan where it has no epilogue (identity, no
@@ -96,8 +96,8 @@ pub enum PassPlan {
     /// One dispatch with a workgroup per channel (plus the running update); only when forced
     /// (see the planner, `single_pass`).
     WorkgroupPerChannel,
-    /// One dispatch with an invocation per channel, down its column (plus the running
-    /// update); only for tensors with one value per row and channel ((N, C), channels-last).
+    /// One dispatch with an invocation per channel, over its planes in order (plus the running
+    /// update).
     InvocationPerChannel,
 }
 
@@ -121,18 +121,14 @@ pub(crate) fn single_pass(
     if count == 0 || c == 0 {
         return None;
     }
-    let own_ok = s == 1;
+
     let path = match forced {
-        Some(PassPlan::InvocationPerChannel) if !own_ok => PassPlan::WorkgroupPerChannel,
         Some(path) => path,
-        None if own_ok && c >= OWN_MIN_CHANNELS && rows <= OWN_MAX_ROWS => {
-            PassPlan::InvocationPerChannel
-        }
+        None if c >= OWN_MIN_CHANNELS && count <= OWN_MAX_VALUES => PassPlan::InvocationPerChannel,
         // One workgroup per channel is never the default: on lavapipe it measured slower than
         // the multi-pass walks on every shape (4x2048x7x7 8.2 copies against 7.2, 64x256x14x14
-        // 4.3 against 2.0), its per-value division and scalar loads costing more than the
-        // dispatches it saves on a compute-bound adapter. Whether it wins on a GPU, where
-        // dispatches cost more, is not measured yet.
+        // 4.3 against 2.0), and not for its per-value division (without it: 8.4 and 3.9).
+        // Whether it wins on a GPU, where dispatches cost more, is not measured yet.
         None => PassPlan::MultiPass,
     };
     let own_channel = match path {
@@ -209,7 +205,7 @@ mod tests {
             let weight = values(c, 410 + seed, -2.0, 2.0);
             let bias = values(c, 420 + seed, -1.0, 1.0);
             let eps = 1e-3f32;
-            for own_channel in [false, s == 1] {
+            for own_channel in [false, true] {
                 for (workgroup_size, affine) in [(64, true), (256, false)] {
                     let what =
                         format!("{shape:?} own {own_channel} wg {workgroup_size} affine {affine}");
