@@ -14,8 +14,9 @@
 // Layout: value (r, c, s) of the (rows, C, S) tensor at r * row_stride + c * plane + s; a
 //           channels-last tensor is (N * S, C, 1).
 // Bindings: `ForwardSingleBindings` in src/ops/forward_single.rs: shape (Single), x (read),
-//           y (written), weight?, bias? (C entries), residual? (like x), save_mean,
-//           save_invstd, m2 (C entries, written).
+//           y (written), weight?, bias? (C entries), residual? (like x), mean, spread,
+//           m2 (C entries): save_mean, save_invstd and M2, written; with running statistics
+//           (eval, USE_RUNNING = true) running_mean and running_var, read, and m2 unused.
 // Dispatch: OWN_CHANNEL = false: one workgroup per channel; true: one invocation per channel.
 //           Both folded into a 2-D grid.
 
@@ -32,6 +33,7 @@ struct Single {
 }
 
 override OWN_CHANNEL: bool = false;
+override USE_RUNNING: bool = false;
 
 var<workgroup> coef: vec4<f32>;
 
@@ -47,12 +49,8 @@ fn welford_add(a: vec4<f32>, v: f32) -> vec4<f32> {
     return vec4<f32>(n, mean, a.z + delta * (v - mean), 0.0);
 }
 
-// Writes channel c's statistics; returns (mean, invstd * weight, bias).
-fn finish_channel(c: u32, total: vec4<f32>) -> vec4<f32> {
-    let invstd = 1.0 / sqrt(total.z / f32(shape.count) + shape.eps);
-    save_mean[c] = total.y;
-    save_invstd[c] = invstd;
-    m2[c] = total.z;
+// (mean, invstd * weight, bias) of channel c.
+fn coefficients(c: u32, channel_mean: f32, invstd: f32) -> vec4<f32> {
     var scale = invstd;
     if HAS_WEIGHT {
         scale *= weight[c];
@@ -61,7 +59,21 @@ fn finish_channel(c: u32, total: vec4<f32>) -> vec4<f32> {
     if HAS_BIAS {
         shift = bias[c];
     }
-    return vec4<f32>(total.y, scale, shift, 0.0);
+    return vec4<f32>(channel_mean, scale, shift, 0.0);
+}
+
+// Writes channel c's batch statistics; returns its coefficients.
+fn finish_channel(c: u32, total: vec4<f32>) -> vec4<f32> {
+    let invstd = 1.0 / sqrt(total.z / f32(shape.count) + shape.eps);
+    mean[c] = total.y;
+    spread[c] = invstd;
+    m2[c] = total.z;
+    return coefficients(c, total.y, invstd);
+}
+
+// Eval: the coefficients from running_mean and running_var, nothing written.
+fn running_coefficients(c: u32) -> vec4<f32> {
+    return coefficients(c, mean[c], 1.0 / sqrt(spread[c] + shape.eps));
 }
 
 fn normalize_at(i: u32, k: vec4<f32>) {
@@ -81,22 +93,27 @@ fn own_channel(c: u32) {
     // Planes of one value ((N, C), channels-last) walk one loop: the nested loops cost
     // lavapipe about 40% more there (measured: 256x1024, 4.45 copies against 3.13).
     let flat = shape.s_count == 1u;
-    var acc = vec4<f32>(0.0);
     var row = c * shape.plane;
-    if flat {
-        for (var r = 0u; r < shape.rows; r++) {
-            acc = welford_add(acc, load_x(row));
-            row += shape.row_stride;
-        }
+    var k: vec4<f32>;
+    if USE_RUNNING {
+        k = running_coefficients(c);
     } else {
-        for (var r = 0u; r < shape.rows; r++) {
-            for (var s = 0u; s < shape.s_count; s++) {
-                acc = welford_add(acc, load_x(row + s));
+        var acc = vec4<f32>(0.0);
+        if flat {
+            for (var r = 0u; r < shape.rows; r++) {
+                acc = welford_add(acc, load_x(row));
+                row += shape.row_stride;
             }
-            row += shape.row_stride;
+        } else {
+            for (var r = 0u; r < shape.rows; r++) {
+                for (var s = 0u; s < shape.s_count; s++) {
+                    acc = welford_add(acc, load_x(row + s));
+                }
+                row += shape.row_stride;
+            }
         }
+        k = finish_channel(c, acc);
     }
-    let k = finish_channel(c, acc);
     row = c * shape.plane;
     if flat {
         for (var r = 0u; r < shape.rows; r++) {
@@ -128,23 +145,28 @@ fn shared_channel(inv: Invocation, grid: Grid) {
     let base = c * shape.plane;
     let first_row = inv.lid / s_count;
     let first_s = inv.lid - first_row * s_count;
-    var acc = vec4<f32>(0.0);
     var r = first_row;
     var s = first_s;
-    while r < shape.rows {
-        acc = welford_add(acc, load_x(base + r * shape.row_stride + s));
-        s += step_s;
-        r += step_rows;
-        if s >= s_count {
-            s -= s_count;
-            r += 1u;
+    var k: vec4<f32>;
+    if USE_RUNNING {
+        k = running_coefficients(c);
+    } else {
+        var acc = vec4<f32>(0.0);
+        while r < shape.rows {
+            acc = welford_add(acc, load_x(base + r * shape.row_stride + s));
+            s += step_s;
+            r += step_rows;
+            if s >= s_count {
+                s -= s_count;
+                r += 1u;
+            }
         }
+        let total = reduce_workgroup(acc, inv, grid);
+        if inv.lid == 0u {
+            coef = finish_channel(c, total);
+        }
+        k = workgroupUniformLoad(&coef);
     }
-    let total = reduce_workgroup(acc, inv, grid);
-    if inv.lid == 0u {
-        coef = finish_channel(c, total);
-    }
-    let k = workgroupUniformLoad(&coef);
     r = first_row;
     s = first_s;
     while r < shape.rows {

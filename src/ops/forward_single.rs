@@ -1,6 +1,7 @@
-//! Host side of `shaders/forward_single.wgsl`: the training forward in one dispatch (batch
-//! statistics, save_mean / save_invstd / M2, and the normalized output with its epilogue) for
-//! shapes whose channels fit one workgroup or one invocation. CPU oracles:
+//! Host side of `shaders/forward_single.wgsl`: the forward in one dispatch (in training, batch
+//! statistics, save_mean / save_invstd / M2 and the normalized output with its epilogue; in
+//! eval, the output from the running statistics) for shapes whose channels fit one workgroup
+//! or one invocation. CPU oracles:
 //! [`crate::reference::welford_partials`] and [`crate::reference::normalize`]; the planner that
 //! picks it is [`single_pass`].
 
@@ -25,10 +26,10 @@ bindings! {
         bias: Read Optional "array<f32>",
         /// Added before the activation; absent: nothing added.
         residual: Read Optional "array<Item>",
-        /// Batch mean per channel (written).
-        save_mean: ReadWrite Whole "array<f32>",
-        /// 1 / sqrt(biased variance + eps) per channel (written).
-        save_invstd: ReadWrite Whole "array<f32>",
+        /// save_mean (written); with running statistics running_mean (only read).
+        mean: ReadWrite Whole "array<f32>",
+        /// save_invstd (written); with running statistics running_var (only read).
+        spread: ReadWrite Whole "array<f32>",
         /// M2 per channel, for the running-statistics update (written).
         m2: ReadWrite Whole "array<f32>",
     }
@@ -40,7 +41,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     source: include_str!("../../shaders/forward_single.wgsl"),
     bindings: ForwardSingleBindings::SPEC,
     assembly: Assembly::ChannelTensor,
-    has_statistics: false,
+    has_statistics: true,
     has_epilogue: true,
     has_direction: false,
     workgroup_size: 256,
@@ -150,12 +151,13 @@ pub(crate) fn single_pass(
 }
 
 impl ForwardSingleBindings {
-    /// Records the dispatch for `channels` channels, per `how`.
+    /// Records the dispatch for `channels` channels, per `how`, with batch statistics
+    /// (training) or running ones (eval).
     pub fn encode(
         &self,
         rec: &mut Recorder<'_, '_>,
         how: ChannelTensor,
-        epilogue: Epilogue,
+        (statistics, epilogue): (Statistics, Epilogue),
         channels: u32,
         max_grid: u32,
     ) {
@@ -165,7 +167,7 @@ impl ForwardSingleBindings {
             channels
         };
         let special = Specialize {
-            statistics: Statistics::Batch,
+            statistics,
             epilogue,
             to_f16: false,
             channel_tensor: Some(how),
@@ -183,7 +185,7 @@ impl ForwardSingleBindings {
 mod tests {
     use super::{ForwardSingleBindings, SingleParams};
     use crate::ops::testing::{channel, close, context, read, tensor, values};
-    use crate::ops::{ChannelTensor, Epilogue};
+    use crate::ops::{ChannelTensor, Epilogue, Statistics};
     use crate::reference::{normalize, welford_partials};
     use crate::tensor::DType;
     use crate::workspace::Workspace;
@@ -225,8 +227,8 @@ mod tests {
                         weight: affine.then(|| tensor(&ctx, &weight, &[c]).slot()),
                         bias: affine.then(|| tensor(&ctx, &bias, &[c]).slot()),
                         residual: None,
-                        save_mean: stats[0].slot(),
-                        save_invstd: stats[1].slot(),
+                        mean: stats[0].slot(),
+                        spread: stats[1].slot(),
                         m2: stats[2].slot(),
                     };
                     let how = ChannelTensor {
@@ -235,7 +237,13 @@ mod tests {
                         own_channel,
                     };
                     crate::ops::testing::run(&ctx, &mut ws, |rec| {
-                        op.encode(rec, how, Epilogue::NONE, c as u32, 65535)
+                        op.encode(
+                            rec,
+                            how,
+                            (Statistics::Batch, Epilogue::NONE),
+                            c as u32,
+                            65535,
+                        )
                     });
                     let got: Vec<Vec<f32>> =
                         stats.iter().map(|t| read(&ctx, t.buffer(), c)).collect();
@@ -261,6 +269,98 @@ mod tests {
                         assert!(close(g, w, 1e-4), "{what}: y[{i}] {g} {w}");
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::{ForwardSingleBindings, SingleParams};
+    use crate::ops::testing::{close, context, read, run, tensor, values};
+    use crate::ops::{ChannelTensor, Epilogue, Statistics};
+    use crate::reference::normalize;
+    use crate::tensor::DType;
+    use crate::workspace::Workspace;
+    use crate::Tensor;
+
+    /// With running statistics (eval), y matches the oracle from running_mean and running_var
+    /// in both modes, and the statistics buffers are left as they were.
+    #[test]
+    fn forward_single_eval_matches_its_oracle_in_every_mode() {
+        let ctx = context(None);
+        for (seed, &(n, c, s)) in [(5usize, 3usize, 77usize), (300, 4, 1), (6, 130, 7)]
+            .iter()
+            .enumerate()
+        {
+            let seed = seed as u64;
+            let shape = [n, c, s];
+            let x = values(n * c * s, 600 + seed, -3.0, 5.0);
+            let running_mean = values(c, 610 + seed, -1.0, 1.0);
+            let running_var = values(c, 620 + seed, 0.2, 3.0);
+            let weight = values(c, 630 + seed, -2.0, 2.0);
+            let eps = 1e-3f32;
+            for own_channel in [false, true] {
+                let mut ws = Workspace::new(&ctx);
+                let y = Tensor::empty(&ctx, &shape).unwrap();
+                let (rm, rv) = (
+                    tensor(&ctx, &running_mean, &[c]),
+                    tensor(&ctx, &running_var, &[c]),
+                );
+                let dims = (n as u32, c as u32, s as u32);
+                let op = ForwardSingleBindings {
+                    shape: ws.single_params(SingleParams::new(dims, (n * s) as u32, eps)),
+                    x: tensor(&ctx, &x, &shape).slot(),
+                    y: y.slot(),
+                    weight: Some(tensor(&ctx, &weight, &[c]).slot()),
+                    bias: None,
+                    residual: None,
+                    mean: rm.slot(),
+                    spread: rv.slot(),
+                    m2: Tensor::empty(&ctx, &[c]).unwrap().slot(),
+                };
+                let how = ChannelTensor {
+                    dtype: DType::F32,
+                    workgroup_size: 64,
+                    own_channel,
+                };
+                run(&ctx, &mut ws, |rec| {
+                    op.encode(
+                        rec,
+                        how,
+                        (Statistics::Running, Epilogue::NONE),
+                        c as u32,
+                        65535,
+                    )
+                });
+                let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+                let want = normalize(
+                    &x,
+                    &shape,
+                    &wide(&running_mean),
+                    &wide(&running_var),
+                    &wide(&weight),
+                    &vec![0.0; c],
+                    f64::from(eps),
+                )
+                .unwrap();
+                let got = read(&ctx, y.buffer(), n * c * s);
+                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        close(g, w, 1e-5),
+                        "{shape:?} own {own_channel}: y[{i}] {g} {w}"
+                    );
+                }
+                assert_eq!(
+                    read(&ctx, rm.buffer(), c),
+                    running_mean,
+                    "running_mean changed"
+                );
+                assert_eq!(
+                    read(&ctx, rv.buffer(), c),
+                    running_var,
+                    "running_var changed"
+                );
             }
         }
     }
