@@ -29,9 +29,10 @@
 //! How it runs: a statistics pass writes Welford partials (count, mean, M2), a small pass merges
 //! them per channel with Chan's formula (never `E[x^2] - E[x]^2`), one fused pass computes
 //! `y = (x - mean) * (invstd * weight) + bias`, and a separate one-workgroup dispatch updates
-//! the running statistics. Tensors of many short columns (`(N, C)`, channels-last) take a
-//! training forward of one dispatch instead (an invocation per channel), then the running
-//! update, and a training backward of one dispatch where it has no epilogue. Each tensor kernel walks its data one of three ways, chosen per
+//! the running statistics. Tensors of many short channels (`(N, C)`, 7x7 planes,
+//! channels-last with few rows) take a training forward of one dispatch instead (an
+//! invocation per channel), then the running update, and a training backward of one dispatch
+//! where it has no epilogue. Each tensor kernel walks its data one of three ways, chosen per
 //! shape: plane segments per workgroup (planes of at least 64 items), runs of 8 invocations per
 //! plane (8 to 63 items: 14x14 and 7x7 planes), or one item column per invocation (fewer than 8
 //! items, e.g. `(N, C)`). Tensors larger than one storage binding are processed in windows.
