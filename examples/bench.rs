@@ -1,7 +1,8 @@
 //! Benchmark: batch norm against a plain WGSL vec4 copy of the same tensor, in the same run.
 //!
-//! `cargo run --release --example bench [-- --quick] [--json FILE] [--backend NAME]
-//! [--adapter NAME] [--reps N]`
+//! `cargo run --release --features bench --example bench [-- --quick] [--json FILE]
+//! [--backend NAME] [--adapter NAME] [--reps N] [--only NxCxHxW]
+//! [--variant nchw|channels_last|residual|f16] [--pass-plan multi|workgroup|invocation]`
 //!
 //! For each shape and operation it prints the median time (GPU timestamps where the adapter has
 //! them, else wall clock around submit + wait), the effective bandwidth under the two-pass
@@ -40,6 +41,9 @@ const SHAPES: &[&[usize]] = &[
     &[16, 64, 128, 128],
 ];
 
+/// The variants each shape runs (`--variant` picks one).
+const VARIANTS: &[&str] = &["nchw", "channels_last", "residual", "f16"];
+
 struct Row {
     shape: Vec<usize>,
     op: &'static str,
@@ -59,6 +63,8 @@ struct Row {
 struct Args {
     quick: bool,
     only: Option<String>,
+    /// Runs only this variant: nchw, channels_last, residual or f16.
+    variant: Option<String>,
     json: Option<String>,
     reps: usize,
     options: ContextOptions,
@@ -68,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
         only: None,
+        variant: None,
         json: None,
         reps: 0,
         options: ContextOptions::from_env(),
@@ -79,6 +86,13 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--json" => args.json = Some(value("--json")?),
             "--only" => args.only = Some(value("--only")?),
+            "--variant" => {
+                let v = value("--variant")?;
+                if !VARIANTS.contains(&v.as_str()) {
+                    return Err(format!("--variant {v}: one of {}", VARIANTS.join(", ")));
+                }
+                args.variant = Some(v);
+            }
             "--reps" => {
                 args.reps = value("--reps")?
                     .parse()
@@ -99,7 +113,7 @@ fn parse_args() -> Result<Args, String> {
                 })
             }
             "--help" | "-h" => {
-                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation]".into())
+                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW] [--variant nchw|channels_last|residual|f16] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -190,6 +204,7 @@ fn bench_shape(
     kernels: (&CopyKernel, &StreamKernel),
     shape: &[usize],
     reps: usize,
+    only_variant: Option<&str>,
 ) -> wgpu_batchnorm::Result<Vec<Row>> {
     let numel: usize = shape.iter().product();
     let host = data(numel, 1);
@@ -247,6 +262,14 @@ fn bench_shape(
             _ => "nchw",
         };
         let f16 = dtype == DType::F16;
+        let variant = match (layout, fused, f16) {
+            (_, _, true) => "f16",
+            (_, true, _) => "residual",
+            (layout, ..) => layout,
+        };
+        if only_variant.is_some_and(|v| v != variant) {
+            continue;
+        }
         let label = (
             layout,
             if fused { "relu+residual" } else { "none" },
@@ -499,7 +522,14 @@ fn main() {
         if args.only.as_ref().is_some_and(|o| *o != name.join("x")) {
             continue;
         }
-        match bench_shape(&ctx, &timer, (&copy, &stream), shape, args.reps) {
+        match bench_shape(
+            &ctx,
+            &timer,
+            (&copy, &stream),
+            shape,
+            args.reps,
+            args.variant.as_deref(),
+        ) {
             Ok(rows) => {
                 for r in &rows {
                     let dims: Vec<String> = r.shape.iter().map(|d| d.to_string()).collect();
@@ -521,7 +551,7 @@ fn main() {
             Err(e) => println!("{shape:?}: error: {e}"),
         }
     }
-    let latencies = if args.only.is_none() {
+    let latencies = if args.only.is_none() && args.variant.is_none() {
         match latency(&ctx, args.reps) {
             Ok(l) => l,
             Err(e) => {
