@@ -11,7 +11,8 @@
 //           dx = weight * invstd * (dy - sum(dy)/n - xhat * sum(dy * xhat)/n), written as
 //           backward_input.wgsl writes it: dy * a.x - a.y - (x - a.z) * a.w.
 // Layout: as forward_single.wgsl, (rows, C, S) with value (r, c, s) at
-//           r * row_stride + c * plane + s.
+//           r * row_stride + c * plane + s; with vec4 items (S = 1, C a multiple of 4), items
+//           of four neighbouring channels, one per lane.
 // Bindings: `BackwardSingleBindings` in src/ops/backward_single.rs: shape (Single), x, dy
 //           (read), dx? (written), mean, spread (save_mean, save_invstd), weight?,
 //           grad_weight?, grad_bias? (written); C entries each for the per-channel ones.
@@ -21,7 +22,7 @@
 
 // Filled by `SingleParams` in src/ops/forward_single.rs.
 struct Single {
-    channels: u32,
+    channels: u32,      // channels, or groups of ITEM_LANES channels with vec4 items
     rows: u32,
     s_count: u32,
     row_stride: u32,
@@ -33,35 +34,80 @@ struct Single {
 
 override OWN_CHANNEL: bool = false;
 
-var<workgroup> coef: vec4<f32>;
+// Per lane of the channel: grad_input's coefficients, from invocation 0 to the rest.
+var<workgroup> coef: array<vec4<f32>, 4>;
 
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return a + b;
 }
 
-// Writes channel c's parameter gradients from its sums (sum(dy), sum(dy * (x - mean))); returns
+// One invocation's sums over its items, lane by lane: sum(dy) and sum(dy * (x - mean)).
+struct Sums {
+    dy: Item,
+    dy_xc: Item,
+}
+
+fn sums_add(a: ptr<function, Sums>, i: u32, m: Item) {
+    let dy = load_dy(i);
+    (*a).dy += dy;
+    (*a).dy_xc += dy * (load_x(i) - m);
+}
+
+fn sums_lane(a: Sums, j: u32) -> vec4<f32> {
+    return vec4<f32>(item_lane(a.dy, j), item_lane(a.dy_xc, j), 0.0, 0.0);
+}
+
+// The means of an item's lanes (save_mean).
+fn item_mean(c: u32) -> Item {
+    var m = vec4<f32>(0.0);
+    for (var j = 0u; j < ITEM_LANES; j++) {
+        m[j] = mean[c * ITEM_LANES + j];
+    }
+    return item_from(m);
+}
+
+// Writes channel ch's parameter gradients from its sums (sum(dy), sum(dy * (x - mean))); returns
 // grad_input's coefficients (backward_input.wgsl's `coefficients`).
-fn finish_channel(c: u32, sums: vec4<f32>) -> vec4<f32> {
-    let invstd = spread[c];
+fn finish_channel(ch: u32, sums: vec4<f32>) -> vec4<f32> {
+    let invstd = spread[ch];
     let sum_dy = sums.x;
     let sum_dy_xhat = sums.y * invstd;
     if HAS_GRAD_BIAS {
-        grad_bias[c] = sum_dy;
+        grad_bias[ch] = sum_dy;
     }
     if HAS_GRAD_WEIGHT {
-        grad_weight[c] = sum_dy_xhat;
+        grad_weight[ch] = sum_dy_xhat;
     }
     var gamma = 1.0;
     if HAS_WEIGHT {
-        gamma = weight[c];
+        gamma = weight[ch];
     }
     let n = f32(shape.count);
     let scale = gamma * invstd;
-    return vec4<f32>(scale, sum_dy / n * scale, mean[c], invstd * (sum_dy_xhat / n) * scale);
+    return vec4<f32>(scale, sum_dy / n * scale, mean[ch], invstd * (sum_dy_xhat / n) * scale);
 }
 
-fn grad_input_at(i: u32, a: vec4<f32>) {
-    store_dx(i, load_dy(i) * a.x - a.y - (load_x(i) - a.z) * a.w);
+// grad_input's coefficients of an item's lanes: dx = dy * a - b - (x - m) * d.
+struct Coef {
+    a: Item,
+    b: Item,
+    m: Item,
+    d: Item,
+}
+
+fn coef_from(lanes: array<vec4<f32>, 4>) -> Coef {
+    var all: array<vec4<f32>, 4>;
+    for (var j = 0u; j < ITEM_LANES; j++) {
+        all[0][j] = lanes[j].x;
+        all[1][j] = lanes[j].y;
+        all[2][j] = lanes[j].z;
+        all[3][j] = lanes[j].w;
+    }
+    return Coef(item_from(all[0]), item_from(all[1]), item_from(all[2]), item_from(all[3]));
+}
+
+fn grad_input_at(i: u32, k: Coef) {
+    store_dx(i, load_dy(i) * k.a - k.b - (load_x(i) - k.m) * k.d);
 }
 
 // One invocation per channel: its planes in memory order, row after row (one loop for planes
@@ -71,38 +117,38 @@ fn own_channel(c: u32) {
         return;
     }
     let flat = shape.s_count == 1u;
-    let m = mean[c];
-    var sums = vec4<f32>(0.0);
+    let m = item_mean(c);
+    var sums = Sums(Item(0.0), Item(0.0));
     var row = c * shape.plane;
     if flat {
         for (var r = 0u; r < shape.rows; r++) {
-            let dy = load_dy(row);
-            sums.x += dy;
-            sums.y += dy * (load_x(row) - m);
+            sums_add(&sums, row, m);
             row += shape.row_stride;
         }
     } else {
         for (var r = 0u; r < shape.rows; r++) {
             for (var s = 0u; s < shape.s_count; s++) {
-                let dy = load_dy(row + s);
-                sums.x += dy;
-                sums.y += dy * (load_x(row + s) - m);
+                sums_add(&sums, row + s, m);
             }
             row += shape.row_stride;
         }
     }
-    let a = finish_channel(c, sums);
+    var lanes: array<vec4<f32>, 4>;
+    for (var j = 0u; j < ITEM_LANES; j++) {
+        lanes[j] = finish_channel(c * ITEM_LANES + j, sums_lane(sums, j));
+    }
+    let k = coef_from(lanes);
     if HAS_DX {
         row = c * shape.plane;
         if flat {
             for (var r = 0u; r < shape.rows; r++) {
-                grad_input_at(row, a);
+                grad_input_at(row, k);
                 row += shape.row_stride;
             }
         } else {
             for (var r = 0u; r < shape.rows; r++) {
                 for (var s = 0u; s < shape.s_count; s++) {
-                    grad_input_at(row + s, a);
+                    grad_input_at(row + s, k);
                 }
                 row += shape.row_stride;
             }
@@ -124,15 +170,12 @@ fn shared_channel(inv: Invocation, grid: Grid) {
     let base = c * shape.plane;
     let first_row = inv.lid / s_count;
     let first_s = inv.lid - first_row * s_count;
-    let m = mean[c];
-    var sums = vec4<f32>(0.0);
+    let m = item_mean(c);
+    var sums = Sums(Item(0.0), Item(0.0));
     var r = first_row;
     var s = first_s;
     while r < shape.rows {
-        let i = base + r * shape.row_stride + s;
-        let dy = load_dy(i);
-        sums.x += dy;
-        sums.y += dy * (load_x(i) - m);
+        sums_add(&sums, base + r * shape.row_stride + s, m);
         s += step_s;
         r += step_rows;
         if s >= s_count {
@@ -140,16 +183,20 @@ fn shared_channel(inv: Invocation, grid: Grid) {
             r += 1u;
         }
     }
-    let total = reduce_workgroup(sums, inv, grid);
-    if inv.lid == 0u {
-        coef = finish_channel(c, total);
+    for (var j = 0u; j < ITEM_LANES; j++) {
+        // The previous lane's reduction must be read before scratch is written again.
+        workgroupBarrier();
+        let total = reduce_workgroup(sums_lane(sums, j), inv, grid);
+        if inv.lid == 0u {
+            coef[j] = finish_channel(c * ITEM_LANES + j, total);
+        }
     }
-    let a = workgroupUniformLoad(&coef);
+    let k = coef_from(workgroupUniformLoad(&coef));
     if HAS_DX {
         r = first_row;
         s = first_s;
         while r < shape.rows {
-            grad_input_at(base + r * shape.row_stride + s, a);
+            grad_input_at(base + r * shape.row_stride + s, k);
             s += step_s;
             r += step_rows;
             if s >= s_count {

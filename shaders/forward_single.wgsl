@@ -12,17 +12,20 @@
 //           y = act((x - mean) * (invstd * weight) + bias [+ residual]) from a second read,
 //           which hits the cache for the sizes the planner sends here.
 // Layout: value (r, c, s) of the (rows, C, S) tensor at r * row_stride + c * plane + s; a
-//           channels-last tensor is (N * S, C, 1).
+//           channels-last tensor is (N * S, C, 1). With vec4 items (S = 1, C a multiple of 4),
+//           the kernel sees (rows, C / 4, 1) items of four neighbouring channels each: its
+//           "channel" c is channels 4c .. 4c + 3, one per lane (ITEM_LANES, item_lane), and
+//           every per-channel binding is indexed c * ITEM_LANES + lane.
 // Bindings: `ForwardSingleBindings` in src/ops/forward_single.rs: shape (Single), x (read),
 //           y (written), weight?, bias? (C entries), residual? (like x), mean, spread,
 //           m2 (C entries): save_mean, save_invstd and M2, written; with running statistics
 //           (eval, USE_RUNNING = true) running_mean and running_var, read, and m2 unused.
-// Dispatch: OWN_CHANNEL = false: one workgroup per channel; true: one invocation per channel.
-//           Both folded into a 2-D grid.
+// Dispatch: OWN_CHANNEL = false: one workgroup per channel (item lane group); true: one
+//           invocation per channel (item lane group). Both folded into a 2-D grid.
 
 // Filled by `SingleParams` in src/ops/forward_single.rs.
 struct Single {
-    channels: u32,
+    channels: u32,      // channels, or groups of ITEM_LANES channels with vec4 items
     rows: u32,
     s_count: u32,
     row_stride: u32,
@@ -35,49 +38,92 @@ struct Single {
 override OWN_CHANNEL: bool = false;
 override USE_RUNNING: bool = false;
 
-var<workgroup> coef: vec4<f32>;
+// Per lane of the channel: (mean, invstd * weight, bias, 0), from invocation 0 to the rest.
+var<workgroup> coef: array<vec4<f32>, 4>;
 
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return welford_merge(a, b);
 }
 
-// Welford's update with the value `v` (count, mean, M2).
-fn welford_add(a: vec4<f32>, v: f32) -> vec4<f32> {
-    let n = a.x + 1.0;
-    let delta = v - a.y;
-    let mean = a.y + delta / n;
-    return vec4<f32>(n, mean, a.z + delta * (v - mean), 0.0);
+// Welford's running (count, mean, M2) over one invocation's items, lane by lane: every lane of
+// an item is one value of its own channel, so the count is shared. The values are shifted by
+// one of the channel's own (`shift`, its first value): the running mean then holds mean - shift,
+// of the order of the spread rather than of |mean|, so the rounding of its n updates scales
+// with the spread (a channel of 1e4 + N(0, 1e-2) keeps its mean to the last bits), and a
+// constant channel stays exact (every shifted value is 0).
+struct Acc {
+    n: f32,
+    mean: Item,
+    m2: Item,
+    shift: Item,
 }
 
-// (mean, invstd * weight, bias) of channel c.
-fn coefficients(c: u32, channel_mean: f32, invstd: f32) -> vec4<f32> {
+fn acc_new(shift: Item) -> Acc {
+    return Acc(0.0, Item(0.0), Item(0.0), shift);
+}
+
+fn acc_add(a: ptr<function, Acc>, x: Item) {
+    let v = x - (*a).shift;
+    (*a).n += 1.0;
+    let delta = v - (*a).mean;
+    (*a).mean += delta / (*a).n;
+    (*a).m2 += delta * (v - (*a).mean);
+}
+
+// Lane j's Welford partial (count, mean, M2, 0); an invocation without values gives the
+// empty partial (zero), which merges exactly.
+fn acc_lane(a: Acc, j: u32) -> vec4<f32> {
+    let mean = item_lane(a.shift, j) + item_lane(a.mean, j);
+    return select(vec4<f32>(a.n, mean, item_lane(a.m2, j), 0.0), vec4<f32>(0.0), a.n == 0.0);
+}
+
+// The normalize's coefficients of an item's lanes: y = (x - mean) * scale + shift.
+struct Coef {
+    mean: Item,
+    scale: Item,
+    shift: Item,
+}
+
+// (mean, invstd * weight, bias, 0) of channel ch.
+fn coefficients(ch: u32, channel_mean: f32, invstd: f32) -> vec4<f32> {
     var scale = invstd;
     if HAS_WEIGHT {
-        scale *= weight[c];
+        scale *= weight[ch];
     }
     var shift = 0.0;
     if HAS_BIAS {
-        shift = bias[c];
+        shift = bias[ch];
     }
     return vec4<f32>(channel_mean, scale, shift, 0.0);
 }
 
-// Writes channel c's batch statistics; returns its coefficients.
-fn finish_channel(c: u32, total: vec4<f32>) -> vec4<f32> {
+// Writes channel ch's batch statistics from its Welford total; returns its coefficients.
+fn finish_channel(ch: u32, total: vec4<f32>) -> vec4<f32> {
     let invstd = 1.0 / sqrt(total.z / f32(shape.count) + shape.eps);
-    mean[c] = total.y;
-    spread[c] = invstd;
-    m2[c] = total.z;
-    return coefficients(c, total.y, invstd);
+    mean[ch] = total.y;
+    spread[ch] = invstd;
+    m2[ch] = total.z;
+    return coefficients(ch, total.y, invstd);
 }
 
-// Eval: the coefficients from running_mean and running_var, nothing written.
-fn running_coefficients(c: u32) -> vec4<f32> {
-    return coefficients(c, mean[c], 1.0 / sqrt(spread[c] + shape.eps));
+// Eval: channel ch's coefficients from running_mean and running_var, nothing written.
+fn running_coefficients(ch: u32) -> vec4<f32> {
+    return coefficients(ch, mean[ch], 1.0 / sqrt(spread[ch] + shape.eps));
 }
 
-fn normalize_at(i: u32, k: vec4<f32>) {
-    var z = (load_x(i) - Item(k.x)) * k.y + k.z;
+// Puts lane j's coefficients `k` (as `coefficients` returns them) into `all`.
+fn set_lane(all: ptr<function, array<vec4<f32>, 3>>, j: u32, k: vec4<f32>) {
+    (*all)[0][j] = k.x;
+    (*all)[1][j] = k.y;
+    (*all)[2][j] = k.z;
+}
+
+fn coef_from(all: array<vec4<f32>, 3>) -> Coef {
+    return Coef(item_from(all[0]), item_from(all[1]), item_from(all[2]));
+}
+
+fn normalize_at(i: u32, k: Coef) {
+    var z = (load_x(i) - k.mean) * k.scale + k.shift;
     if HAS_RESIDUAL {
         z += load_residual(i);
     }
@@ -94,26 +140,31 @@ fn own_channel(c: u32) {
     // lavapipe about 40% more there (measured: 256x1024, 4.45 copies against 3.13).
     let flat = shape.s_count == 1u;
     var row = c * shape.plane;
-    var k: vec4<f32>;
+    var all: array<vec4<f32>, 3>;
     if USE_RUNNING {
-        k = running_coefficients(c);
+        for (var j = 0u; j < ITEM_LANES; j++) {
+            set_lane(&all, j, running_coefficients(c * ITEM_LANES + j));
+        }
     } else {
-        var acc = vec4<f32>(0.0);
+        var acc = acc_new(load_x(row));
         if flat {
             for (var r = 0u; r < shape.rows; r++) {
-                acc = welford_add(acc, load_x(row));
+                acc_add(&acc, load_x(row));
                 row += shape.row_stride;
             }
         } else {
             for (var r = 0u; r < shape.rows; r++) {
                 for (var s = 0u; s < shape.s_count; s++) {
-                    acc = welford_add(acc, load_x(row + s));
+                    acc_add(&acc, load_x(row + s));
                 }
                 row += shape.row_stride;
             }
         }
-        k = finish_channel(c, acc);
+        for (var j = 0u; j < ITEM_LANES; j++) {
+            set_lane(&all, j, finish_channel(c * ITEM_LANES + j, acc_lane(acc, j)));
+        }
     }
+    let k = coef_from(all);
     row = c * shape.plane;
     if flat {
         for (var r = 0u; r < shape.rows; r++) {
@@ -147,13 +198,16 @@ fn shared_channel(inv: Invocation, grid: Grid) {
     let first_s = inv.lid - first_row * s_count;
     var r = first_row;
     var s = first_s;
-    var k: vec4<f32>;
+    var all: array<vec4<f32>, 3>;
     if USE_RUNNING {
-        k = running_coefficients(c);
+        for (var j = 0u; j < ITEM_LANES; j++) {
+            set_lane(&all, j, running_coefficients(c * ITEM_LANES + j));
+        }
     } else {
-        var acc = vec4<f32>(0.0);
+        // The channel's first value: the same shift for every invocation.
+        var acc = acc_new(load_x(base));
         while r < shape.rows {
-            acc = welford_add(acc, load_x(base + r * shape.row_stride + s));
+            acc_add(&acc, load_x(base + r * shape.row_stride + s));
             s += step_s;
             r += step_rows;
             if s >= s_count {
@@ -161,12 +215,20 @@ fn shared_channel(inv: Invocation, grid: Grid) {
                 r += 1u;
             }
         }
-        let total = reduce_workgroup(acc, inv, grid);
-        if inv.lid == 0u {
-            coef = finish_channel(c, total);
+        for (var j = 0u; j < ITEM_LANES; j++) {
+            // The previous lane's reduction must be read before scratch is written again.
+            workgroupBarrier();
+            let total = reduce_workgroup(acc_lane(acc, j), inv, grid);
+            if inv.lid == 0u {
+                coef[j] = finish_channel(c * ITEM_LANES + j, total);
+            }
         }
-        k = workgroupUniformLoad(&coef);
+        let lanes = workgroupUniformLoad(&coef);
+        for (var j = 0u; j < ITEM_LANES; j++) {
+            set_lane(&all, j, lanes[j]);
+        }
     }
+    let k = coef_from(all);
     r = first_row;
     s = first_s;
     while r < shape.rows {

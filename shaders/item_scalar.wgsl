@@ -9,3 +9,15 @@ fn item_welford(v: Item) -> vec4<f32> {
 fn item_sum(v: Item) -> f32 {
     return v;
 }
+
+// Channel-tensor kernels (forward_single.wgsl, backward_single.wgsl): an item holds one
+// channel's value.
+const ITEM_LANES: u32 = 1u;
+
+fn item_lane(v: Item, j: u32) -> f32 {
+    return v;
+}
+
+fn item_from(v: vec4<f32>) -> Item {
+    return v.x;
+}

@@ -13,3 +13,16 @@ fn item_welford(v: Item) -> vec4<f32> {
 fn item_sum(v: Item) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
+
+// Channel-tensor kernels (forward_single.wgsl, backward_single.wgsl) read vec4 items across
+// channels instead: planes of one value (S = 1), C a multiple of 4, so an item holds one value
+// of each of four neighbouring channels and a lane is a channel.
+const ITEM_LANES: u32 = 4u;
+
+fn item_lane(v: Item, j: u32) -> f32 {
+    return v[j];
+}
+
+fn item_from(v: vec4<f32>) -> Item {
+    return v;
+}

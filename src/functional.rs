@@ -579,7 +579,7 @@ impl Functional {
             _ => (save_mean.clone(), save_invstd.clone()),
         };
         let single = single.map(|(how, g)| {
-            let params = SingleParams::new((g.n, g.c, g.s), w.count, w.eps);
+            let params = SingleParams::new((g.n, g.c, g.s), w.count, w.eps, how);
             let op = ForwardSingleBindings {
                 shape: ws.single_params(params),
                 x: a.input.slot(),
@@ -680,9 +680,10 @@ impl Functional {
             return None;
         }
         // Eval is one dispatch either way; one invocation per channel is faster than the
-        // normalize walk only over planes longer than one value (measured on lavapipe:
-        // 4x2048x7x7 1.46 copies against 2.07, but 256x1024 2.20 against 1.94).
-        if eval && g.s == 1 && self.ctx.forced_pass_plan().is_none() {
+        // normalize walk over planes longer than one value (measured on lavapipe: 4x2048x7x7
+        // 1.46 copies against 2.07) and over planes of one value in vec4 items across
+        // channels, but not in scalar ones (256x1024 2.20 against 1.94).
+        if eval && g.s == 1 && !g.c.is_multiple_of(4) && self.ctx.forced_pass_plan().is_none() {
             return None;
         }
         self.single_plan(g, &[Some(a.input), Some(a.output), a.residual])
@@ -731,7 +732,7 @@ impl Functional {
         let op = BackwardSingleBindings {
             shape: self
                 .ws
-                .single_params(SingleParams::new((g.n, g.c, g.s), w.count, w.eps)),
+                .single_params(SingleParams::new((g.n, g.c, g.s), w.count, w.eps, how)),
             x: a.x.slot(),
             dy: a.grad_output.slot(),
             dx: a.grad_input.map(Tensor::slot),

@@ -198,10 +198,16 @@ fn ill_conditioned_data_match_the_reference() {
         std_hi: 1e-2,
     };
     for (label, ctx) in support::contexts() {
-        for (i, shape) in [&[8usize, 3, 16, 16][..], &[64, 6, 5][..], &[2, 2, 4096][..]]
-            .iter()
-            .enumerate()
-        {
+        // The last two take one invocation per channel: scalar items (130 channels) and
+        // vec4 items across channels (132).
+        let shapes: [&[usize]; 5] = [
+            &[8, 3, 16, 16],
+            &[64, 6, 5],
+            &[2, 2, 4096],
+            &[256, 130],
+            &[256, 132],
+        ];
+        for (i, shape) in shapes.iter().enumerate() {
             let a = run_sequence(
                 &ctx,
                 shape,
@@ -304,6 +310,44 @@ fn constant_channels_normalize_to_exactly_bias() {
                 vec![0.9f32; 3],
                 "[{label}] running_var of constant channels"
             );
+        }
+    }
+}
+
+/// Many short channels take one invocation per channel (vec4 items across channels where C is
+/// a multiple of 4, scalar items otherwise): constant channels still normalize to exactly the
+/// bias, and their running variance is exactly (1 - momentum) * 1.
+#[test]
+fn constant_short_channels_normalize_to_exactly_bias() {
+    for (label, ctx) in support::contexts() {
+        for c in [128usize, 129] {
+            let n = 6;
+            let mut bn =
+                BatchNorm::new(&ctx, Flavor::OneD, c, BatchNormOptions::default()).unwrap();
+            let bias: Vec<f32> = (0..c).map(|i| i as f32 * 0.25 - 3.0).collect();
+            bn.set_bias(&bias).unwrap();
+            let consts: Vec<f32> = (0..c)
+                .map(|i| (i as f32 * 0.37).sin() * 1e3 + 0.1)
+                .collect();
+            let x: Vec<f32> = (0..n * c).map(|i| consts[i % c]).collect();
+            let y = bn
+                .forward(&Tensor::from_slice(&ctx, &x, &[n, c]).unwrap())
+                .unwrap()
+                .to_vec(&ctx)
+                .unwrap();
+            for (i, v) in y.iter().enumerate() {
+                assert_eq!(*v, bias[i % c], "[{label}] C = {c}: element {i}");
+            }
+            let rm = bn.running_mean().unwrap().unwrap();
+            let rv = bn.running_var().unwrap().unwrap();
+            for ch in 0..c {
+                assert_eq!(
+                    rm[ch],
+                    0.1 * consts[ch],
+                    "[{label}] C = {c}: running_mean[{ch}]"
+                );
+                assert_eq!(rv[ch], 0.9, "[{label}] C = {c}: running_var[{ch}]");
+            }
         }
     }
 }

@@ -21,11 +21,14 @@ fn context(path: PassPlan, disable_subgroups: bool) -> Context {
 }
 
 /// Shapes with planes of 1 to 300 values, channel counts that are not powers of two, N = 1,
-/// channels longer than one workgroup's invocations, and (N, C).
+/// channels longer than one workgroup's invocations, and (N, C) (with C a multiple of 4: vec4
+/// items across channels in the single-dispatch plans).
 const SHAPES: &[&[usize]] = &[
     &[4, 3],
     &[300, 7],
     &[2, 130],
+    &[6, 20],
+    &[300, 8],
     &[5, 6, 7, 7],
     &[1, 9, 300],
     &[3, 33, 14, 14],

@@ -52,11 +52,7 @@ impl BackwardSingleBindings {
         channels: u32,
         max_grid: u32,
     ) {
-        let workgroups = if how.own_channel {
-            channels.div_ceil(how.workgroup_size)
-        } else {
-            channels
-        };
+        let workgroups = how.workgroups(channels);
         let special = Specialize {
             statistics: Statistics::Batch,
             epilogue: Epilogue::NONE,
@@ -76,7 +72,9 @@ impl BackwardSingleBindings {
 mod tests {
     use super::BackwardSingleBindings;
     use crate::ops::forward_single::SingleParams;
-    use crate::ops::testing::{channel, close, context, read, run, tensor, values};
+    use crate::ops::testing::{
+        channel, channel_items as items, close, context, read, run, tensor, values,
+    };
     use crate::ops::ChannelTensor;
     use crate::reference::{backward_finalize, backward_input, backward_sums};
     use crate::tensor::DType;
@@ -84,10 +82,17 @@ mod tests {
     use crate::Tensor;
 
     /// (rows, C, S) shapes as in the forward's test.
-    const SHAPES: [(usize, usize, usize); 4] = [(5, 3, 77), (300, 4, 1), (6, 130, 1), (2, 2, 5000)];
+    const SHAPES: [(usize, usize, usize); 5] = [
+        (5, 3, 77),
+        (300, 4, 1),
+        (6, 130, 1),
+        (9, 260, 1),
+        (2, 2, 5000),
+    ];
 
-    /// grad_weight, grad_bias and grad_input match the oracles in both modes and both
-    /// workgroup sizes, with and without weight; without grad_input only the sums are written.
+    /// grad_weight, grad_bias and grad_input match the oracles in both modes, both workgroup
+    /// sizes and every item width, with and without weight; without grad_input only the sums
+    /// are written.
     #[test]
     fn backward_single_matches_its_oracles_in_every_mode() {
         let ctx = context(None);
@@ -99,13 +104,23 @@ mod tests {
             let mean = values(c, 520 + seed, -0.5, 0.5);
             let invstd = values(c, 530 + seed, 0.3, 2.0);
             let weight = values(c, 540 + seed, -2.0, 2.0);
-            for own_channel in [false, true] {
-                for (workgroup_size, affine, with_dx) in
+            let modes = [false, true].into_iter().flat_map(|own| {
+                items(c, s).into_iter().flat_map(move |item| {
                     [(64, true, true), (256, false, true), (64, true, false)]
+                        .map(|(wg, affine, dx)| (own, item, wg, affine, dx))
+                })
+            });
+            for (own_channel, item, workgroup_size, affine, with_dx) in modes {
                 {
                     let what = format!(
-                        "{shape:?} own {own_channel} wg {workgroup_size} affine {affine} dx {with_dx}"
+                        "{shape:?} own {own_channel} {item:?} wg {workgroup_size} affine {affine} dx {with_dx}"
                     );
+                    let how = ChannelTensor {
+                        dtype: DType::F32,
+                        workgroup_size,
+                        own_channel,
+                        item,
+                    };
                     let mut ws = Workspace::new(&ctx);
                     let dx = Tensor::empty(&ctx, &shape).unwrap();
                     let (gw, gb) = (
@@ -115,7 +130,7 @@ mod tests {
                     let count = n * s;
                     let dims = (n as u32, c as u32, s as u32);
                     let op = BackwardSingleBindings {
-                        shape: ws.single_params(SingleParams::new(dims, count as u32, 1e-5)),
+                        shape: ws.single_params(SingleParams::new(dims, count as u32, 1e-5, how)),
                         x: tensor(&ctx, &x, &shape).slot(),
                         dy: tensor(&ctx, &dy, &shape).slot(),
                         dx: with_dx.then(|| dx.slot()),
@@ -124,11 +139,6 @@ mod tests {
                         weight: affine.then(|| tensor(&ctx, &weight, &[c]).slot()),
                         grad_weight: Some(gw.slot()),
                         grad_bias: Some(gb.slot()),
-                    };
-                    let how = ChannelTensor {
-                        dtype: DType::F32,
-                        workgroup_size,
-                        own_channel,
                     };
                     run(&ctx, &mut ws, |rec| op.encode(rec, how, c as u32, 65535));
                     let (gw, gb) = (read(&ctx, gw.buffer(), c), read(&ctx, gb.buffer(), c));

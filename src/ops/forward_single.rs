@@ -6,8 +6,8 @@
 //! picks it is [`single_pass`].
 
 use super::{
-    bindings, Assembly, ChannelTensor, Epilogue, Kernel, KernelSpec, Recorder, Specialize,
-    Statistics,
+    bindings, Assembly, ChannelTensor, Epilogue, ItemWidth, Kernel, KernelSpec, Recorder,
+    Specialize, Statistics,
 };
 use crate::tensor::DType;
 
@@ -62,13 +62,16 @@ pub(crate) struct SingleParams {
 }
 
 impl SingleParams {
-    /// The uniform of a (rows, C, S) tensor, `count` = rows * S values per channel.
-    pub fn new((rows, c, s): (u32, u32, u32), count: u32, eps: f32) -> Self {
+    /// The uniform of a (rows, C, S) tensor, `count` = rows * S values per channel, read as
+    /// `how` reads it: with vec4 items across channels (S = 1), the kernel's channels and row
+    /// stride count groups of four channels.
+    pub fn new((rows, c, s): (u32, u32, u32), count: u32, eps: f32, how: ChannelTensor) -> Self {
+        let lanes = how.lanes();
         SingleParams {
-            channels: c,
+            channels: c / lanes,
             rows,
             s_count: s,
-            row_stride: c * s,
+            row_stride: c * s / lanes,
             plane: s,
             count,
             eps,
@@ -147,6 +150,13 @@ pub(crate) fn single_pass(
             256
         },
         own_channel,
+        // Planes of one value ((N, C), channels-last) with C a multiple of 4: vec4 loads of
+        // four neighbouring channels, a quarter of the scalar loads and loop steps.
+        item: if s == 1 && c.is_multiple_of(4) {
+            ItemWidth::Vec4
+        } else {
+            ItemWidth::Scalar
+        },
     })
 }
 
@@ -161,11 +171,7 @@ impl ForwardSingleBindings {
         channels: u32,
         max_grid: u32,
     ) {
-        let workgroups = if how.own_channel {
-            channels.div_ceil(how.workgroup_size)
-        } else {
-            channels
-        };
+        let workgroups = how.workgroups(channels);
         let special = Specialize {
             statistics,
             epilogue,
@@ -184,7 +190,9 @@ impl ForwardSingleBindings {
 #[cfg(test)]
 mod tests {
     use super::{ForwardSingleBindings, SingleParams};
-    use crate::ops::testing::{channel, close, context, read, tensor, values};
+    use crate::ops::testing::{
+        channel, channel_items as items, close, context, read, tensor, values,
+    };
     use crate::ops::{ChannelTensor, Epilogue, Statistics};
     use crate::reference::{normalize, welford_partials};
     use crate::tensor::DType;
@@ -192,11 +200,18 @@ mod tests {
     use crate::Tensor;
 
     /// (rows, C, S) shapes: planes of 77 values and of 1 (an invocation per channel possible),
-    /// channels longer than a workgroup's span, more channels than one workgroup's invocations.
-    const SHAPES: [(usize, usize, usize); 4] = [(5, 3, 77), (300, 4, 1), (6, 130, 1), (2, 2, 5000)];
+    /// channels longer than a workgroup's span, more channels than one workgroup's invocations
+    /// (in scalar items and, 260 channels, in vec4 items across channels).
+    const SHAPES: [(usize, usize, usize); 5] = [
+        (5, 3, 77),
+        (300, 4, 1),
+        (6, 130, 1),
+        (9, 260, 1),
+        (2, 2, 5000),
+    ];
 
-    /// The statistics and y match the oracles in both modes and both workgroup sizes, with and
-    /// without weight and bias.
+    /// The statistics and y match the oracles in both modes, both workgroup sizes and every item
+    /// width, with and without weight and bias.
     #[test]
     fn forward_single_matches_its_oracles_in_every_mode() {
         let ctx = context(None);
@@ -207,10 +222,22 @@ mod tests {
             let weight = values(c, 410 + seed, -2.0, 2.0);
             let bias = values(c, 420 + seed, -1.0, 1.0);
             let eps = 1e-3f32;
-            for own_channel in [false, true] {
-                for (workgroup_size, affine) in [(64, true), (256, false)] {
-                    let what =
-                        format!("{shape:?} own {own_channel} wg {workgroup_size} affine {affine}");
+            let modes = [false, true].into_iter().flat_map(|own| {
+                items(c, s)
+                    .into_iter()
+                    .flat_map(move |item| [(own, item, 64, true), (own, item, 256, false)])
+            });
+            for (own_channel, item, workgroup_size, affine) in modes {
+                {
+                    let what = format!(
+                        "{shape:?} own {own_channel} {item:?} wg {workgroup_size} affine {affine}"
+                    );
+                    let how = ChannelTensor {
+                        dtype: DType::F32,
+                        workgroup_size,
+                        own_channel,
+                        item,
+                    };
                     let mut ws = Workspace::new(&ctx);
                     let y = Tensor::empty(&ctx, &shape).unwrap();
                     let stats: Vec<Tensor> =
@@ -221,6 +248,7 @@ mod tests {
                             (n as u32, c as u32, s as u32),
                             count,
                             eps,
+                            how,
                         )),
                         x: tensor(&ctx, &x, &shape).slot(),
                         y: y.slot(),
@@ -230,11 +258,6 @@ mod tests {
                         mean: stats[0].slot(),
                         spread: stats[1].slot(),
                         m2: stats[2].slot(),
-                    };
-                    let how = ChannelTensor {
-                        dtype: DType::F32,
-                        workgroup_size,
-                        own_channel,
                     };
                     crate::ops::testing::run(&ctx, &mut ws, |rec| {
                         op.encode(
@@ -254,7 +277,11 @@ mod tests {
                         mean[ch] = m;
                         var[ch] = m2 / count;
                         let invstd = 1.0 / (var[ch] + f64::from(eps)).sqrt();
-                        assert!(close(got[0][ch], m, 1e-6), "{what} ch {ch}: mean");
+                        assert!(
+                            close(got[0][ch], m, 1e-6),
+                            "{what} ch {ch}: mean {} {m}",
+                            got[0][ch]
+                        );
                         assert!(close(got[1][ch], invstd, 1e-5), "{what} ch {ch}: invstd");
                         assert!(close(got[2][ch], m2, 1e-4), "{what} ch {ch}: M2");
                     }
@@ -277,7 +304,7 @@ mod tests {
 #[cfg(test)]
 mod eval_tests {
     use super::{ForwardSingleBindings, SingleParams};
-    use crate::ops::testing::{close, context, read, run, tensor, values};
+    use crate::ops::testing::{channel_items as items, close, context, read, run, tensor, values};
     use crate::ops::{ChannelTensor, Epilogue, Statistics};
     use crate::reference::normalize;
     use crate::tensor::DType;
@@ -285,13 +312,18 @@ mod eval_tests {
     use crate::Tensor;
 
     /// With running statistics (eval), y matches the oracle from running_mean and running_var
-    /// in both modes, and the statistics buffers are left as they were.
+    /// in both modes and every item width, and the statistics buffers are left as they were.
     #[test]
     fn forward_single_eval_matches_its_oracle_in_every_mode() {
         let ctx = context(None);
-        for (seed, &(n, c, s)) in [(5usize, 3usize, 77usize), (300, 4, 1), (6, 130, 7)]
-            .iter()
-            .enumerate()
+        for (seed, &(n, c, s)) in [
+            (5usize, 3usize, 77usize),
+            (300, 4, 1),
+            (6, 130, 7),
+            (11, 136, 1),
+        ]
+        .iter()
+        .enumerate()
         {
             let seed = seed as u64;
             let shape = [n, c, s];
@@ -300,7 +332,16 @@ mod eval_tests {
             let running_var = values(c, 620 + seed, 0.2, 3.0);
             let weight = values(c, 630 + seed, -2.0, 2.0);
             let eps = 1e-3f32;
-            for own_channel in [false, true] {
+            let modes = [false, true]
+                .into_iter()
+                .flat_map(|own| items(c, s).into_iter().map(move |item| (own, item)));
+            for (own_channel, item) in modes {
+                let how = ChannelTensor {
+                    dtype: DType::F32,
+                    workgroup_size: 64,
+                    own_channel,
+                    item,
+                };
                 let mut ws = Workspace::new(&ctx);
                 let y = Tensor::empty(&ctx, &shape).unwrap();
                 let (rm, rv) = (
@@ -309,7 +350,7 @@ mod eval_tests {
                 );
                 let dims = (n as u32, c as u32, s as u32);
                 let op = ForwardSingleBindings {
-                    shape: ws.single_params(SingleParams::new(dims, (n * s) as u32, eps)),
+                    shape: ws.single_params(SingleParams::new(dims, (n * s) as u32, eps, how)),
                     x: tensor(&ctx, &x, &shape).slot(),
                     y: y.slot(),
                     weight: Some(tensor(&ctx, &weight, &[c]).slot()),
@@ -318,11 +359,6 @@ mod eval_tests {
                     mean: rm.slot(),
                     spread: rv.slot(),
                     m2: Tensor::empty(&ctx, &[c]).unwrap().slot(),
-                };
-                let how = ChannelTensor {
-                    dtype: DType::F32,
-                    workgroup_size: 64,
-                    own_channel,
                 };
                 run(&ctx, &mut ws, |rec| {
                     op.encode(
@@ -348,7 +384,7 @@ mod eval_tests {
                 for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         close(g, w, 1e-5),
-                        "{shape:?} own {own_channel}: y[{i}] {g} {w}"
+                        "{shape:?} own {own_channel} {item:?}: y[{i}] {g} {w}"
                     );
                 }
                 assert_eq!(

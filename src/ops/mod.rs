@@ -296,12 +296,32 @@ pub(crate) struct Specialize {
 }
 
 /// How a [`Assembly::ChannelTensor`] kernel is specialised: the tensors' element type, the
-/// workgroup size, and whether an invocation owns a whole channel (`OWN_CHANNEL`).
+/// workgroup size, whether an invocation owns a whole channel (`OWN_CHANNEL`), and the item:
+/// one value, or (`Vec4`, planes of one value and C a multiple of 4) one value of each of four
+/// neighbouring channels.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) struct ChannelTensor {
     pub dtype: DType,
     pub workgroup_size: u32,
     pub own_channel: bool,
+    pub item: ItemWidth,
+}
+
+impl ChannelTensor {
+    /// Channels per item (`ITEM_LANES`).
+    pub fn lanes(&self) -> u32 {
+        self.item.lanes() as u32
+    }
+
+    /// Workgroups for `channels` channels: one per item channel, or one invocation each.
+    pub fn workgroups(&self, channels: u32) -> u32 {
+        let groups = channels / self.lanes();
+        if self.own_channel {
+            groups.div_ceil(self.workgroup_size)
+        } else {
+            groups
+        }
+    }
 }
 
 impl From<Statistics> for Specialize {
@@ -780,7 +800,9 @@ impl Pipelines {
         Variant {
             kernel,
             walk: plan.map(|p| p.geometry.walk),
-            item: plan.map_or(ItemWidth::Scalar, |p| p.item),
+            item: plan.map_or(channel_tensor.map_or(ItemWidth::Scalar, |t| t.item), |p| {
+                p.item
+            }),
             reduction: reduces.then_some(self.reduction),
             dtype: plan.map_or(channel_tensor.map_or(DType::F32, |t| t.dtype), |p| p.dtype),
             layout: Layout::Contiguous,
@@ -820,7 +842,7 @@ impl Pipelines {
             Assembly::TensorReduce => &[COMMON, item, WALK, reduce, WALK_REDUCE],
             Assembly::PerChannel => &[COMMON, reduce],
             Assembly::Single => &[COMMON],
-            Assembly::ChannelTensor => &[COMMON, ITEM_SCALAR, reduce],
+            Assembly::ChannelTensor => &[COMMON, item, reduce],
         };
         let mut src = String::with_capacity(16 * 1024);
         src.push_str(spec.prelude);
@@ -1019,9 +1041,19 @@ impl Recorder<'_, '_> {
 /// Shared by the ops' tests: contexts per walk, recording one op alone, reading buffers back.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{Plan, PreparedPlan, Recorder, Walk};
+    use super::{ItemWidth, Plan, PreparedPlan, Recorder, Walk};
     use crate::workspace::{Geometry, Workspace};
     use crate::{Context, ContextOptions, Tensor};
+
+    /// The item widths the channel-tensor kernels can read a (rows, C, S) tensor in: vec4
+    /// across channels where planes hold one value and C is a multiple of 4.
+    pub fn channel_items(c: usize, s: usize) -> Vec<ItemWidth> {
+        let mut items = vec![ItemWidth::Scalar];
+        if s == 1 && c.is_multiple_of(4) {
+            items.push(ItemWidth::Vec4);
+        }
+        items
+    }
 
     /// A context whose tensor kernels use `walk` where it can serve.
     pub fn context(walk: Option<Walk>) -> Context {
