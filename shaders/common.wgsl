@@ -42,6 +42,30 @@ struct Channels {
     eps: f32,
 }
 
+// The running-statistics update's parameters (update_running.wgsl, and the training forward
+// that updates in its own dispatch, forward_single_update.wgsl). Filled by `UpdateParams` in
+// src/ops/update_running.rs.
+struct Update {
+    channels: u32,
+    count: u32,         // values per channel, N * S
+    momentum: f32,      // running-stat factor when `cumulative` is 0
+    cumulative: u32,    // 1: momentum None, factor 1 / num_batches_tracked
+    update_stats: u32,  // 0: empty batch, only num_batches_tracked changes
+    biased: u32,        // 1: the running variance is M2 / n
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// The divisor of the running variance: n - 1 (PyTorch's unbiased variance), or n (`biased`).
+fn running_dof(u: Update) -> f32 {
+    return f32(u.count - select(1u, 0u, u.biased != 0u));
+}
+
+// One channel's running (mean, var) after a batch of mean `mean` and M2 `m2`, with factor f.
+fn running_step(f: f32, dof: f32, mean: f32, m2: f32, old: vec2<f32>) -> vec2<f32> {
+    return vec2<f32>(f * mean + (1.0 - f) * old.x, f * (m2 / dof) + (1.0 - f) * old.y);
+}
+
 // A Welford partial is vec4(count, mean, M2, 0); a zero vector is the empty partial.
 // Chan et al.: merging keeps a constant channel's mean exact (delta = 0) and never forms
 // E[x^2] - E[x]^2.

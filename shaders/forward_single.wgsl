@@ -102,7 +102,7 @@ fn finish_channel(ch: u32, total: vec4<f32>) -> vec4<f32> {
     let invstd = 1.0 / sqrt(total.z / f32(shape.count) + shape.eps);
     mean[ch] = total.y;
     spread[ch] = invstd;
-    m2[ch] = total.z;
+    channel_done(ch, total);
     return coefficients(ch, total.y, invstd);
 }
 
@@ -244,6 +244,9 @@ fn shared_channel(inv: Invocation, grid: Grid) {
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation, grid: Grid) {
+    if inv.lid == 0u && linear_workgroup(grid.wid, grid.nwg) == 0u {
+        dispatch_done();
+    }
     if OWN_CHANNEL {
         own_channel(linear_workgroup(grid.wid, grid.nwg) * WG + inv.lid);
     } else {

@@ -9,21 +9,9 @@
 // Bindings: `UpdateRunningBindings` in src/ops/update_running.rs: upd (Update), save_mean and
 //           m2 (read, C entries), running_mean and running_var (read-write, C entries),
 //           tracked? (num_batches_tracked as two u32 words, low then high; read-write).
+// Uses:    `Update` (common.wgsl).
 // Dispatch: exactly one workgroup, so that every invocation reads the old count before
 //           invocation 0 replaces it (one barrier, no cross-workgroup race).
-
-// Filled by `UpdateParams` in src/ops/update_running.rs.
-struct Update {
-    channels: u32,
-    count: u32,         // values per channel, N * S
-    momentum: f32,      // running-stat factor when `cumulative` is 0
-    cumulative: u32,    // 1: momentum None, factor 1 / num_batches_tracked
-    update_stats: u32,  // 0: empty batch, only num_batches_tracked changes
-    biased: u32,        // 1: the running variance is M2 / n
-
-    _pad1: u32,
-    _pad2: u32,
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -44,9 +32,10 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if upd.update_stats == 0u {
         return;
     }
-    let dof = f32(upd.count - select(1u, 0u, upd.biased != 0u));
+    let dof = running_dof(upd);
     for (var c = lid; c < upd.channels; c += WG) {
-        running_mean[c] = f * save_mean[c] + (1.0 - f) * running_mean[c];
-        running_var[c] = f * (m2[c] / dof) + (1.0 - f) * running_var[c];
+        let r = running_step(f, dof, save_mean[c], m2[c], vec2<f32>(running_mean[c], running_var[c]));
+        running_mean[c] = r.x;
+        running_var[c] = r.y;
     }
 }

@@ -50,7 +50,9 @@ use crate::ops::backward_single::BackwardSingleBindings;
 use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::convert::{ConvertBindings, ConvertNativeBindings, Direction};
 use crate::ops::finalize_stats::FinalizeStatsBindings;
-use crate::ops::forward_single::{single_pass, ForwardSingleBindings, SingleParams};
+use crate::ops::forward_single::{
+    fuses_update, single_pass, ForwardSingleBindings, ForwardSingleUpdateBindings, SingleParams,
+};
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
 use crate::ops::update_running::{UpdateParams, UpdateRunningBindings};
@@ -255,6 +257,12 @@ pub struct Functional {
 }
 
 /// What a checked forward will record.
+/// The single-dispatch forward: alone, or with the running update in the same dispatch.
+enum SingleForward {
+    Plain(ForwardSingleBindings),
+    WithUpdate(ForwardSingleUpdateBindings),
+}
+
 struct ForwardWork {
     c: u32,
     /// None for an empty input.
@@ -578,18 +586,46 @@ impl Functional {
             (Some(r), Statistics::Running, _) => (r.mean.slot(), r.var.slot()),
             _ => (save_mean.clone(), save_invstd.clone()),
         };
+        // A training forward on the single plan updates the running statistics in its own
+        // dispatch where it can (`forward_single::fuses_update`).
+        let fused_update = match (&single, w.update, &a.running) {
+            (Some(_), Some(params), Some(r))
+                if w.statistics == Statistics::Batch
+                    && fuses_update(&params, self.ctx.pipelines()) =>
+            {
+                Some((params, r))
+            }
+            _ => None,
+        };
         let single = single.map(|(how, g)| {
             let params = SingleParams::new((g.n, g.c, g.s), w.count, w.eps, how);
-            let op = ForwardSingleBindings {
-                shape: ws.single_params(params),
-                x: a.input.slot(),
-                y: a.output.slot(),
-                weight: a.weight.map(Tensor::slot),
-                bias: a.bias.map(Tensor::slot),
-                residual: a.residual.map(Tensor::slot),
-                mean: mean.clone(),
-                spread: spread.clone(),
-                m2: m2.clone(),
+            let shape = ws.single_params(params);
+            let op = match fused_update {
+                Some((update, r)) => SingleForward::WithUpdate(ForwardSingleUpdateBindings {
+                    shape,
+                    x: a.input.slot(),
+                    y: a.output.slot(),
+                    weight: a.weight.map(Tensor::slot),
+                    bias: a.bias.map(Tensor::slot),
+                    residual: a.residual.map(Tensor::slot),
+                    mean: mean.clone(),
+                    spread: spread.clone(),
+                    upd: ws.update_params(update),
+                    running_mean: r.mean.slot(),
+                    running_var: r.var.slot(),
+                    tracked: r.num_batches_tracked.map(|t| Binding::whole(t.buffer())),
+                }),
+                None => SingleForward::Plain(ForwardSingleBindings {
+                    shape,
+                    x: a.input.slot(),
+                    y: a.output.slot(),
+                    weight: a.weight.map(Tensor::slot),
+                    bias: a.bias.map(Tensor::slot),
+                    residual: a.residual.map(Tensor::slot),
+                    mean: mean.clone(),
+                    spread: spread.clone(),
+                    m2: m2.clone(),
+                }),
             };
             (op, how, g.c)
         });
@@ -627,7 +663,7 @@ impl Functional {
             (prepared, stats, normalize)
         });
         let update = match (w.update, &a.running) {
-            (Some(params), Some(r)) => Some(UpdateRunningBindings {
+            (Some(params), Some(r)) if fused_update.is_none() => Some(UpdateRunningBindings {
                 upd: ws.update_params(params),
                 save_mean: a
                     .global_stats
@@ -650,8 +686,14 @@ impl Functional {
             channel_tensor: None,
         };
         ws.record(encoder, "batchnorm forward", |rec| {
-            if let Some((op, how, c)) = &single {
-                op.encode(rec, *how, (w.statistics, w.epilogue), *c, max_grid);
+            match &single {
+                Some((SingleForward::Plain(op), how, c)) => {
+                    op.encode(rec, *how, (w.statistics, w.epilogue), *c, max_grid);
+                }
+                Some((SingleForward::WithUpdate(op), how, c)) => {
+                    op.encode(rec, *how, w.epilogue, *c, max_grid);
+                }
+                None => {}
             }
             if let Some((prepared, stats, normalize)) = &tensor_work {
                 if let Some((stats, finalize)) = stats {

@@ -5,6 +5,7 @@
 //! [`crate::reference::welford_partials`] and [`crate::reference::normalize`]; the planner that
 //! picks it is [`single_pass`].
 
+use super::update_running::UpdateParams;
 use super::{
     bindings, Assembly, ChannelTensor, Epilogue, ItemWidth, Kernel, KernelSpec, Recorder,
     Specialize, Statistics,
@@ -35,11 +36,61 @@ bindings! {
     }
 }
 
+bindings! {
+    /// The bindings of `forward_single.wgsl` + `forward_single_update.wgsl`: the training
+    /// forward that also updates the running statistics (10 storage buffers).
+    ForwardSingleUpdateBindings {
+        /// The (rows, C, S) geometry, count and eps (`SingleParams`).
+        shape: Uniform Whole "Single",
+        /// The input, bound whole.
+        x: Read Whole "array<Item>",
+        /// The output, same shape (written).
+        y: ReadWrite Whole "array<Item>",
+        /// Per-channel scale; absent: 1 (affine = false).
+        weight: Read Optional "array<f32>",
+        /// Per-channel shift; absent: 0.
+        bias: Read Optional "array<f32>",
+        /// Added before the activation; absent: nothing added.
+        residual: Read Optional "array<Item>",
+        /// save_mean (written).
+        mean: ReadWrite Whole "array<f32>",
+        /// save_invstd (written).
+        spread: ReadWrite Whole "array<f32>",
+        /// Momentum, count, biased (`UpdateParams`).
+        upd: Uniform Whole "Update",
+        /// Updated in place.
+        running_mean: ReadWrite Whole "array<f32>",
+        /// Updated in place.
+        running_var: ReadWrite Whole "array<f32>",
+        /// num_batches_tracked as two u32 words (low, high), incremented; absent: not counted.
+        tracked: ReadWrite Optional "array<atomic<u32>, 2>",
+    }
+}
+
 pub(crate) const SPEC: KernelSpec = KernelSpec {
     prelude: "",
     name: "forward_single",
-    source: include_str!("../../shaders/forward_single.wgsl"),
+    source: concat!(
+        include_str!("../../shaders/forward_single.wgsl"),
+        include_str!("../../shaders/forward_single_m2.wgsl")
+    ),
     bindings: ForwardSingleBindings::SPEC,
+    assembly: Assembly::ChannelTensor,
+    has_statistics: true,
+    has_epilogue: true,
+    has_direction: false,
+    workgroup_size: 256,
+};
+
+/// The training forward with the running update in its own dispatch.
+pub(crate) const UPDATE_SPEC: KernelSpec = KernelSpec {
+    prelude: "",
+    name: "forward_single_update",
+    source: concat!(
+        include_str!("../../shaders/forward_single.wgsl"),
+        include_str!("../../shaders/forward_single_update.wgsl")
+    ),
+    bindings: ForwardSingleUpdateBindings::SPEC,
     assembly: Assembly::ChannelTensor,
     has_statistics: true,
     has_epilogue: true,
@@ -171,20 +222,77 @@ impl ForwardSingleBindings {
         channels: u32,
         max_grid: u32,
     ) {
-        let workgroups = how.workgroups(channels);
-        let special = Specialize {
-            statistics,
-            epilogue,
-            to_f16: false,
-            channel_tensor: Some(how),
-        };
-        rec.dispatch(
+        let bound = self.resolve(None);
+        let special = (statistics, epilogue);
+        dispatch(
+            rec,
             Kernel::ForwardSingle,
+            how,
             special,
-            &self.resolve(None),
-            super::plan::grid(u64::from(workgroups), max_grid),
+            &bound,
+            channels,
+            max_grid,
         );
     }
+}
+
+impl ForwardSingleUpdateBindings {
+    /// Records the training forward with its running update for `channels` channels, per
+    /// `how` (the caller checks [`fuses_update`] first).
+    pub fn encode(
+        &self,
+        rec: &mut Recorder<'_, '_>,
+        how: ChannelTensor,
+        epilogue: Epilogue,
+        channels: u32,
+        max_grid: u32,
+    ) {
+        let bound = self.resolve(None);
+        let special = (Statistics::Batch, epilogue);
+        dispatch(
+            rec,
+            Kernel::ForwardSingleUpdate,
+            how,
+            special,
+            &bound,
+            channels,
+            max_grid,
+        );
+    }
+}
+
+/// Whether a training forward on the single-dispatch plan can update the running statistics
+/// in its own dispatch: a momentum (not the cumulative average, see
+/// `forward_single_update.wgsl`), a non-empty batch, and a device with the kernel's 10
+/// storage buffers per stage.
+pub(crate) fn fuses_update(update: &UpdateParams, pipelines: &super::Pipelines) -> bool {
+    update.cumulative == 0 && update.update_stats != 0 && pipelines.has(Kernel::ForwardSingleUpdate)
+}
+
+/// One single-dispatch forward: one workgroup per channel (item lane group) or one invocation
+/// each, folded into a 2-D grid.
+fn dispatch(
+    rec: &mut Recorder<'_, '_>,
+    kernel: Kernel,
+    how: ChannelTensor,
+    (statistics, epilogue): (Statistics, Epilogue),
+    bound: &[Option<super::Binding>; super::MAX_BINDINGS],
+    channels: u32,
+    max_grid: u32,
+) {
+    let special = Specialize {
+        statistics,
+        epilogue,
+        to_f16: false,
+        channel_tensor: Some(how),
+    };
+    let workgroups = how.workgroups(channels);
+    rec.dispatch(
+        kernel,
+        special,
+        bound,
+        super::plan::grid(u64::from(workgroups), max_grid),
+    );
 }
 
 #[cfg(test)]
@@ -397,6 +505,152 @@ mod eval_tests {
                     running_var,
                     "running_var changed"
                 );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod update_tests {
+    use super::{ForwardSingleBindings, ForwardSingleUpdateBindings, SingleParams};
+    use crate::ops::testing::{channel_items as items, context, read, run, tensor, values};
+    use crate::ops::update_running::{UpdateParams, UpdateRunningBindings};
+    use crate::ops::{Binding, ChannelTensor, Epilogue, Kernel, Statistics};
+    use crate::tensor::DType;
+    use crate::workspace::Workspace;
+    use crate::{BatchCounter, Tensor};
+
+    /// The forward with the running update in its own dispatch writes the same bits as the
+    /// forward followed by the separate update (y, save_mean, save_invstd, running_mean,
+    /// running_var), in both modes and every item width, and carries num_batches_tracked's
+    /// increment into its high word.
+    #[test]
+    fn forward_single_update_matches_the_separate_update() {
+        let ctx = context(None);
+        assert!(ctx.pipelines().has(Kernel::ForwardSingleUpdate));
+        for (seed, &(n, c, s)) in [(5usize, 3usize, 77usize), (40, 260, 1), (7, 130, 1)]
+            .iter()
+            .enumerate()
+        {
+            let seed = seed as u64;
+            let shape = [n, c, s];
+            let x = values(n * c * s, 700 + seed, -2.0, 6.0);
+            let weight = values(c, 710 + seed, -2.0, 2.0);
+            let rm0 = values(c, 720 + seed, -1.0, 1.0);
+            let rv0 = values(c, 730 + seed, 0.5, 2.0);
+            let modes = [false, true]
+                .into_iter()
+                .flat_map(|own| items(c, s).into_iter().map(move |item| (own, item)));
+            for (own_channel, item) in modes {
+                let what = format!("{shape:?} own {own_channel} {item:?}");
+                let how = ChannelTensor {
+                    dtype: DType::F32,
+                    workgroup_size: 64,
+                    own_channel,
+                    item,
+                };
+                let update = UpdateParams {
+                    channels: c as u32,
+                    count: (n * s) as u32,
+                    momentum: 0.3,
+                    cumulative: 0,
+                    update_stats: 1,
+                    biased: 0,
+                    _pad: [0; 2],
+                };
+                let params =
+                    SingleParams::new((n as u32, c as u32, s as u32), (n * s) as u32, 1e-5, how);
+                let x = tensor(&ctx, &x, &shape);
+                let weight = tensor(&ctx, &weight, &[c]);
+                // Outputs of each path: y, save_mean, save_invstd, running_mean, running_var.
+                let mut results = Vec::new();
+                for fused in [false, true] {
+                    let mut ws = Workspace::new(&ctx);
+                    let y = Tensor::empty(&ctx, &shape).unwrap();
+                    let save: Vec<Tensor> =
+                        (0..3).map(|_| Tensor::empty(&ctx, &[c]).unwrap()).collect();
+                    let (rm, rv) = (tensor(&ctx, &rm0, &[c]), tensor(&ctx, &rv0, &[c]));
+                    let counter = BatchCounter::new(&ctx).unwrap();
+                    counter.set(u64::from(u32::MAX)).unwrap();
+                    let tracked = Some(Binding::whole(counter.buffer()));
+                    let shape_params = ws.single_params(params);
+                    let upd = ws.update_params(update);
+                    if fused {
+                        let op = ForwardSingleUpdateBindings {
+                            shape: shape_params,
+                            x: x.slot(),
+                            y: y.slot(),
+                            weight: Some(weight.slot()),
+                            bias: None,
+                            residual: None,
+                            mean: save[0].slot(),
+                            spread: save[1].slot(),
+                            upd,
+                            running_mean: rm.slot(),
+                            running_var: rv.slot(),
+                            tracked,
+                        };
+                        run(&ctx, &mut ws, |rec| {
+                            op.encode(rec, how, Epilogue::NONE, c as u32, 65535)
+                        });
+                    } else {
+                        let op = ForwardSingleBindings {
+                            shape: shape_params,
+                            x: x.slot(),
+                            y: y.slot(),
+                            weight: Some(weight.slot()),
+                            bias: None,
+                            residual: None,
+                            mean: save[0].slot(),
+                            spread: save[1].slot(),
+                            m2: save[2].slot(),
+                        };
+                        let update = UpdateRunningBindings {
+                            upd,
+                            save_mean: save[0].slot(),
+                            m2: save[2].slot(),
+                            running_mean: rm.slot(),
+                            running_var: rv.slot(),
+                            tracked,
+                        };
+                        run(&ctx, &mut ws, |rec| {
+                            op.encode(
+                                rec,
+                                how,
+                                (Statistics::Batch, Epilogue::NONE),
+                                c as u32,
+                                65535,
+                            );
+                            update.encode(rec);
+                        });
+                    }
+                    assert_eq!(
+                        counter.get().unwrap(),
+                        1 << 32,
+                        "{what} fused {fused}: count"
+                    );
+                    let read_c = |t: &Tensor| read(&ctx, t.buffer(), c);
+                    results.push([
+                        read(&ctx, y.buffer(), n * c * s),
+                        read_c(&save[0]),
+                        read_c(&save[1]),
+                        read_c(&rm),
+                        read_c(&rv),
+                    ]);
+                }
+                for (k, name) in [
+                    "y",
+                    "save_mean",
+                    "save_invstd",
+                    "running_mean",
+                    "running_var",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    assert_eq!(results[0][k], results[1][k], "{what}: {name}");
+                }
+                assert_ne!(results[1][3], rm0, "{what}: running_mean not updated");
             }
         }
     }

@@ -61,7 +61,7 @@ const REDUCE_WORKGROUP: &str = include_str!("../../shaders/reduce_workgroup.wgsl
 const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
 
 /// The most bindings any kernel has.
-pub(crate) const MAX_BINDINGS: usize = 9;
+pub(crate) const MAX_BINDINGS: usize = 12;
 
 // ---- variants -------------------------------------------------------------------------------
 
@@ -80,6 +80,9 @@ pub(crate) enum Kernel {
     ConvertNative,
     SgdStep,
     ForwardSingle,
+    /// The single-dispatch training forward with the running update (10 storage buffers:
+    /// built only on devices that allow them).
+    ForwardSingleUpdate,
     BackwardSingle,
     /// The benchmark's second floor, compiled only where it is used.
     #[cfg(any(test, feature = "bench"))]
@@ -101,6 +104,7 @@ impl Kernel {
         Kernel::ConvertNative,
         Kernel::SgdStep,
         Kernel::ForwardSingle,
+        Kernel::ForwardSingleUpdate,
         Kernel::BackwardSingle,
         #[cfg(any(test, feature = "bench"))]
         Kernel::Stream,
@@ -120,6 +124,7 @@ impl Kernel {
             Kernel::ConvertNative => &convert::NATIVE_SPEC,
             Kernel::SgdStep => &sgd_step::SPEC,
             Kernel::ForwardSingle => &forward_single::SPEC,
+            Kernel::ForwardSingleUpdate => &forward_single::UPDATE_SPEC,
             Kernel::BackwardSingle => &backward_single::SPEC,
             #[cfg(any(test, feature = "bench"))]
             Kernel::Stream => &stream::SPEC,
@@ -674,8 +679,10 @@ fn declarations(spec: &KernelSpec, v: &Variant) -> String {
 /// pipelines (built on first use, then reused), keyed by [`Variant`].
 pub(crate) struct Pipelines {
     reduction: Reduction,
-    layouts: Vec<wgpu::BindGroupLayout>,
-    pipeline_layouts: Vec<wgpu::PipelineLayout>,
+    /// Per kernel (by `Kernel::index`); None where the device allows fewer storage buffers per
+    /// stage than the kernel binds.
+    layouts: Vec<Option<wgpu::BindGroupLayout>>,
+    pipeline_layouts: Vec<Option<wgpu::PipelineLayout>>,
     pipelines: Mutex<HashMap<Variant, wgpu::ComputePipeline>>,
     /// Bound where an optional binding is absent (never accessed: its `HAS_` constant is
     /// false): one range shared by the read-only bindings, and for the read-write ones a
@@ -699,8 +706,16 @@ impl Pipelines {
     pub fn new(device: &wgpu::Device, subgroups: bool) -> Self {
         let mut layouts = Vec::new();
         let mut pipeline_layouts = Vec::new();
+        let max_storage = device.limits().max_storage_buffers_per_shader_stage;
         for &kernel in Kernel::ALL {
             let spec = kernel.spec();
+            let storage = spec.bindings.iter().filter(|b| b.access != Access::Uniform);
+            // A kernel the device cannot bind is not built; `has` tells its callers.
+            if storage.count() > max_storage as usize {
+                layouts.push(None);
+                pipeline_layouts.push(None);
+                continue;
+            }
             let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
                 .bindings
                 .iter()
@@ -731,8 +746,8 @@ impl Pipelines {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-            layouts.push(layout);
-            pipeline_layouts.push(pipeline_layout);
+            layouts.push(Some(layout));
+            pipeline_layouts.push(Some(pipeline_layout));
         }
         let unbound = |size: u64| {
             device.create_buffer(&wgpu::BufferDescriptor {
@@ -860,14 +875,20 @@ impl Pipelines {
         src
     }
 
-    /// The pipeline of a variant, compiled on first use.
-    fn pipeline(&self, device: &wgpu::Device, v: &Variant) -> wgpu::ComputePipeline {
+    /// Whether the device can run `kernel` (its storage buffers within the device's limit).
+    pub fn has(&self, kernel: Kernel) -> bool {
+        self.layouts[kernel.index()].is_some()
+    }
+
+    /// The pipeline of a variant, compiled on first use; None where the device cannot run it.
+    fn pipeline(&self, device: &wgpu::Device, v: &Variant) -> Option<wgpu::ComputePipeline> {
+        let layout = self.pipeline_layouts[v.kernel.index()].as_ref()?;
         let mut cache = match self.pipelines.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         if let Some(p) = cache.get(v) {
-            return p.clone();
+            return Some(p.clone());
         }
         let spec = v.kernel.spec();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -902,7 +923,7 @@ impl Pipelines {
         let constants: Vec<(&str, f64)> = constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(spec.name),
-            layout: Some(&self.pipeline_layouts[v.kernel.index()]),
+            layout: Some(layout),
             module: &module,
             entry_point: Some("main"),
             compilation_options: wgpu::PipelineCompilationOptions {
@@ -913,7 +934,7 @@ impl Pipelines {
             cache: None,
         });
         cache.insert(*v, pipeline.clone());
-        pipeline
+        Some(pipeline)
     }
 }
 
@@ -934,7 +955,8 @@ impl BindCache {
         device: &wgpu::Device,
         kernel: Kernel,
         bound: &[Option<Binding>; MAX_BINDINGS],
-    ) -> wgpu::BindGroup {
+    ) -> Option<wgpu::BindGroup> {
+        let layout = pipelines.layouts[kernel.index()].as_ref()?;
         let spec = kernel.spec();
         let mut key: [Option<Binding>; MAX_BINDINGS] = Default::default();
         for (i, slot) in key.iter_mut().enumerate().take(spec.bindings.len()) {
@@ -947,7 +969,7 @@ impl BindCache {
         }
         let key = (kernel, key);
         if let Some(group) = self.groups.get(&key) {
-            return group.clone();
+            return Some(group.clone());
         }
         if self.groups.len() >= MAX_CACHED_BIND_GROUPS {
             self.groups.clear();
@@ -968,11 +990,11 @@ impl BindCache {
             .collect();
         let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(spec.name),
-            layout: &pipelines.layouts[kernel.index()],
+            layout,
             entries: &entries,
         });
         self.groups.insert(key, group.clone());
-        group
+        Some(group)
     }
 
     /// Forgets every group (e.g. when a scratch buffer they bind was replaced).
@@ -1011,10 +1033,14 @@ impl Recorder<'_, '_> {
             let bound = resolve(Some((prepared, i)));
             if i == 0 {
                 let v = self.pipelines.variant(kernel, Some(plan), special, &bound);
-                let pipeline = self.pipelines.pipeline(self.device, &v);
+                let Some(pipeline) = self.pipelines.pipeline(self.device, &v) else {
+                    return unavailable(kernel);
+                };
                 self.pass.set_pipeline(&pipeline);
             }
-            let group = self.binds.get(self.pipelines, self.device, kernel, &bound);
+            let Some(group) = self.binds.get(self.pipelines, self.device, kernel, &bound) else {
+                return unavailable(kernel);
+            };
             self.pass.set_bind_group(0, &group, &[]);
             self.pass
                 .dispatch_workgroups(block.grid[0], block.grid[1], 1);
@@ -1030,12 +1056,27 @@ impl Recorder<'_, '_> {
         grid: [u32; 2],
     ) {
         let v = self.pipelines.variant(kernel, None, special.into(), bound);
-        let pipeline = self.pipelines.pipeline(self.device, &v);
-        let group = self.binds.get(self.pipelines, self.device, kernel, bound);
+        let (Some(pipeline), Some(group)) = (
+            self.pipelines.pipeline(self.device, &v),
+            self.binds.get(self.pipelines, self.device, kernel, bound),
+        ) else {
+            return unavailable(kernel);
+        };
         self.pass.set_pipeline(&pipeline);
         self.pass.set_bind_group(0, &group, &[]);
         self.pass.dispatch_workgroups(grid[0], grid[1], 1);
     }
+}
+
+/// A dispatch of a kernel the device cannot run: a planner bug (every caller of such a kernel
+/// checks `Pipelines::has` first), caught by debug builds' tests; release builds record nothing
+/// rather than a dispatch the device would reject.
+fn unavailable(kernel: Kernel) {
+    debug_assert!(
+        false,
+        "{} is not available on this device",
+        kernel.spec().name
+    );
 }
 
 /// Shared by the ops' tests: contexts per walk, recording one op alone, reading buffers back.
