@@ -1,10 +1,12 @@
 // Training forward in one dispatch, for shapes whose channels each fit one invocation (many
 // short channels: (N, C) input, ResNet's 7x7 stages, channels-last tensors with many channels)
-// or one workgroup: batch statistics, save_mean / save_invstd / M2 and the
-// normalized output with its epilogue, without partials written and read back, and without
-// the three dispatches between. The running-statistics update stays its own small dispatch
-// (`update_running.wgsl`): adding its four bindings would pass WebGPU's default of 8 storage
-// buffers per stage.
+// or one workgroup: batch statistics, save_mean / save_invstd and the normalized output with
+// its epilogue, without partials written and read back, and without the dispatches between.
+// What happens when a channel is finished is the ending's (assembled after this file):
+// `forward_single_m2.wgsl` keeps M2 for the separate running update (the kernel
+// `forward_single`, within WebGPU's default of 8 storage buffers), `forward_single_update.wgsl`
+// updates the running statistics in this dispatch (`forward_single_update`, 10). Each ending
+// supplies `channel_done(ch, total)` and `dispatch_done()`.
 //
 // Computes: per channel c, Welford over its N * S values in a fixed order per invocation,
 //           merged across the workgroup with Chan's formula (OWN_CHANNEL = false), or in one
@@ -20,6 +22,8 @@
 //           y (written), weight?, bias? (C entries), residual? (like x), mean, spread,
 //           m2 (C entries): save_mean, save_invstd and M2, written; with running statistics
 //           (eval, USE_RUNNING = true) running_mean and running_var, read, and m2 unused.
+//           `ForwardSingleUpdateBindings` for the kernel with the update: m2's place taken
+//           by upd, running_mean, running_var, tracked? (forward_single_update.wgsl).
 // Dispatch: OWN_CHANNEL = false: one workgroup per channel (item lane group); true: one
 //           invocation per channel (item lane group). Both folded into a 2-D grid.
 

@@ -1,7 +1,8 @@
 //! Host side of `shaders/forward_single.wgsl`: the forward in one dispatch (in training, batch
-//! statistics, save_mean / save_invstd / M2 and the normalized output with its epilogue; in
-//! eval, the output from the running statistics) for shapes whose channels fit one workgroup
-//! or one invocation. CPU oracles:
+//! statistics, save_mean / save_invstd / M2 and the normalized output with its epilogue, and
+//! with `forward_single_update.wgsl` the running update too; in eval, the output from the
+//! running statistics) for shapes whose channels fit one workgroup or one invocation. CPU
+//! oracles:
 //! [`crate::reference::welford_partials`] and [`crate::reference::normalize`]; the planner that
 //! picks it is [`single_pass`].
 
