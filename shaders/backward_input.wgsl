@@ -35,16 +35,27 @@ fn main(cell: Cell) {
     if s.count == 0u {
         return;
     }
-    let a = coefficients(s.channel);
-    let m = Item(a.z);
+    // Per channel lane of the items: the four coefficients.
+    var lanes: array<vec4<f32>, 4>;
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
+        let k = coefficients(s.channel * CHANNEL_LANES + j);
+        lanes[0][j] = k.x;
+        lanes[1][j] = k.y;
+        lanes[2][j] = k.z;
+        lanes[3][j] = k.w;
+    }
+    let a = item_channel(lanes[0]);
+    let b = item_channel(lanes[1]);
+    let m = item_channel(lanes[2]);
+    let d = item_channel(lanes[3]);
     var at = s.start;
     for (var i = 0u; i < s.count; i++) {
         // USE_RUNNING is a pipeline constant: the untaken branch is compiled away, and eval
         // mode never reads x.
         if USE_RUNNING {
-            store_dx(at, load_dy(at) * a.x);
+            store_dx(at, load_dy(at) * a);
         } else {
-            store_dx(at, load_dy(at) * a.x - a.y - (load_x(at) - m) * a.w);
+            store_dx(at, load_dy(at) * a - b - (load_x(at) - m) * d);
         }
         at += s.stride;
     }

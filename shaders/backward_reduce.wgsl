@@ -20,19 +20,27 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(inv: Invocation, grid: Grid) {
     let s = span_start(inv.lid, grid.wid, grid.nwg);
-    let m = Item(mean[s.channel]);
-    var a = vec2<f32>(0.0);
-    if HAS_AFFINE {
-        a = affine[s.channel];
+    // Per channel lane of the items: the mean, and the normalize's (scale, shift).
+    var lanes: array<vec4<f32>, 3>;
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
+        let ch = s.channel * CHANNEL_LANES + j;
+        lanes[0][j] = mean[ch];
+        if HAS_AFFINE {
+            lanes[1][j] = affine[ch].x;
+            lanes[2][j] = affine[ch].y;
+        }
     }
-    var sum_dy = 0.0;
-    var sum_dy_xmu = 0.0;
+    let m = item_channel(lanes[0]);
+    let scale = item_channel(lanes[1]);
+    let shift = item_channel(lanes[2]);
+    var sum_dy = Item(0.0);
+    var sum_dy_xmu = Item(0.0);
     var at = s.start;
     for (var k = 0u; k < s.count; k++) {
         var g = load_dy(at);
         let xm = load_x(at) - m;
         if HAS_AFFINE {
-            var z = xm * a.x + a.y;
+            var z = xm * scale + shift;
             if HAS_RESIDUAL {
                 z += load_residual(at);
             }
@@ -41,12 +49,21 @@ fn main(inv: Invocation, grid: Grid) {
         if HAS_DZ {
             store_dz(at, g);
         }
-        sum_dy += item_sum(g);
-        sum_dy_xmu += item_sum(g * xm);
+        sum_dy += g;
+        sum_dy_xmu += g * xm;
         at += s.stride;
     }
-    let total = reduce_span(vec4<f32>(sum_dy, sum_dy_xmu, 0.0, 0.0), s, inv, grid);
-    if s.owner {
-        partials[s.slot] = total;
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
+        if j > 0u && WALK != WALK_COLUMNS {
+            // The previous lane's reduction must be read before scratch is written again (the
+            // columns walk, the one for items across channels, reduces nothing across
+            // invocations: no barrier there).
+            workgroupBarrier();
+        }
+        let sums = vec4<f32>(item_channel_sum(sum_dy, j), item_channel_sum(sum_dy_xmu, j), 0.0, 0.0);
+        let total = reduce_span(sums, s, inv, grid);
+        if s.owner {
+            partials[lane_slot(s, j)] = total;
+        }
     }
 }

@@ -22,7 +22,7 @@
 
 // Filled by `SingleParams` in src/ops/forward_single.rs.
 struct Single {
-    channels: u32,      // channels, or groups of ITEM_LANES channels with vec4 items
+    channels: u32,      // channels, or groups of CHANNEL_LANES channels with vec4 items
     rows: u32,
     s_count: u32,
     row_stride: u32,
@@ -60,10 +60,10 @@ fn sums_lane(a: Sums, j: u32) -> vec4<f32> {
 // The means of an item's lanes (save_mean).
 fn item_mean(c: u32) -> Item {
     var m = vec4<f32>(0.0);
-    for (var j = 0u; j < ITEM_LANES; j++) {
-        m[j] = mean[c * ITEM_LANES + j];
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
+        m[j] = mean[c * CHANNEL_LANES + j];
     }
-    return item_from(m);
+    return item_channel(m);
 }
 
 // Writes channel ch's parameter gradients from its sums (sum(dy), sum(dy * (x - mean))); returns
@@ -97,13 +97,13 @@ struct Coef {
 
 fn coef_from(lanes: array<vec4<f32>, 4>) -> Coef {
     var all: array<vec4<f32>, 4>;
-    for (var j = 0u; j < ITEM_LANES; j++) {
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
         all[0][j] = lanes[j].x;
         all[1][j] = lanes[j].y;
         all[2][j] = lanes[j].z;
         all[3][j] = lanes[j].w;
     }
-    return Coef(item_from(all[0]), item_from(all[1]), item_from(all[2]), item_from(all[3]));
+    return Coef(item_channel(all[0]), item_channel(all[1]), item_channel(all[2]), item_channel(all[3]));
 }
 
 fn grad_input_at(i: u32, k: Coef) {
@@ -134,8 +134,8 @@ fn own_channel(c: u32) {
         }
     }
     var lanes: array<vec4<f32>, 4>;
-    for (var j = 0u; j < ITEM_LANES; j++) {
-        lanes[j] = finish_channel(c * ITEM_LANES + j, sums_lane(sums, j));
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
+        lanes[j] = finish_channel(c * CHANNEL_LANES + j, sums_lane(sums, j));
     }
     let k = coef_from(lanes);
     if HAS_DX {
@@ -183,12 +183,12 @@ fn shared_channel(inv: Invocation, grid: Grid) {
             r += 1u;
         }
     }
-    for (var j = 0u; j < ITEM_LANES; j++) {
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
         // The previous lane's reduction must be read before scratch is written again.
         workgroupBarrier();
         let total = reduce_workgroup(sums_lane(sums, j), inv, grid);
         if inv.lid == 0u {
-            coef[j] = finish_channel(c * ITEM_LANES + j, total);
+            coef[j] = finish_channel(c * CHANNEL_LANES + j, total);
         }
     }
     let k = coef_from(workgroupUniformLoad(&coef));

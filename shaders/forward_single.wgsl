@@ -16,8 +16,8 @@
 // Layout: value (r, c, s) of the (rows, C, S) tensor at r * row_stride + c * plane + s; a
 //           channels-last tensor is (N * S, C, 1). With vec4 items (S = 1, C a multiple of 4),
 //           the kernel sees (rows, C / 4, 1) items of four neighbouring channels each: its
-//           "channel" c is channels 4c .. 4c + 3, one per lane (ITEM_LANES, item_lane), and
-//           every per-channel binding is indexed c * ITEM_LANES + lane.
+//           "channel" c is channels 4c .. 4c + 3, one per lane (CHANNEL_LANES, item_lane), and
+//           every per-channel binding is indexed c * CHANNEL_LANES + lane.
 // Bindings: `ForwardSingleBindings` in src/ops/forward_single.rs: shape (Single), x (read),
 //           y (written), weight?, bias? (C entries), residual? (like x), mean, spread,
 //           m2 (C entries): save_mean, save_invstd and M2, written; with running statistics
@@ -29,7 +29,7 @@
 
 // Filled by `SingleParams` in src/ops/forward_single.rs.
 struct Single {
-    channels: u32,      // channels, or groups of ITEM_LANES channels with vec4 items
+    channels: u32,      // channels, or groups of CHANNEL_LANES channels with vec4 items
     rows: u32,
     s_count: u32,
     row_stride: u32,
@@ -123,7 +123,7 @@ fn set_lane(all: ptr<function, array<vec4<f32>, 3>>, j: u32, k: vec4<f32>) {
 }
 
 fn coef_from(all: array<vec4<f32>, 3>) -> Coef {
-    return Coef(item_from(all[0]), item_from(all[1]), item_from(all[2]));
+    return Coef(item_channel(all[0]), item_channel(all[1]), item_channel(all[2]));
 }
 
 fn normalize_at(i: u32, k: Coef) {
@@ -146,8 +146,8 @@ fn own_channel(c: u32) {
     var row = c * shape.plane;
     var all: array<vec4<f32>, 3>;
     if USE_RUNNING {
-        for (var j = 0u; j < ITEM_LANES; j++) {
-            set_lane(&all, j, running_coefficients(c * ITEM_LANES + j));
+        for (var j = 0u; j < CHANNEL_LANES; j++) {
+            set_lane(&all, j, running_coefficients(c * CHANNEL_LANES + j));
         }
     } else {
         var acc = acc_new(load_x(row));
@@ -164,8 +164,8 @@ fn own_channel(c: u32) {
                 row += shape.row_stride;
             }
         }
-        for (var j = 0u; j < ITEM_LANES; j++) {
-            set_lane(&all, j, finish_channel(c * ITEM_LANES + j, acc_lane(acc, j)));
+        for (var j = 0u; j < CHANNEL_LANES; j++) {
+            set_lane(&all, j, finish_channel(c * CHANNEL_LANES + j, acc_lane(acc, j)));
         }
     }
     let k = coef_from(all);
@@ -204,8 +204,8 @@ fn shared_channel(inv: Invocation, grid: Grid) {
     var s = first_s;
     var all: array<vec4<f32>, 3>;
     if USE_RUNNING {
-        for (var j = 0u; j < ITEM_LANES; j++) {
-            set_lane(&all, j, running_coefficients(c * ITEM_LANES + j));
+        for (var j = 0u; j < CHANNEL_LANES; j++) {
+            set_lane(&all, j, running_coefficients(c * CHANNEL_LANES + j));
         }
     } else {
         // The channel's first value: the same shift for every invocation.
@@ -219,16 +219,16 @@ fn shared_channel(inv: Invocation, grid: Grid) {
                 r += 1u;
             }
         }
-        for (var j = 0u; j < ITEM_LANES; j++) {
+        for (var j = 0u; j < CHANNEL_LANES; j++) {
             // The previous lane's reduction must be read before scratch is written again.
             workgroupBarrier();
             let total = reduce_workgroup(acc_lane(acc, j), inv, grid);
             if inv.lid == 0u {
-                coef[j] = finish_channel(c * ITEM_LANES + j, total);
+                coef[j] = finish_channel(c * CHANNEL_LANES + j, total);
             }
         }
         let lanes = workgroupUniformLoad(&coef);
-        for (var j = 0u; j < ITEM_LANES; j++) {
+        for (var j = 0u; j < CHANNEL_LANES; j++) {
             set_lane(&all, j, lanes[j]);
         }
     }

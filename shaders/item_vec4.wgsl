@@ -14,15 +14,21 @@ fn item_sum(v: Item) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
-// Channel-tensor kernels (forward_single.wgsl, backward_single.wgsl) read vec4 items across
-// channels instead: planes of one value (S = 1), C a multiple of 4, so an item holds one value
-// of each of four neighbouring channels and a lane is a channel.
-const ITEM_LANES: u32 = 4u;
+// An item holds four values of one channel.
+const CHANNEL_LANES: u32 = 1u;
 
 fn item_lane(v: Item, j: u32) -> f32 {
-    return v[j];
+    return v.x;
 }
 
-fn item_from(v: vec4<f32>) -> Item {
-    return v;
+fn item_partial(v: Item, j: u32) -> vec4<f32> {
+    return item_welford(v);
+}
+
+fn item_channel_sum(v: Item, j: u32) -> f32 {
+    return item_sum(v);
+}
+
+fn item_channel(lanes: vec4<f32>) -> Item {
+    return vec4<f32>(lanes.x);
 }

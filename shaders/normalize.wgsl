@@ -14,17 +14,17 @@
 
 override USE_RUNNING: bool = false;
 
-// (mean, invstd * weight, bias) of channel c.
-fn coefficients(c: u32) -> vec3<f32> {
-    var scale = select(spread[c], 1.0 / sqrt(spread[c] + chan.eps), USE_RUNNING);
+// (mean, invstd * weight, bias) of channel ch.
+fn coefficients(ch: u32) -> vec3<f32> {
+    var scale = select(spread[ch], 1.0 / sqrt(spread[ch] + chan.eps), USE_RUNNING);
     if HAS_WEIGHT {
-        scale *= weight[c];
+        scale *= weight[ch];
     }
     var shift = 0.0;
     if HAS_BIAS {
-        shift = bias[c];
+        shift = bias[ch];
     }
-    return vec3<f32>(mean[c], scale, shift);
+    return vec3<f32>(mean[ch], scale, shift);
 }
 
 @compute @workgroup_size(WG)
@@ -33,11 +33,20 @@ fn main(cell: Cell) {
     if s.count == 0u {
         return;
     }
-    let k = coefficients(s.channel);
-    let m = Item(k.x);
+    // Per channel lane of the items: their mean, scale and shift.
+    var lanes: array<vec4<f32>, 3>;
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
+        let k = coefficients(s.channel * CHANNEL_LANES + j);
+        lanes[0][j] = k.x;
+        lanes[1][j] = k.y;
+        lanes[2][j] = k.z;
+    }
+    let m = item_channel(lanes[0]);
+    let scale = item_channel(lanes[1]);
+    let shift = item_channel(lanes[2]);
     var at = s.start;
     for (var i = 0u; i < s.count; i++) {
-        var z = (load_x(at) - m) * k.y + k.z;
+        var z = (load_x(at) - m) * scale + shift;
         if HAS_RESIDUAL {
             z += load_residual(at);
         }

@@ -1,8 +1,8 @@
 // Batch statistics, pass 1 of 2: Welford partials.
 //
-// Computes: per task of the walk (walk.wgsl), the (count, mean, M2) of its values, merged
-//           with Chan's formula. Partial slots are laid out channel-major:
-//           channel * total_tasks + task.
+// Computes: per task of the walk (walk.wgsl) and channel lane of its items, the (count, mean,
+//           M2) of its values, merged with Chan's formula. Partial slots are laid out
+//           channel-major: channel * total_tasks + task.
 // Bindings: `StatsBindings` in src/ops/stats.rs: geo (Block), x (the block's window),
 //           partials (C * total_tasks vec4 partials, written).
 // Dispatch: one per block; workgroups per `WalkGeometry::workgroups`, folded into a 2-D grid.
@@ -23,14 +23,26 @@ fn welford_push(a: vec4<f32>, b: vec4<f32>, step: u32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(inv: Invocation, grid: Grid) {
     let s = span_start(inv.lid, grid.wid, grid.nwg);
-    var acc = vec4<f32>(0.0);
+    // One partial per channel lane of the items (one lane unless items span channels).
+    var acc: array<vec4<f32>, CHANNEL_LANES>;
     var at = s.start;
     for (var k = 0u; k < s.count; k++) {
-        acc = welford_push(acc, item_welford(load_x(at)), k);
+        let v = load_x(at);
+        for (var j = 0u; j < CHANNEL_LANES; j++) {
+            acc[j] = welford_push(acc[j], item_partial(v, j), k);
+        }
         at += s.stride;
     }
-    let total = reduce_span(acc, s, inv, grid);
-    if s.owner {
-        partials[s.slot] = total;
+    for (var j = 0u; j < CHANNEL_LANES; j++) {
+        if j > 0u && WALK != WALK_COLUMNS {
+            // The previous lane's reduction must be read before scratch is written again (the
+            // columns walk, the one for items across channels, reduces nothing across
+            // invocations: no barrier there).
+            workgroupBarrier();
+        }
+        let total = reduce_span(acc[j], s, inv, grid);
+        if s.owner {
+            partials[lane_slot(s, j)] = total;
+        }
     }
 }

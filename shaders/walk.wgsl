@@ -42,6 +42,12 @@ struct Span {
     owner: bool,    // whether this invocation writes the task's partial (see reduce_span)
 }
 
+// The partial slot of channel lane j of the span's items (`s.slot` for items of one channel):
+// lane j of item channel c is channel c * CHANNEL_LANES + j.
+fn lane_slot(s: Span, j: u32) -> u32 {
+    return s.slot + (s.channel * (CHANNEL_LANES - 1u) + j) * geo.total_tasks;
+}
+
 fn span_start(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> Span {
     var s: Span;
     let g = linear_workgroup(wid, nwg);

@@ -205,7 +205,7 @@ pub(crate) fn single_pass(
         // Planes of one value ((N, C), channels-last) with C a multiple of 4: vec4 loads of
         // four neighbouring channels, a quarter of the scalar loads and loop steps.
         item: if s == 1 && c.is_multiple_of(4) {
-            ItemWidth::Vec4
+            ItemWidth::Channels4
         } else {
             ItemWidth::Scalar
         },

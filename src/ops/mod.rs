@@ -54,6 +54,7 @@ pub(crate) use plan::{KernelLimits, Plan};
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ITEM_VEC4: &str = include_str!("../../shaders/item_vec4.wgsl");
 const ITEM_SCALAR: &str = include_str!("../../shaders/item_scalar.wgsl");
+const ITEM_CHANNELS: &str = include_str!("../../shaders/item_channels.wgsl");
 const WALK: &str = include_str!("../../shaders/walk.wgsl");
 const WALK_REDUCE: &str = include_str!("../../shaders/walk_reduce.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
@@ -161,12 +162,17 @@ impl Walk {
     }
 }
 
-/// Values per item a tensor kernel loads (`Item` in the item pieces).
+/// What one item a tensor kernel loads holds (`Item` in the item pieces).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum ItemWidth {
+    /// One value (`item_scalar.wgsl`).
     Scalar,
-    /// Planes of a multiple of 4 values with 16-byte aligned bindings.
+    /// Four values of one plane: planes of a multiple of 4 values with 16-byte aligned
+    /// bindings (`item_vec4.wgsl`).
     Vec4,
+    /// One value of each of four neighbouring channels: planes of one value, C a multiple of 4,
+    /// 16-byte aligned bindings (`item_channels.wgsl`). Kernels see (rows, C / 4, 1) items.
+    Channels4,
 }
 
 impl ItemWidth {
@@ -174,7 +180,15 @@ impl ItemWidth {
     pub fn lanes(self) -> u64 {
         match self {
             ItemWidth::Scalar => 1,
-            ItemWidth::Vec4 => 4,
+            ItemWidth::Vec4 | ItemWidth::Channels4 => 4,
+        }
+    }
+
+    /// Channels per item (`CHANNEL_LANES`).
+    pub fn channel_lanes(self) -> u32 {
+        match self {
+            ItemWidth::Channels4 => 4,
+            ItemWidth::Scalar | ItemWidth::Vec4 => 1,
         }
     }
 }
@@ -302,7 +316,7 @@ pub(crate) struct Specialize {
 
 /// How a [`Assembly::ChannelTensor`] kernel is specialised: the tensors' element type, the
 /// workgroup size, whether an invocation owns a whole channel (`OWN_CHANNEL`), and the item:
-/// one value, or (`Vec4`, planes of one value and C a multiple of 4) one value of each of four
+/// one value, or (`Channels4`, planes of one value and C a multiple of 4) one value of each of four
 /// neighbouring channels.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) struct ChannelTensor {
@@ -313,9 +327,9 @@ pub(crate) struct ChannelTensor {
 }
 
 impl ChannelTensor {
-    /// Channels per item (`ITEM_LANES`).
+    /// Channels per item (`CHANNEL_LANES`).
     pub fn lanes(&self) -> u32 {
-        self.item.lanes() as u32
+        self.item.channel_lanes()
     }
 
     /// Workgroups for `channels` channels: one per item channel, or one invocation each.
@@ -633,9 +647,9 @@ fn declarations(spec: &KernelSpec, v: &Variant) -> String {
     let mut out = String::new();
     let stored = match (v.dtype, v.item) {
         (DType::F32, ItemWidth::Scalar) => "f32",
-        (DType::F32, ItemWidth::Vec4) => "vec4<f32>",
+        (DType::F32, ItemWidth::Vec4 | ItemWidth::Channels4) => "vec4<f32>",
         (DType::F16, ItemWidth::Scalar) => "f16",
-        (DType::F16, ItemWidth::Vec4) => "vec4<f16>",
+        (DType::F16, ItemWidth::Vec4 | ItemWidth::Channels4) => "vec4<f16>",
     };
     let tensor_kernel = spec.assembly.binds_tensors();
     if tensor_kernel {
@@ -850,6 +864,7 @@ impl Pipelines {
         };
         let item = match v.item {
             ItemWidth::Vec4 => ITEM_VEC4,
+            ItemWidth::Channels4 => ITEM_CHANNELS,
             ItemWidth::Scalar => ITEM_SCALAR,
         };
         let pieces: &[&str] = match spec.assembly {
@@ -1091,7 +1106,7 @@ pub(crate) mod testing {
     pub fn channel_items(c: usize, s: usize) -> Vec<ItemWidth> {
         let mut items = vec![ItemWidth::Scalar];
         if s == 1 && c.is_multiple_of(4) {
-            items.push(ItemWidth::Vec4);
+            items.push(ItemWidth::Channels4);
         }
         items
     }
@@ -1141,10 +1156,15 @@ pub(crate) mod testing {
     }
 
     /// (n, c, s) shapes the tensor-kernel tests run on every walk: planes of 77 and 48 items
-    /// (a remainder and a multiple of 4), spatial size 1 with a long batch, and planes longer
-    /// than one workgroup's span.
-    pub const SHAPES: [(usize, usize, usize); 4] =
-        [(5, 3, 77), (4, 6, 48), (300, 4, 1), (2, 2, 5000)];
+    /// (a remainder and a multiple of 4), spatial size 1 with a long batch (vec4 items across
+    /// channels: one item channel, and three), and planes longer than one workgroup's span.
+    pub const SHAPES: [(usize, usize, usize); 5] = [
+        (5, 3, 77),
+        (4, 6, 48),
+        (300, 4, 1),
+        (37, 12, 1),
+        (2, 2, 5000),
+    ];
 
     /// Calls `f(ctx, what, seed, shape)` for every walk and every shape: each on its own
     /// context pinned to that walk, `what` naming both for assertion messages.

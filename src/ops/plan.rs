@@ -301,6 +301,9 @@ pub(crate) struct Plan {
     pub blocks: Vec<Block>,
     /// Partials per channel over all blocks.
     pub total_tasks: u64,
+    /// The tensor's channels (the blocks' `channels` count item channels: C / 4 with
+    /// `Channels4` items).
+    pub channels: u32,
     /// Grid for one workgroup per channel.
     pub channel_grid: [u32; 2],
 }
@@ -319,12 +322,18 @@ impl Plan {
     ) -> Plan {
         let item = if vec4_ok && s.is_multiple_of(4) {
             ItemWidth::Vec4
+        } else if vec4_ok && s == 1 && c.is_multiple_of(4) {
+            ItemWidth::Channels4
         } else {
             ItemWidth::Scalar
         };
         let item_bytes = item.lanes() * dtype.size();
-        let plane = u64::from(s) / item.lanes();
-        let (n64, c64) = (u64::from(n), u64::from(c));
+        // The tensor as the kernels see it: (n, c64, plane) items.
+        let plane = match item {
+            ItemWidth::Channels4 => 1,
+            _ => u64::from(s) / item.lanes(),
+        };
+        let (n64, c64) = (u64::from(n), u64::from(c / item.channel_lanes()));
         let windows = Windows::new(n64, c64, plane, item_bytes, limits);
         let geometry = WalkGeometry::choose(n64, c64, plane, &windows, force);
         // Pieces of a plane all get the tasks of a full window, so that a channel's partial
@@ -405,15 +414,14 @@ impl Plan {
             geometry,
             blocks,
             total_tasks,
-            channel_grid: grid(c64, limits.max_grid),
+            channels: c,
+            channel_grid: grid(u64::from(c), limits.max_grid),
         }
     }
 
     /// Number of partials the reduction passes write (C * total_tasks).
     pub fn partials(&self) -> u64 {
-        self.blocks
-            .first()
-            .map_or(0, |b| u64::from(b.params.channels) * self.total_tasks)
+        u64::from(self.channels) * self.total_tasks
     }
 }
 
@@ -475,8 +483,13 @@ mod tests {
     ) {
         let plan = Plan::new(n, c, s, vec4_ok, dtype, limits, force);
         let item_bytes = plan.item_bytes;
-        let plane = (u64::from(s) / plan.item.lanes()) as u32;
-        let total = (n * c * plane) as usize;
+        // The tensor as the kernels see it: (n, c_items, plane) items.
+        let lanes = plan.item.channel_lanes();
+        let (c_items, plane) = match plan.item {
+            ItemWidth::Channels4 => (c / lanes, 1),
+            _ => (c, (u64::from(s) / plan.item.lanes()) as u32),
+        };
+        let total = (n * c_items * plane) as usize;
         let mut seen = vec![0u8; total];
         let total_tasks = plan.total_tasks as u32;
         let mut slots = vec![0u32; (c * total_tasks) as usize];
@@ -488,13 +501,15 @@ mod tests {
             for ch in p.channel_begin..p.channel_begin + p.dispatch_channels {
                 for r in p.row_begin..p.row_begin + p.rows {
                     for i in p.s_begin..p.s_begin + p.s_count {
-                        let at = (r * c + ch) * plane + i;
+                        let at = (r * c_items + ch) * plane + i;
                         assert!(at >= p.bind_base && u64::from(at - p.bind_base) < b.bind_items);
                         seen[at as usize] += 1;
                     }
                 }
                 for t in 0..p.tasks {
-                    slots[(ch * total_tasks + p.task_offset + t) as usize] += 1;
+                    for j in 0..lanes {
+                        slots[((ch * lanes + j) * total_tasks + p.task_offset + t) as usize] += 1;
+                    }
                 }
             }
             let workgroups = u64::from(b.grid[0]) * u64::from(b.grid[1]);
@@ -568,6 +583,7 @@ mod tests {
             (2, 2, 5000),
             (2, 2, 50_000),
             (300, 10, 1),
+            (300, 12, 1),
             (3, 5, 7),
         ] {
             for vec4_ok in [false, true] {
