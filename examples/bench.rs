@@ -1,7 +1,7 @@
 //! Benchmark: batch norm against a plain WGSL vec4 copy of the same tensor, in the same run.
 //!
 //! `cargo run --release --features bench --example bench [-- --quick] [--json FILE]
-//! [--backend NAME] [--adapter NAME] [--reps N] [--only NxCxHxW]
+//! [--backend NAME] [--adapter NAME] [--reps N] [--only NxCxHxW|latency]
 //! [--variant nchw|channels_last|residual|f16] [--pass-plan multi|workgroup|invocation]`
 //!
 //! For each shape and operation it prints the median time (GPU timestamps where the adapter has
@@ -113,7 +113,7 @@ fn parse_args() -> Result<Args, String> {
                 })
             }
             "--help" | "-h" => {
-                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW] [--variant nchw|channels_last|residual|f16] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation]".into())
+                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW|latency] [--variant nchw|channels_last|residual|f16] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -551,7 +551,12 @@ fn main() {
             Err(e) => println!("{shape:?}: error: {e}"),
         }
     }
-    let latencies = if args.only.is_none() && args.variant.is_none() {
+    // The latency section runs in a full run, or alone with `--only latency`.
+    let latency_wanted = match args.only.as_deref() {
+        Some(only) => only == "latency",
+        None => args.variant.is_none(),
+    };
+    let latencies = if latency_wanted {
         match latency(&ctx, args.reps) {
             Ok(l) => l,
             Err(e) => {
