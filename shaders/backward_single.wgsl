@@ -1,21 +1,26 @@
 // Training backward in one dispatch, for the shapes the single-dispatch forward takes
 // (forward_single.wgsl): the channel's sums, grad_weight and grad_bias, then grad_input from a
-// second read, without partials and without the dispatches between. Only without an epilogue
-// (identity, no residual) and with this batch's statistics: the epilogue's extra bindings
-// (bias, residual, dz) would pass WebGPU's default of 8 storage buffers per stage.
+// second read, without partials and without the dispatches between, with this batch's
+// statistics. dz, the gradient at the pre-activation, is the ending's (assembled after this
+// file): `backward_single_plain.wgsl` (no epilogue: dz = dy; the kernel `backward_single`,
+// within WebGPU's default of 8 storage buffers) or `backward_single_epilogue.wgsl` (dz = dy *
+// act'(z) with z rebuilt per value, grad_residual = dz; `backward_single_epilogue`, 11).
 //
-// Computes: per channel c, sum(dy) and sum(dy * (x - mean)) in a fixed order per invocation
+// Computes: per channel c, sum(dz) and sum(dz * (x - mean)) in a fixed order per invocation
 //           (merged across the workgroup in order when OWN_CHANNEL = false, one invocation over
 //           the channel's planes when true); then
-//           grad_bias = sum(dy), grad_weight = invstd * sum(dy * (x - mean)), and
-//           dx = weight * invstd * (dy - sum(dy)/n - xhat * sum(dy * xhat)/n), written as
-//           backward_input.wgsl writes it: dy * a.x - a.y - (x - a.z) * a.w.
+//           grad_bias = sum(dz), grad_weight = invstd * sum(dz * (x - mean)), and
+//           dx = weight * invstd * (dz - sum(dz)/n - xhat * sum(dz * xhat)/n), written as
+//           backward_input.wgsl writes it: dz * a.x - a.y - (x - a.z) * a.w, from dz rebuilt
+//           on the second read.
 // Layout: as forward_single.wgsl, (rows, C, S) with value (r, c, s) at
 //           r * row_stride + c * plane + s; with vec4 items (S = 1, C a multiple of 4), items
 //           of four neighbouring channels, one per lane.
 // Bindings: `BackwardSingleBindings` in src/ops/backward_single.rs: shape (Single), x, dy
 //           (read), dx? (written), mean, spread (save_mean, save_invstd), weight?,
 //           grad_weight?, grad_bias? (written); C entries each for the per-channel ones.
+//           `BackwardSingleEpilogueBindings` adds bias?, residual?, grad_residual?
+//           (backward_single_epilogue.wgsl).
 // Dispatch: OWN_CHANNEL = false: one workgroup per channel; true: one invocation per channel
 //           (over its planes in order).
 //           Both folded into a 2-D grid.
@@ -47,10 +52,14 @@ struct Sums {
     dy_xc: Item,
 }
 
-fn sums_add(a: ptr<function, Sums>, i: u32, m: Item) {
-    let dy = load_dy(i);
-    (*a).dy += dy;
-    (*a).dy_xc += dy * (load_x(i) - m);
+// dz = dy, or dy through the epilogue (the ending's `grad_z`); kept as grad_residual where the
+// ending has one.
+fn sums_add(a: ptr<function, Sums>, i: u32, m: Item, p: Pre) {
+    let xm = load_x(i) - m;
+    let g = grad_z(i, xm, p);
+    keep_dz(i, g);
+    (*a).dy += g;
+    (*a).dy_xc += g * xm;
 }
 
 fn sums_lane(a: Sums, j: u32) -> vec4<f32> {
@@ -106,8 +115,9 @@ fn coef_from(lanes: array<vec4<f32>, 4>) -> Coef {
     return Coef(item_channel(all[0]), item_channel(all[1]), item_channel(all[2]), item_channel(all[3]));
 }
 
-fn grad_input_at(i: u32, k: Coef) {
-    store_dx(i, load_dy(i) * k.a - k.b - (load_x(i) - k.m) * k.d);
+fn grad_input_at(i: u32, k: Coef, p: Pre) {
+    let xm = load_x(i) - k.m;
+    store_dx(i, grad_z(i, xm, p) * k.a - k.b - xm * k.d);
 }
 
 // One invocation per channel: its planes in memory order, row after row (one loop for planes
@@ -118,17 +128,18 @@ fn own_channel(c: u32) {
     }
     let flat = shape.s_count == 1u;
     let m = item_mean(c);
+    let p = pre_of(c);
     var sums = Sums(Item(0.0), Item(0.0));
     var row = c * shape.plane;
     if flat {
         for (var r = 0u; r < shape.rows; r++) {
-            sums_add(&sums, row, m);
+            sums_add(&sums, row, m, p);
             row += shape.row_stride;
         }
     } else {
         for (var r = 0u; r < shape.rows; r++) {
             for (var s = 0u; s < shape.s_count; s++) {
-                sums_add(&sums, row + s, m);
+                sums_add(&sums, row + s, m, p);
             }
             row += shape.row_stride;
         }
@@ -142,13 +153,13 @@ fn own_channel(c: u32) {
         row = c * shape.plane;
         if flat {
             for (var r = 0u; r < shape.rows; r++) {
-                grad_input_at(row, k);
+                grad_input_at(row, k, p);
                 row += shape.row_stride;
             }
         } else {
             for (var r = 0u; r < shape.rows; r++) {
                 for (var s = 0u; s < shape.s_count; s++) {
-                    grad_input_at(row + s, k);
+                    grad_input_at(row + s, k, p);
                 }
                 row += shape.row_stride;
             }
@@ -171,11 +182,12 @@ fn shared_channel(inv: Invocation, grid: Grid) {
     let first_row = inv.lid / s_count;
     let first_s = inv.lid - first_row * s_count;
     let m = item_mean(c);
+    let p = pre_of(c);
     var sums = Sums(Item(0.0), Item(0.0));
     var r = first_row;
     var s = first_s;
     while r < shape.rows {
-        sums_add(&sums, base + r * shape.row_stride + s, m);
+        sums_add(&sums, base + r * shape.row_stride + s, m, p);
         s += step_s;
         r += step_rows;
         if s >= s_count {
@@ -196,7 +208,7 @@ fn shared_channel(inv: Invocation, grid: Grid) {
         r = first_row;
         s = first_s;
         while r < shape.rows {
-            grad_input_at(base + r * shape.row_stride + s, k);
+            grad_input_at(base + r * shape.row_stride + s, k, p);
             s += step_s;
             r += step_rows;
             if s >= s_count {

@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 use crate::ops::backward_finalize::BackwardFinalizeBindings;
 use crate::ops::backward_input::BackwardInputBindings;
 use crate::ops::backward_reduce::BackwardReduceBindings;
-use crate::ops::backward_single::BackwardSingleBindings;
+use crate::ops::backward_single::{BackwardSingleBindings, BackwardSingleEpilogueBindings};
 use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::convert::{ConvertBindings, ConvertNativeBindings, Direction};
 use crate::ops::finalize_stats::FinalizeStatsBindings;
@@ -56,7 +56,7 @@ use crate::ops::forward_single::{
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
 use crate::ops::update_running::{UpdateParams, UpdateRunningBindings};
-use crate::ops::{Activation, Binding, ChannelTensor, Epilogue, Specialize, Statistics};
+use crate::ops::{Activation, Binding, ChannelTensor, Epilogue, Kernel, Specialize, Statistics};
 use crate::tensor::{BatchCounter, DType, MemoryFormat, Tensor};
 use crate::workspace::{Geometry, Workspace};
 
@@ -257,6 +257,12 @@ pub struct Functional {
 }
 
 /// What a checked forward will record.
+/// The single-dispatch backward: without an epilogue, or through it.
+enum SingleBackward {
+    Plain(BackwardSingleBindings),
+    Epilogue(BackwardSingleEpilogueBindings),
+}
+
 /// The single-dispatch forward: alone, or with the running update in the same dispatch.
 enum SingleForward {
     Plain(ForwardSingleBindings),
@@ -749,12 +755,13 @@ impl Functional {
     }
 
     /// The single-dispatch backward, where it can run: this batch's statistics (not running
-    /// ones, not SyncBN's global coefficients), no epilogue, and the planner's choice.
+    /// ones, not SyncBN's global coefficients), the planner's choice, and through an epilogue
+    /// only where the device has the epilogue kernel's 11 storage buffers.
     fn single_backward(
         &mut self,
         a: &BackwardArgs<'_>,
         w: &BackwardWork,
-    ) -> Option<(BackwardSingleBindings, ChannelTensor, u32)> {
+    ) -> Option<(SingleBackward, ChannelTensor, u32)> {
         let g = w.geometry?;
         let SavedStats::Batch {
             save_mean,
@@ -763,26 +770,53 @@ impl Functional {
         else {
             return None;
         };
+        let epilogue = a.activation != Activation::Identity || w.through_epilogue;
         if w.statistics != Statistics::Batch
             || a.global_coefficients.is_some()
-            || a.activation != Activation::Identity
-            || w.through_epilogue
+            || (epilogue && !self.ctx.pipelines().has(Kernel::BackwardSingleEpilogue))
         {
             return None;
         }
-        let (how, g) = self.single_plan(g, &[Some(a.x), Some(a.grad_output), a.grad_input])?;
-        let op = BackwardSingleBindings {
-            shape: self
-                .ws
-                .single_params(SingleParams::new((g.n, g.c, g.s), w.count, w.eps, how)),
-            x: a.x.slot(),
-            dy: a.grad_output.slot(),
-            dx: a.grad_input.map(Tensor::slot),
-            mean: save_mean.slot(),
-            spread: save_invstd.slot(),
-            weight: a.weight.map(Tensor::slot),
-            grad_weight: a.grad_weight.map(Tensor::slot),
-            grad_bias: a.grad_bias.map(Tensor::slot),
+        let tensors = [
+            Some(a.x),
+            Some(a.grad_output),
+            a.grad_input,
+            a.residual,
+            a.grad_residual,
+        ];
+        let (how, g) = self.single_plan(g, &tensors)?;
+        let shape = self
+            .ws
+            .single_params(SingleParams::new((g.n, g.c, g.s), w.count, w.eps, how));
+        let op = if epilogue {
+            // The pre-activation is rebuilt only where the activation needs it.
+            let rebuild = a.activation != Activation::Identity;
+            SingleBackward::Epilogue(BackwardSingleEpilogueBindings {
+                shape,
+                x: a.x.slot(),
+                dy: a.grad_output.slot(),
+                dx: a.grad_input.map(Tensor::slot),
+                mean: save_mean.slot(),
+                spread: save_invstd.slot(),
+                weight: a.weight.map(Tensor::slot),
+                bias: a.bias.map(Tensor::slot),
+                residual: a.residual.filter(|_| rebuild).map(Tensor::slot),
+                grad_residual: a.grad_residual.map(Tensor::slot),
+                grad_weight: a.grad_weight.map(Tensor::slot),
+                grad_bias: a.grad_bias.map(Tensor::slot),
+            })
+        } else {
+            SingleBackward::Plain(BackwardSingleBindings {
+                shape,
+                x: a.x.slot(),
+                dy: a.grad_output.slot(),
+                dx: a.grad_input.map(Tensor::slot),
+                mean: save_mean.slot(),
+                spread: save_invstd.slot(),
+                weight: a.weight.map(Tensor::slot),
+                grad_weight: a.grad_weight.map(Tensor::slot),
+                grad_bias: a.grad_bias.map(Tensor::slot),
+            })
         };
         Some((op, how, g.c))
     }
@@ -1020,9 +1054,12 @@ impl Functional {
         };
         if let Some((op, how, c)) = self.single_backward(a, w) {
             let max_grid = self.ctx.limits().max_grid;
-            self.ws.record(encoder, "batchnorm backward", |rec| {
-                op.encode(rec, how, c, max_grid)
-            });
+            let epilogue = w.epilogue;
+            self.ws
+                .record(encoder, "batchnorm backward", |rec| match &op {
+                    SingleBackward::Plain(op) => op.encode(rec, how, c, max_grid),
+                    SingleBackward::Epilogue(op) => op.encode(rec, how, epilogue, c, max_grid),
+                });
             return;
         }
         let ws = &mut self.ws;

@@ -85,6 +85,9 @@ pub(crate) enum Kernel {
     /// built only on devices that allow them).
     ForwardSingleUpdate,
     BackwardSingle,
+    /// The single-dispatch backward through the epilogue (11 storage buffers: built only on
+    /// devices that allow them).
+    BackwardSingleEpilogue,
     /// The benchmark's second floor, compiled only where it is used.
     #[cfg(any(test, feature = "bench"))]
     Stream,
@@ -107,6 +110,7 @@ impl Kernel {
         Kernel::ForwardSingle,
         Kernel::ForwardSingleUpdate,
         Kernel::BackwardSingle,
+        Kernel::BackwardSingleEpilogue,
         #[cfg(any(test, feature = "bench"))]
         Kernel::Stream,
     ];
@@ -127,6 +131,7 @@ impl Kernel {
             Kernel::ForwardSingle => &forward_single::SPEC,
             Kernel::ForwardSingleUpdate => &forward_single::UPDATE_SPEC,
             Kernel::BackwardSingle => &backward_single::SPEC,
+            Kernel::BackwardSingleEpilogue => &backward_single::EPILOGUE_SPEC,
             #[cfg(any(test, feature = "bench"))]
             Kernel::Stream => &stream::SPEC,
         }
