@@ -33,7 +33,8 @@
 //! channels-last with few rows) take a training forward of one dispatch instead (an
 //! invocation per channel, or per four neighbouring channels read as a vec4 where planes hold
 //! one value; the running update in the same dispatch where a momentum is given), and a
-//! training backward of one dispatch where it has no epilogue. Each tensor kernel walks its data one of three ways, chosen per
+//! training backward of one dispatch (through the fused epilogue too, where the device allows
+//! its 11 storage buffers). Each tensor kernel walks its data one of three ways, chosen per
 //! shape: plane segments per workgroup (planes of at least 64 items), runs of 8 invocations per
 //! plane (8 to 63 items: 14x14 and 7x7 planes), or one item column per invocation (fewer than 8
 //! items, e.g. `(N, C)`). Tensors larger than one storage binding are processed in windows.
