@@ -1159,9 +1159,11 @@ impl Functional {
         args: &BackwardArgs<'_>,
     ) -> Result<()> {
         let work = self.check_backward(args)?;
-        // As in the forward; but through an epilogue, dz passes from the reduction to
-        // grad_input in memory, which must stay f32, so f16 then takes the copies path.
-        let native = self.ctx.adapter().shader_f16 && !work.through_epilogue;
+        // As in the forward; but through an epilogue the multi-pass plan passes dz from the
+        // reduction to grad_input in memory, which must stay f32, so f16 then takes the copies
+        // path. The one-dispatch backward keeps dz in registers: f16 stays in-kernel there.
+        let native = self.ctx.adapter().shader_f16
+            && (!work.through_epilogue || self.single_backward(args, &work).is_some());
         if args.x.dtype() == DType::F32 || native {
             self.record_backward(encoder, args, &work);
             return Ok(());
