@@ -221,41 +221,71 @@ mod tests {
                         grad_bias: Some(gb.slot()),
                     };
                     run(&ctx, &mut ws, |rec| op.encode(rec, how, c as u32, 65535));
-                    let (gw, gb) = (read(&ctx, gw.buffer(), c), read(&ctx, gb.buffer(), c));
-                    let got_dx = read(&ctx, dx.buffer(), n * c * s);
-                    for ch in 0..c {
-                        let (xs, dys) = (channel(&x, n, c, s, ch), channel(&dy, n, c, s, ch));
-                        let sums = backward_sums(&xs, &dys, f64::from(mean[ch]));
-                        let (want_gw, want_gb, k) =
-                            backward_finalize(sums, f64::from(invstd[ch]), count);
-                        let scale = sums.0.abs() + sums.1.abs() + 1.0;
-                        assert!(
-                            (f64::from(gb[ch]) - want_gb).abs() <= 1e-5 * scale,
-                            "{what} ch {ch}: grad_bias"
-                        );
-                        assert!(
-                            (f64::from(gw[ch]) - want_gw).abs()
-                                <= 1e-5 * scale * f64::from(invstd[ch]),
-                            "{what} ch {ch}: grad_weight"
-                        );
-                        let gamma = if affine { f64::from(weight[ch]) } else { 1.0 };
-                        let want = backward_input(
-                            &xs,
-                            &dys,
-                            f64::from(mean[ch]),
-                            f64::from(invstd[ch]),
-                            gamma,
-                            Some(k),
-                        );
-                        let got = channel(&got_dx, n, c, s, ch);
-                        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                            if with_dx {
-                                assert!(close(g, w, 1e-4), "{what} ch {ch}: dx[{i}] {g} {w}");
-                            } else {
-                                assert_eq!(g, 0.0, "{what}: dx written without a binding");
-                            }
-                        }
-                    }
+                    let got = Grads {
+                        grad_weight: read(&ctx, gw.buffer(), c),
+                        grad_bias: read(&ctx, gb.buffer(), c),
+                        grad_input: read(&ctx, dx.buffer(), n * c * s),
+                    };
+                    let gamma: Vec<f32> = if affine { weight.clone() } else { vec![1.0; c] };
+                    let dx_bound = with_dx;
+                    check_grads(
+                        &what,
+                        (n, c, s),
+                        (&x, &dy),
+                        (&mean, &invstd, &gamma),
+                        &got,
+                        dx_bound,
+                    );
+                }
+            }
+        }
+    }
+
+    /// What a backward wrote: grad_weight, grad_bias (C each), grad_input (like x).
+    pub(super) struct Grads {
+        pub grad_weight: Vec<f32>,
+        pub grad_bias: Vec<f32>,
+        pub grad_input: Vec<f32>,
+    }
+
+    /// `got` against the plain backward's oracles on `dy` (dz through an epilogue), per channel
+    /// of the (n, c, s) tensor; a grad_input without a binding must stay zero.
+    pub(super) fn check_grads(
+        what: &str,
+        (n, c, s): (usize, usize, usize),
+        (x, dy): (&[f32], &[f32]),
+        (mean, invstd, gamma): (&[f32], &[f32], &[f32]),
+        got: &Grads,
+        dx_bound: bool,
+    ) {
+        for ch in 0..c {
+            let (xs, dys) = (channel(x, n, c, s, ch), channel(dy, n, c, s, ch));
+            let sums = backward_sums(&xs, &dys, f64::from(mean[ch]));
+            let (want_gw, want_gb, k) = backward_finalize(sums, f64::from(invstd[ch]), n * s);
+            let scale = sums.0.abs() + sums.1.abs() + 1.0;
+            assert!(
+                (f64::from(got.grad_bias[ch]) - want_gb).abs() <= 1e-5 * scale,
+                "{what} ch {ch}: grad_bias"
+            );
+            assert!(
+                (f64::from(got.grad_weight[ch]) - want_gw).abs()
+                    <= 1e-5 * scale * f64::from(invstd[ch]),
+                "{what} ch {ch}: grad_weight"
+            );
+            let want = backward_input(
+                &xs,
+                &dys,
+                f64::from(mean[ch]),
+                f64::from(invstd[ch]),
+                f64::from(gamma[ch]),
+                Some(k),
+            );
+            let got_dx = channel(&got.grad_input, n, c, s, ch);
+            for (i, (&g, &w)) in got_dx.iter().zip(&want).enumerate() {
+                if dx_bound {
+                    assert!(close(g, w, 1e-4), "{what} ch {ch}: dx[{i}] {g} {w}");
+                } else {
+                    assert_eq!(g, 0.0, "{what}: dx written without a binding");
                 }
             }
         }
@@ -264,36 +294,15 @@ mod tests {
 
 #[cfg(test)]
 mod epilogue_tests {
+    use super::tests::{check_grads, Grads};
     use super::BackwardSingleEpilogueBindings;
     use crate::ops::forward_single::SingleParams;
-    use crate::ops::testing::{
-        channel, channel_items as items, close, context, read, run, tensor, values,
-    };
+    use crate::ops::testing::{channel_items as items, close, context, read, run, tensor, values};
     use crate::ops::{Activation, ChannelTensor, Epilogue, Kernel};
-    use crate::reference::{backward_finalize, backward_input, backward_sums, channel_affine};
+    use crate::reference::channel_affine;
     use crate::tensor::DType;
     use crate::workspace::Workspace;
     use crate::Tensor;
-
-    /// act'(z) for the activations the epilogue has.
-    fn derivative(act: Activation, z: f64) -> f64 {
-        match act {
-            Activation::Identity => 1.0,
-            Activation::Relu => f64::from(u8::from(z > 0.0)),
-            Activation::Relu6 => f64::from(u8::from(z > 0.0 && z < 6.0)),
-            Activation::Silu => {
-                let s = 1.0 / (1.0 + (-z).exp());
-                s * (1.0 + z * (1.0 - s))
-            }
-            Activation::LeakyRelu(slope) => {
-                if z > 0.0 {
-                    1.0
-                } else {
-                    f64::from(slope)
-                }
-            }
-        }
-    }
 
     /// Through every activation, with and without the residual, in both modes and every item
     /// width: grad_residual = dz = dy * act'(z), and grad_weight, grad_bias and grad_input are
@@ -386,7 +395,7 @@ mod epilogue_tests {
                         let dz: Vec<f32> = (0..x.len())
                             .map(|i| {
                                 let res = if with_residual { residual[i] } else { 0.0 };
-                                (f64::from(dy[i]) * derivative(act, z_of(i, res))) as f32
+                                (f64::from(dy[i]) * act.derivative(z_of(i, res))) as f32
                             })
                             .collect();
                         let got_res = read(&ctx, grad_res.buffer(), x.len());
@@ -396,36 +405,13 @@ mod epilogue_tests {
                                 "{what}: grad_residual[{i}] {g} {w}"
                             );
                         }
-                        let (gw, gb) = (read(&ctx, gw.buffer(), c), read(&ctx, gb.buffer(), c));
-                        let got_dx = read(&ctx, dx.buffer(), x.len());
-                        for ch in 0..c {
-                            let (xs, dzs) = (channel(&x, n, c, s, ch), channel(&dz, n, c, s, ch));
-                            let sums = backward_sums(&xs, &dzs, f64::from(mean[ch]));
-                            let (want_gw, want_gb, k) =
-                                backward_finalize(sums, f64::from(invstd[ch]), count);
-                            let scale = sums.0.abs() + sums.1.abs() + 1.0;
-                            assert!(
-                                (f64::from(gb[ch]) - want_gb).abs() <= 1e-5 * scale,
-                                "{what} ch {ch}: grad_bias"
-                            );
-                            assert!(
-                                (f64::from(gw[ch]) - want_gw).abs()
-                                    <= 1e-5 * scale * f64::from(invstd[ch]),
-                                "{what} ch {ch}: grad_weight"
-                            );
-                            let want = backward_input(
-                                &xs,
-                                &dzs,
-                                f64::from(mean[ch]),
-                                f64::from(invstd[ch]),
-                                f64::from(weight[ch]),
-                                Some(k),
-                            );
-                            let got = channel(&got_dx, n, c, s, ch);
-                            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                                assert!(close(g, w, 1e-4), "{what} ch {ch}: dx[{i}] {g} {w}");
-                            }
-                        }
+                        let got = Grads {
+                            grad_weight: read(&ctx, gw.buffer(), c),
+                            grad_bias: read(&ctx, gb.buffer(), c),
+                            grad_input: read(&ctx, dx.buffer(), x.len()),
+                        };
+                        let stats = (&mean[..], &invstd[..], &weight[..]);
+                        check_grads(&what, (n, c, s), (&x, &dz), stats, &got, true);
                     }
                 }
             }
