@@ -191,52 +191,50 @@ mod tests {
                 })
             });
             for (own_channel, item, workgroup_size, affine, with_dx) in modes {
-                {
-                    let what = format!(
-                        "{shape:?} own {own_channel} {item:?} wg {workgroup_size} affine {affine} dx {with_dx}"
-                    );
-                    let how = ChannelTensor {
-                        dtype: DType::F32,
-                        workgroup_size,
-                        own_channel,
-                        item,
-                    };
-                    let mut ws = Workspace::new(&ctx);
-                    let dx = Tensor::empty(&ctx, &shape).unwrap();
-                    let (gw, gb) = (
-                        Tensor::empty(&ctx, &[c]).unwrap(),
-                        Tensor::empty(&ctx, &[c]).unwrap(),
-                    );
-                    let count = n * s;
-                    let dims = (n as u32, c as u32, s as u32);
-                    let op = BackwardSingleBindings {
-                        shape: ws.single_params(SingleParams::new(dims, count as u32, 1e-5, how)),
-                        x: tensor(&ctx, &x, &shape).slot(),
-                        dy: tensor(&ctx, &dy, &shape).slot(),
-                        dx: with_dx.then(|| dx.slot()),
-                        mean: tensor(&ctx, &mean, &[c]).slot(),
-                        spread: tensor(&ctx, &invstd, &[c]).slot(),
-                        weight: affine.then(|| tensor(&ctx, &weight, &[c]).slot()),
-                        grad_weight: Some(gw.slot()),
-                        grad_bias: Some(gb.slot()),
-                    };
-                    run(&ctx, &mut ws, |rec| op.encode(rec, how, c as u32, 65535));
-                    let got = Grads {
-                        grad_weight: read(&ctx, gw.buffer(), c),
-                        grad_bias: read(&ctx, gb.buffer(), c),
-                        grad_input: read(&ctx, dx.buffer(), n * c * s),
-                    };
-                    let gamma: Vec<f32> = if affine { weight.clone() } else { vec![1.0; c] };
-                    let dx_bound = with_dx;
-                    check_grads(
-                        &what,
-                        (n, c, s),
-                        (&x, &dy),
-                        (&mean, &invstd, &gamma),
-                        &got,
-                        dx_bound,
-                    );
-                }
+                let what = format!(
+                    "{shape:?} own {own_channel} {item:?} wg {workgroup_size} affine {affine} dx {with_dx}"
+                );
+                let how = ChannelTensor {
+                    dtype: DType::F32,
+                    workgroup_size,
+                    own_channel,
+                    item,
+                };
+                let mut ws = Workspace::new(&ctx);
+                let dx = Tensor::empty(&ctx, &shape).unwrap();
+                let (gw, gb) = (
+                    Tensor::empty(&ctx, &[c]).unwrap(),
+                    Tensor::empty(&ctx, &[c]).unwrap(),
+                );
+                let count = n * s;
+                let dims = (n as u32, c as u32, s as u32);
+                let op = BackwardSingleBindings {
+                    shape: ws.single_params(SingleParams::new(dims, count as u32, 1e-5, how)),
+                    x: tensor(&ctx, &x, &shape).slot(),
+                    dy: tensor(&ctx, &dy, &shape).slot(),
+                    dx: with_dx.then(|| dx.slot()),
+                    mean: tensor(&ctx, &mean, &[c]).slot(),
+                    spread: tensor(&ctx, &invstd, &[c]).slot(),
+                    weight: affine.then(|| tensor(&ctx, &weight, &[c]).slot()),
+                    grad_weight: Some(gw.slot()),
+                    grad_bias: Some(gb.slot()),
+                };
+                run(&ctx, &mut ws, |rec| op.encode(rec, how, c as u32, 65535));
+                let got = Grads {
+                    grad_weight: read(&ctx, gw.buffer(), c),
+                    grad_bias: read(&ctx, gb.buffer(), c),
+                    grad_input: read(&ctx, dx.buffer(), n * c * s),
+                };
+                let gamma: Vec<f32> = if affine { weight.clone() } else { vec![1.0; c] };
+                let dx_bound = with_dx;
+                check_grads(
+                    &what,
+                    (n, c, s),
+                    (&x, &dy),
+                    (&mean, &invstd, &gamma),
+                    &got,
+                    dx_bound,
+                );
             }
         }
     }

@@ -337,73 +337,70 @@ mod tests {
                     .flat_map(move |item| [(own, item, 64, true), (own, item, 256, false)])
             });
             for (own_channel, item, workgroup_size, affine) in modes {
-                {
-                    let what = format!(
-                        "{shape:?} own {own_channel} {item:?} wg {workgroup_size} affine {affine}"
+                let what = format!(
+                    "{shape:?} own {own_channel} {item:?} wg {workgroup_size} affine {affine}"
+                );
+                let how = ChannelTensor {
+                    dtype: DType::F32,
+                    workgroup_size,
+                    own_channel,
+                    item,
+                };
+                let mut ws = Workspace::new(&ctx);
+                let y = Tensor::empty(&ctx, &shape).unwrap();
+                let stats: Vec<Tensor> =
+                    (0..3).map(|_| Tensor::empty(&ctx, &[c]).unwrap()).collect();
+                let count = (n * s) as u32;
+                let op = ForwardSingleBindings {
+                    shape: ws.single_params(SingleParams::new(
+                        (n as u32, c as u32, s as u32),
+                        count,
+                        eps,
+                        how,
+                    )),
+                    x: tensor(&ctx, &x, &shape).slot(),
+                    y: y.slot(),
+                    weight: affine.then(|| tensor(&ctx, &weight, &[c]).slot()),
+                    bias: affine.then(|| tensor(&ctx, &bias, &[c]).slot()),
+                    residual: None,
+                    mean: stats[0].slot(),
+                    spread: stats[1].slot(),
+                    m2: stats[2].slot(),
+                };
+                crate::ops::testing::run(&ctx, &mut ws, |rec| {
+                    op.encode(
+                        rec,
+                        how,
+                        (Statistics::Batch, Epilogue::NONE),
+                        c as u32,
+                        65535,
+                    )
+                });
+                let got: Vec<Vec<f32>> = stats.iter().map(|t| read(&ctx, t.buffer(), c)).collect();
+                let y = read(&ctx, y.buffer(), n * c * s);
+                let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
+                for ch in 0..c {
+                    let (count, m, m2) = welford_partials(&channel(&x, n, c, s, ch));
+                    mean[ch] = m;
+                    var[ch] = m2 / count;
+                    let invstd = 1.0 / (var[ch] + f64::from(eps)).sqrt();
+                    assert!(
+                        close(got[0][ch], m, 1e-6),
+                        "{what} ch {ch}: mean {} {m}",
+                        got[0][ch]
                     );
-                    let how = ChannelTensor {
-                        dtype: DType::F32,
-                        workgroup_size,
-                        own_channel,
-                        item,
-                    };
-                    let mut ws = Workspace::new(&ctx);
-                    let y = Tensor::empty(&ctx, &shape).unwrap();
-                    let stats: Vec<Tensor> =
-                        (0..3).map(|_| Tensor::empty(&ctx, &[c]).unwrap()).collect();
-                    let count = (n * s) as u32;
-                    let op = ForwardSingleBindings {
-                        shape: ws.single_params(SingleParams::new(
-                            (n as u32, c as u32, s as u32),
-                            count,
-                            eps,
-                            how,
-                        )),
-                        x: tensor(&ctx, &x, &shape).slot(),
-                        y: y.slot(),
-                        weight: affine.then(|| tensor(&ctx, &weight, &[c]).slot()),
-                        bias: affine.then(|| tensor(&ctx, &bias, &[c]).slot()),
-                        residual: None,
-                        mean: stats[0].slot(),
-                        spread: stats[1].slot(),
-                        m2: stats[2].slot(),
-                    };
-                    crate::ops::testing::run(&ctx, &mut ws, |rec| {
-                        op.encode(
-                            rec,
-                            how,
-                            (Statistics::Batch, Epilogue::NONE),
-                            c as u32,
-                            65535,
-                        )
-                    });
-                    let got: Vec<Vec<f32>> =
-                        stats.iter().map(|t| read(&ctx, t.buffer(), c)).collect();
-                    let y = read(&ctx, y.buffer(), n * c * s);
-                    let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
-                    for ch in 0..c {
-                        let (count, m, m2) = welford_partials(&channel(&x, n, c, s, ch));
-                        mean[ch] = m;
-                        var[ch] = m2 / count;
-                        let invstd = 1.0 / (var[ch] + f64::from(eps)).sqrt();
-                        assert!(
-                            close(got[0][ch], m, 1e-6),
-                            "{what} ch {ch}: mean {} {m}",
-                            got[0][ch]
-                        );
-                        assert!(close(got[1][ch], invstd, 1e-5), "{what} ch {ch}: invstd");
-                        assert!(close(got[2][ch], m2, 1e-4), "{what} ch {ch}: M2");
-                    }
-                    let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
-                    let (w, b) = if affine {
-                        (wide(&weight), wide(&bias))
-                    } else {
-                        (vec![1.0; c], vec![0.0; c])
-                    };
-                    let want = normalize(&x, &shape, &mean, &var, &w, &b, f64::from(eps)).unwrap();
-                    for (i, (&g, &w)) in y.iter().zip(&want).enumerate() {
-                        assert!(close(g, w, 1e-4), "{what}: y[{i}] {g} {w}");
-                    }
+                    assert!(close(got[1][ch], invstd, 1e-5), "{what} ch {ch}: invstd");
+                    assert!(close(got[2][ch], m2, 1e-4), "{what} ch {ch}: M2");
+                }
+                let wide = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+                let (w, b) = if affine {
+                    (wide(&weight), wide(&bias))
+                } else {
+                    (vec![1.0; c], vec![0.0; c])
+                };
+                let want = normalize(&x, &shape, &mean, &var, &w, &b, f64::from(eps)).unwrap();
+                for (i, (&g, &w)) in y.iter().zip(&want).enumerate() {
+                    assert!(close(g, w, 1e-4), "{what}: y[{i}] {g} {w}");
                 }
             }
         }
