@@ -517,11 +517,17 @@ fn main() {
         "shape", "op", "dtype", "layout", "epilogue", "median ms", "GB/s", "vs copy", "vs floor"
     );
     let mut all = Vec::new();
-    for shape in SHAPES {
-        let name: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        if args.only.as_ref().is_some_and(|o| *o != name.join("x")) {
-            continue;
-        }
+    // `--only NxC...` runs that shape, listed or not.
+    let only: Option<Vec<usize>> = args
+        .only
+        .as_deref()
+        .and_then(|o| o.split('x').map(|d| d.parse().ok()).collect());
+    let shapes: Vec<&[usize]> = match &only {
+        Some(shape) => vec![shape.as_slice()],
+        None if args.only.is_some() => Vec::new(),
+        None => SHAPES.to_vec(),
+    };
+    for shape in shapes {
         match bench_shape(
             &ctx,
             &timer,

@@ -39,9 +39,7 @@ const WG_TENSOR: u64 = 256;
 const RUNS_BELOW: u64 = 64;
 /// ... or, below this many items (fewer than a run's lanes), the columns walk.
 const COLUMNS_BELOW: u64 = LANES as u64;
-/// Columns walk: aim for at least this many invocations per block.
-const COLUMN_TARGET_INVOCATIONS: u64 = 128 * WG_TENSOR;
-/// Columns walk: at most this many rows per invocation (at most MAX_STEPS).
+/// Columns walk: rows per invocation (at most MAX_STEPS).
 const MAX_ROWS_PER_TASK: u64 = MAX_STEPS;
 
 // ---- 1. binding windows ---------------------------------------------------------------------
@@ -80,8 +78,16 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
-    /// Windows of an (n, c, plane) tensor of `item_bytes` items.
-    pub fn new(n: u64, c: u64, plane: u64, item_bytes: u64, limits: &KernelLimits) -> Windows {
+    /// Windows of an (n, c, plane) tensor of `item_bytes` items; windows of whole rows hold a
+    /// multiple of `row_quantum` rows where they hold that many (see `column_task_rows`).
+    pub fn new(
+        n: u64,
+        c: u64,
+        plane: u64,
+        item_bytes: u64,
+        row_quantum: u64,
+        limits: &KernelLimits,
+    ) -> Windows {
         // A window may start up to `align` bytes before its first item.
         let window_items = (limits.max_binding.saturating_sub(limits.align) / item_bytes).max(1);
         let row_items = c * plane;
@@ -99,6 +105,11 @@ impl Windows {
             WindowKind::Whole
         } else if row_items <= window_items {
             let per = (window_items / row_items).max(1);
+            let per = if per >= row_quantum {
+                per / row_quantum * row_quantum
+            } else {
+                per
+            };
             let mut row = 0;
             while row < n {
                 let rows = per.min(n - row);
@@ -141,6 +152,26 @@ impl Windows {
     }
 }
 
+/// Rows per task of the columns walk, for rows of `row_values` values: MAX_ROWS_PER_TASK, or
+/// fewer (a power of two) where that many rows do not fit one window.
+///
+/// As many as a partial's reciprocal table allows: sizing tasks for 32768 invocations instead
+/// (down to one row each) cost lavapipe 1.5-2x on (N, C) tensors, where an invocation's setup
+/// (its channels' coefficients, its partials) is paid per task: (1024, 32) training forward
+/// 4.67 copies against 2.58, (512, 100) 5.78 against 3.16, (64, 256, 2, 2) 2.19 against 1.89.
+///
+/// Counted in f32 bytes whatever the dtype, and windows of whole rows hold a multiple of it, so
+/// that an f16 tensor and its f32 twin cut their rows into the same tasks: the same partials,
+/// merged in the same order, give the same statistics bit for bit.
+fn column_task_rows(row_values: u64, limits: &KernelLimits) -> u64 {
+    let fit = limits.max_binding.saturating_sub(limits.align) / (row_values * 4).max(1);
+    let mut rows = MAX_ROWS_PER_TASK;
+    while rows > 1 && rows > fit {
+        rows /= 2;
+    }
+    rows
+}
+
 // ---- 2. the walk -----------------------------------------------------------------------------
 
 /// The walk serving a shape and its sizes.
@@ -169,9 +200,15 @@ impl WalkGeometry {
         }
     }
 
-    /// The walk for (n, c, plane): the fastest measured on lavapipe for the plane length, or
-    /// `force` where it can serve the shape.
-    pub fn choose(n: u64, c: u64, plane: u64, windows: &Windows, force: Option<Walk>) -> Self {
+    /// The walk for n rows of planes of `plane` items: the fastest measured on lavapipe for the
+    /// plane length, or `force` where it can serve the shape.
+    pub fn choose(
+        n: u64,
+        plane: u64,
+        task_rows: u64,
+        windows: &Windows,
+        force: Option<Walk>,
+    ) -> Self {
         let preferred = if plane >= RUNS_BELOW {
             Walk::Planes
         } else if plane >= COLUMNS_BELOW {
@@ -221,15 +258,12 @@ impl WalkGeometry {
                 task_items: plane,
                 task_rows: 1,
             },
-            Walk::Columns => {
-                let blocks_wanted = COLUMN_TARGET_INVOCATIONS.div_ceil((c * plane).max(1));
-                WalkGeometry {
-                    walk,
-                    wg: WG_TENSOR,
-                    task_items: 1,
-                    task_rows: n.div_ceil(blocks_wanted).clamp(1, MAX_ROWS_PER_TASK),
-                }
-            }
+            Walk::Columns => WalkGeometry {
+                walk,
+                wg: WG_TENSOR,
+                task_items: 1,
+                task_rows: task_rows.min(n.max(1)),
+            },
         }
     }
 
@@ -334,8 +368,9 @@ impl Plan {
             _ => u64::from(s) / item.lanes(),
         };
         let (n64, c64) = (u64::from(n), u64::from(c / item.channel_lanes()));
-        let windows = Windows::new(n64, c64, plane, item_bytes, limits);
-        let geometry = WalkGeometry::choose(n64, c64, plane, &windows, force);
+        let task_rows = column_task_rows(u64::from(c) * u64::from(s), limits);
+        let windows = Windows::new(n64, c64, plane, item_bytes, task_rows, limits);
+        let geometry = WalkGeometry::choose(n64, plane, task_rows, &windows, force);
         // Pieces of a plane all get the tasks of a full window, so that a channel's partial
         // slots follow one stride; the spare tasks of the shorter last piece write empty
         // partials (see `span_start` in walk.wgsl).
