@@ -35,19 +35,16 @@ fn main(cell: Cell) {
     if s.count == 0u {
         return;
     }
-    // Per channel lane of the items: the four coefficients.
-    var lanes: array<vec4<f32>, 4>;
+    // Per channel lane of the items: the four coefficients (see common.wgsl).
+    var lanes: mat4x4<f32>;
     for (var j = 0u; j < CHANNEL_LANES; j++) {
-        let k = coefficients(s.channel * CHANNEL_LANES + j);
-        lanes[0][j] = k.x;
-        lanes[1][j] = k.y;
-        lanes[2][j] = k.z;
-        lanes[3][j] = k.w;
+        lanes[j] = coefficients(s.channel * CHANNEL_LANES + j);
     }
-    let a = item_channel(lanes[0]);
-    let b = item_channel(lanes[1]);
-    let m = item_channel(lanes[2]);
-    let d = item_channel(lanes[3]);
+    let k = transpose(lanes);
+    let a = item_channel(k[0]);
+    let b = item_channel(k[1]);
+    let m = item_channel(k[2]);
+    let d = item_channel(k[3]);
     var at = s.start;
     for (var i = 0u; i < s.count; i++) {
         // USE_RUNNING is a pipeline constant: the untaken branch is compiled away, and eval

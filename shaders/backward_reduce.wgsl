@@ -20,19 +20,21 @@ fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(inv: Invocation, grid: Grid) {
     let s = span_start(inv.lid, grid.wid, grid.nwg);
-    // Per channel lane of the items: the mean, and the normalize's (scale, shift).
-    var lanes: array<vec4<f32>, 3>;
+    // Per channel lane of the items: the mean, and the normalize's (scale, shift) (see
+    // common.wgsl).
+    var lanes: mat4x4<f32>;
     for (var j = 0u; j < CHANNEL_LANES; j++) {
         let ch = s.channel * CHANNEL_LANES + j;
-        lanes[0][j] = mean[ch];
+        var a = vec2<f32>(0.0);
         if HAS_AFFINE {
-            lanes[1][j] = affine[ch].x;
-            lanes[2][j] = affine[ch].y;
+            a = affine[ch];
         }
+        lanes[j] = vec4<f32>(mean[ch], a, 0.0);
     }
-    let m = item_channel(lanes[0]);
-    let scale = item_channel(lanes[1]);
-    let shift = item_channel(lanes[2]);
+    let k = transpose(lanes);
+    let m = item_channel(k[0]);
+    let scale = item_channel(k[1]);
+    let shift = item_channel(k[2]);
     var sum_dy = Item(0.0);
     var sum_dy_xmu = Item(0.0);
     var at = s.start;

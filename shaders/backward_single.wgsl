@@ -40,7 +40,7 @@ struct Single {
 override OWN_CHANNEL: bool = false;
 
 // Per lane of the channel: grad_input's coefficients, from invocation 0 to the rest.
-var<workgroup> coef: array<vec4<f32>, 4>;
+var<workgroup> coef: mat4x4<f32>;
 
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return a + b;
@@ -104,15 +104,10 @@ struct Coef {
     d: Item,
 }
 
-fn coef_from(lanes: array<vec4<f32>, 4>) -> Coef {
-    var all: array<vec4<f32>, 4>;
-    for (var j = 0u; j < CHANNEL_LANES; j++) {
-        all[0][j] = lanes[j].x;
-        all[1][j] = lanes[j].y;
-        all[2][j] = lanes[j].z;
-        all[3][j] = lanes[j].w;
-    }
-    return Coef(item_channel(all[0]), item_channel(all[1]), item_channel(all[2]), item_channel(all[3]));
+// The item coefficients from one column of `finish_channel` per channel lane (see common.wgsl).
+fn coef_from(lanes: mat4x4<f32>) -> Coef {
+    let k = transpose(lanes);
+    return Coef(item_channel(k[0]), item_channel(k[1]), item_channel(k[2]), item_channel(k[3]));
 }
 
 fn grad_input_at(i: u32, k: Coef, p: Pre) {
@@ -144,7 +139,7 @@ fn own_channel(c: u32) {
             row += shape.row_stride;
         }
     }
-    var lanes: array<vec4<f32>, 4>;
+    var lanes: mat4x4<f32>;
     for (var j = 0u; j < CHANNEL_LANES; j++) {
         lanes[j] = finish_channel(c * CHANNEL_LANES + j, sums_lane(sums, j));
     }

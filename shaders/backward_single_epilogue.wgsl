@@ -15,7 +15,7 @@ struct Pre {
 }
 
 fn pre_of(c: u32) -> Pre {
-    var lanes: array<vec4<f32>, 2>;
+    var lanes: mat4x4<f32>;
     for (var j = 0u; j < CHANNEL_LANES; j++) {
         let ch = c * CHANNEL_LANES + j;
         var scale = spread[ch];
@@ -26,10 +26,10 @@ fn pre_of(c: u32) -> Pre {
         if HAS_BIAS {
             shift = bias[ch];
         }
-        lanes[0][j] = scale;
-        lanes[1][j] = shift;
+        lanes[j] = vec4<f32>(scale, shift, 0.0, 0.0);
     }
-    return Pre(item_channel(lanes[0]), item_channel(lanes[1]));
+    let k = transpose(lanes);
+    return Pre(item_channel(k[0]), item_channel(k[1]));
 }
 
 fn grad_z(i: u32, xm: Item, p: Pre) -> Item {

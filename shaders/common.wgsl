@@ -66,6 +66,12 @@ fn running_step(f: f32, dof: f32, mean: f32, m2: f32, old: vec2<f32>) -> vec2<f3
     return vec2<f32>(f * mean + (1.0 - f) * old.x, f * (m2 / dof) + (1.0 - f) * old.y);
 }
 
+// Per-channel values of an item's channel lanes (kernels reading items across channels): a
+// kernel gathers them as a mat4x4 with one column per channel lane (column j: lane j's values,
+// as its per-channel function returns them; lanes past CHANNEL_LANES stay zero), and
+// `transpose` regroups them per value, row i holding value i of every lane, which
+// `item_channel` turns into an item.
+
 // A Welford partial is vec4(count, mean, M2, 0); a zero vector is the empty partial.
 // Chan et al.: merging keeps a constant channel's mean exact (delta = 0) and never forms
 // E[x^2] - E[x]^2.

@@ -43,7 +43,7 @@ override OWN_CHANNEL: bool = false;
 override USE_RUNNING: bool = false;
 
 // Per lane of the channel: (mean, invstd * weight, bias, 0), from invocation 0 to the rest.
-var<workgroup> coef: array<vec4<f32>, 4>;
+var<workgroup> coef: mat4x4<f32>;
 
 fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return welford_merge(a, b);
@@ -115,15 +115,10 @@ fn running_coefficients(ch: u32) -> vec4<f32> {
     return coefficients(ch, mean[ch], 1.0 / sqrt(spread[ch] + shape.eps));
 }
 
-// Puts lane j's coefficients `k` (as `coefficients` returns them) into `all`.
-fn set_lane(all: ptr<function, array<vec4<f32>, 3>>, j: u32, k: vec4<f32>) {
-    (*all)[0][j] = k.x;
-    (*all)[1][j] = k.y;
-    (*all)[2][j] = k.z;
-}
-
-fn coef_from(all: array<vec4<f32>, 3>) -> Coef {
-    return Coef(item_channel(all[0]), item_channel(all[1]), item_channel(all[2]));
+// The item coefficients from one column of `coefficients` per channel lane (see common.wgsl).
+fn coef_from(lanes: mat4x4<f32>) -> Coef {
+    let k = transpose(lanes);
+    return Coef(item_channel(k[0]), item_channel(k[1]), item_channel(k[2]));
 }
 
 fn normalize_at(i: u32, k: Coef) {
@@ -144,10 +139,10 @@ fn own_channel(c: u32) {
     // lavapipe about 40% more there (measured: 256x1024, 4.45 copies against 3.13).
     let flat = shape.s_count == 1u;
     var row = c * shape.plane;
-    var all: array<vec4<f32>, 3>;
+    var lanes: mat4x4<f32>;
     if USE_RUNNING {
         for (var j = 0u; j < CHANNEL_LANES; j++) {
-            set_lane(&all, j, running_coefficients(c * CHANNEL_LANES + j));
+            lanes[j] = running_coefficients(c * CHANNEL_LANES + j);
         }
     } else {
         var acc = acc_new(load_x(row));
@@ -165,10 +160,10 @@ fn own_channel(c: u32) {
             }
         }
         for (var j = 0u; j < CHANNEL_LANES; j++) {
-            set_lane(&all, j, finish_channel(c * CHANNEL_LANES + j, acc_lane(acc, j)));
+            lanes[j] = finish_channel(c * CHANNEL_LANES + j, acc_lane(acc, j));
         }
     }
-    let k = coef_from(all);
+    let k = coef_from(lanes);
     row = c * shape.plane;
     if flat {
         for (var r = 0u; r < shape.rows; r++) {
@@ -202,10 +197,10 @@ fn shared_channel(inv: Invocation, grid: Grid) {
     let first_s = inv.lid - first_row * s_count;
     var r = first_row;
     var s = first_s;
-    var all: array<vec4<f32>, 3>;
+    var lanes: mat4x4<f32>;
     if USE_RUNNING {
         for (var j = 0u; j < CHANNEL_LANES; j++) {
-            set_lane(&all, j, running_coefficients(c * CHANNEL_LANES + j));
+            lanes[j] = running_coefficients(c * CHANNEL_LANES + j);
         }
     } else {
         // The channel's first value: the same shift for every invocation.
@@ -227,12 +222,9 @@ fn shared_channel(inv: Invocation, grid: Grid) {
                 coef[j] = finish_channel(c * CHANNEL_LANES + j, total);
             }
         }
-        let lanes = workgroupUniformLoad(&coef);
-        for (var j = 0u; j < CHANNEL_LANES; j++) {
-            set_lane(&all, j, lanes[j]);
-        }
+        lanes = workgroupUniformLoad(&coef);
     }
-    let k = coef_from(all);
+    let k = coef_from(lanes);
     r = first_row;
     s = first_s;
     while r < shape.rows {

@@ -33,17 +33,15 @@ fn main(cell: Cell) {
     if s.count == 0u {
         return;
     }
-    // Per channel lane of the items: their mean, scale and shift.
-    var lanes: array<vec4<f32>, 3>;
+    // Per channel lane of the items: their mean, scale and shift (see common.wgsl).
+    var lanes: mat4x4<f32>;
     for (var j = 0u; j < CHANNEL_LANES; j++) {
-        let k = coefficients(s.channel * CHANNEL_LANES + j);
-        lanes[0][j] = k.x;
-        lanes[1][j] = k.y;
-        lanes[2][j] = k.z;
+        lanes[j] = vec4<f32>(coefficients(s.channel * CHANNEL_LANES + j), 0.0);
     }
-    let m = item_channel(lanes[0]);
-    let scale = item_channel(lanes[1]);
-    let shift = item_channel(lanes[2]);
+    let k = transpose(lanes);
+    let m = item_channel(k[0]);
+    let scale = item_channel(k[1]);
+    let shift = item_channel(k[2]);
     var at = s.start;
     for (var i = 0u; i < s.count; i++) {
         var z = (load_x(at) - m) * scale + shift;

@@ -755,24 +755,18 @@ impl Functional {
         single_pass((g.n, g.c, g.s), g.dtype, self.ctx.forced_pass_plan()).map(|how| (how, g))
     }
 
-    /// The single-dispatch backward, where it can run: this batch's statistics (not running
+    /// Whether (and how) the backward runs in one dispatch: this batch's statistics (not running
     /// ones, not SyncBN's global coefficients), the planner's choice, and through an epilogue
     /// only where the device has the epilogue kernel's 11 storage buffers.
-    fn single_backward(
-        &mut self,
+    fn single_backward_plan(
+        &self,
         a: &BackwardArgs<'_>,
         w: &BackwardWork,
-    ) -> Option<(SingleBackward, ChannelTensor, u32)> {
+    ) -> Option<(ChannelTensor, Geometry)> {
         let g = w.geometry?;
-        let SavedStats::Batch {
-            save_mean,
-            save_invstd,
-        } = a.stats
-        else {
-            return None;
-        };
         let epilogue = a.activation != Activation::Identity || w.through_epilogue;
-        if w.statistics != Statistics::Batch
+        if !matches!(a.stats, SavedStats::Batch { .. })
+            || w.statistics != Statistics::Batch
             || a.global_coefficients.is_some()
             || (epilogue && !self.ctx.pipelines().has(Kernel::BackwardSingleEpilogue))
         {
@@ -785,7 +779,24 @@ impl Functional {
             a.residual,
             a.grad_residual,
         ];
-        let (how, g) = self.single_plan(g, &tensors)?;
+        self.single_plan(g, &tensors)
+    }
+
+    /// The single-dispatch backward's bindings, where `single_backward_plan` takes it.
+    fn single_backward(
+        &mut self,
+        a: &BackwardArgs<'_>,
+        w: &BackwardWork,
+    ) -> Option<(SingleBackward, ChannelTensor, u32)> {
+        let (how, g) = self.single_backward_plan(a, w)?;
+        let SavedStats::Batch {
+            save_mean,
+            save_invstd,
+        } = a.stats
+        else {
+            return None;
+        };
+        let epilogue = a.activation != Activation::Identity || w.through_epilogue;
         let shape = self
             .ws
             .single_params(SingleParams::new((g.n, g.c, g.s), w.count, w.eps, how));
@@ -1164,7 +1175,7 @@ impl Functional {
         // reduction to grad_input in memory, which must stay f32, so f16 then takes the copies
         // path. The one-dispatch backward keeps dz in registers: f16 stays in-kernel there.
         let native = self.ctx.adapter().shader_f16
-            && (!work.through_epilogue || self.single_backward(args, &work).is_some());
+            && (!work.through_epilogue || self.single_backward_plan(args, &work).is_some());
         if args.x.dtype() == DType::F32 || native {
             self.record_backward(encoder, args, &work);
             return Ok(());
