@@ -30,6 +30,10 @@ pub struct ContextOptions {
     /// `max_compute_workgroups_per_dimension`); the rest folds into y. For tests of the folded
     /// grids and for driver workarounds.
     pub max_workgroups_per_dimension: Option<u32>,
+    /// How long a blocking wait for the device (a readback, a submitted call, [`Context::wait`])
+    /// may take before it fails with [`Error::Device`] instead of hanging on a device that
+    /// stopped; `None` means [`DEFAULT_WAIT_TIMEOUT`]. Natively only: a browser never blocks.
+    pub wait_timeout: Option<std::time::Duration>,
     /// Forces the tensor kernels' walk where it can serve the shape (tests use it to cover
     /// every walk on every kernel; the default picks the fastest per shape).
     #[doc(hidden)]
@@ -54,6 +58,10 @@ impl ContextOptions {
         }
     }
 }
+
+/// The default of [`ContextOptions::wait_timeout`]: far longer than any one call of this crate
+/// takes on a working device, software adapters and tensors of several GiB included.
+pub const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What adapter a [`Context`] runs on.
 #[derive(Debug, Clone)]
@@ -102,6 +110,9 @@ pub(crate) struct ContextInner {
     pub limits: KernelLimits,
     pub force_walk: Option<Walk>,
     pub force_pass_plan: Option<PassPlan>,
+    /// See [`ContextOptions::wait_timeout`] (a browser never blocks, so never times out).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub wait_timeout: std::time::Duration,
     /// Errors wgpu reported outside any error scope, when this crate owns the device.
     pub uncaptured: Arc<Mutex<Vec<String>>>,
     /// Staging buffers reused by uploads and readbacks (fresh staging memory per transfer
@@ -120,6 +131,13 @@ pub(crate) struct Staging {
 }
 
 /// A wgpu device and queue with this crate's compiled kernels. Cheap to clone (shared).
+///
+/// Natively a `Context` (and every module, tensor and optimizer made on it) may be used from
+/// several threads at once: each thread's waits end when their own work is done, whichever
+/// thread's poll ran the callback, and transfers take turns on the staging buffers. A wait
+/// gives up with [`Error::Device`] after [`ContextOptions::wait_timeout`] (default
+/// [`DEFAULT_WAIT_TIMEOUT`]) on a device that stopped; a transfer that fails or is cancelled
+/// frees its staging buffers, so later calls start from fresh ones.
 ///
 /// ```no_run
 /// let ctx = wgpu_batchnorm::Context::new()?;
@@ -292,6 +310,8 @@ impl Context {
                 limits,
                 force_walk: options.force_walk,
                 force_pass_plan: options.force_pass_plan,
+                #[cfg(not(target_arch = "wasm32"))]
+                wait_timeout: options.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
                 uncaptured,
                 staging: futures_intrusive::sync::Mutex::new(Staging::default(), false),
             }),

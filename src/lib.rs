@@ -64,7 +64,7 @@ pub use batchnorm::{
     BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, GradOutputs,
     Gradients, ModuleTensors, Saved,
 };
-pub use context::{AdapterReport, Context, ContextOptions};
+pub use context::{AdapterReport, Context, ContextOptions, DEFAULT_WAIT_TIMEOUT};
 pub use error::{Error, Result};
 pub use functional::{
     BackwardArgs, BatchNormBackward, FoldArgs, ForwardArgs, Functional, GlobalStats, RunningStats,

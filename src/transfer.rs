@@ -39,8 +39,14 @@ impl Signal {
         self.event.set();
     }
 
-    /// Waits until the callback ran, polling the device natively: first for `index` (not for
-    /// later submissions), then for everything. `what` names the wait in errors.
+    /// Waits until the callback ran, polling the device natively for `index` (for everything
+    /// submitted when `index` is None). `what` names the wait in errors.
+    ///
+    /// wgpu runs a callback inside whichever thread's poll finds it ready, so a poll of this
+    /// thread can return while another thread holds our callback un-run: the event, not the
+    /// poll, says when we are done. The wait therefore polls until the event is set, and gives
+    /// up only after the context's wait deadline ([`crate::ContextOptions::wait_timeout`]),
+    /// for a device that really stopped.
     pub(crate) async fn settle(
         &self,
         ctx: &Context,
@@ -49,23 +55,32 @@ impl Signal {
     ) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]
         {
-            for poll in [
-                wgpu::PollType::Wait {
-                    submission_index: index,
-                    timeout: None,
-                },
-                wgpu::PollType::wait_indefinitely(),
-            ] {
+            // Short slices, so that the deadline is checked while a device still works.
+            const SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+            let deadline = std::time::Instant::now() + ctx.inner.wait_timeout;
+            while !self.event.is_set() {
+                let poll = wgpu::PollType::Wait {
+                    submission_index: index.clone(),
+                    timeout: Some(SLICE),
+                };
+                let finished = match ctx.device().poll(poll) {
+                    Ok(_) => true,
+                    Err(wgpu::PollError::Timeout) => false,
+                    Err(e) => return Err(Error::Device(format!("{what}: {e}"))),
+                };
                 if self.event.is_set() {
                     break;
                 }
-                ctx.device()
-                    .poll(poll)
-                    .map_err(|e| Error::Device(e.to_string()))?;
-            }
-            // A callback that a full poll did not run never will: fail instead of hanging.
-            if !self.event.is_set() {
-                return Err(Error::Device(format!("{what} did not complete")));
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Device(format!(
+                        "{what} did not complete within {:?} (the context's wait_timeout)",
+                        ctx.inner.wait_timeout
+                    )));
+                }
+                if finished {
+                    // The device is done; another thread's poll is running our callback.
+                    std::thread::yield_now();
+                }
             }
         }
         #[cfg(target_arch = "wasm32")]
@@ -171,6 +186,33 @@ fn staging_slots<'a>(
     slots
 }
 
+/// A transfer's hold on the staging slots of one direction: unless the transfer reaches its
+/// end ([`InUse::done`]), dropping it frees the slots, so that a failed or cancelled
+/// transfer (an error, a dropped future) leaves no buffer mapped, half-mapped or waiting on a
+/// callback for the next transfer to trip over; the next one makes fresh slots.
+struct InUse<'a> {
+    slots: &'a mut Vec<StagingSlot>,
+    done: bool,
+}
+
+impl<'a> InUse<'a> {
+    fn new(slots: &'a mut Vec<StagingSlot>) -> Self {
+        InUse { slots, done: false }
+    }
+
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.slots.clear();
+        }
+    }
+}
+
 /// The staging chunk for a transfer of `size` bytes: small transfers get small buffers, and
 /// none exceeds the device's largest buffer (a multiple of 256 bytes, so that chunks keep the
 /// copy alignment).
@@ -199,10 +241,11 @@ pub(crate) async fn upload(
     }
     // An async lock: on the web, two transfers of one context can be in flight in one thread.
     let mut staging = ctx.inner.staging.lock().await;
+    let in_use = InUse::new(&mut staging.upload);
     let chunk = chunk_for(ctx, size);
     let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
     let slots = ctx
-        .scoped_async(|| Ok(staging_slots(ctx, &mut staging.upload, chunk, usage, true)))
+        .scoped_async(|| Ok(staging_slots(ctx, in_use.slots, chunk, usage, true)))
         .await?;
     let mut last = None;
     for (i, piece) in data.chunks(chunk as usize).enumerate() {
@@ -238,10 +281,11 @@ pub(crate) async fn upload(
             .await?;
         last = Some(index);
     }
-    match last {
-        Some(index) => submitted(ctx, index).await,
-        None => Ok(()),
+    if let Some(index) = last {
+        submitted(ctx, index).await?;
     }
+    in_use.done();
+    Ok(())
 }
 
 /// Reads `out.len()` bytes (a multiple of 4) at `offset` of `buffer` through the context's
@@ -262,18 +306,11 @@ pub(crate) async fn download(
         ));
     }
     let mut staging = ctx.inner.staging.lock().await;
+    let in_use = InUse::new(&mut staging.download);
     let chunk = chunk_for(ctx, size);
     let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
     let slots = ctx
-        .scoped_async(|| {
-            Ok(staging_slots(
-                ctx,
-                &mut staging.download,
-                chunk,
-                usage,
-                false,
-            ))
-        })
+        .scoped_async(|| Ok(staging_slots(ctx, in_use.slots, chunk, usage, false)))
         .await?;
     let mut pending: Option<(usize, &mut [u8])> = None;
     let mut pieces = out.chunks_mut(chunk as usize).enumerate();
@@ -320,5 +357,6 @@ pub(crate) async fn download(
             None => break,
         }
     }
+    in_use.done();
     Ok(())
 }
