@@ -162,6 +162,14 @@ struct SavedBuffers {
     invstd: Tensor,
 }
 
+/// The last forward's references, released while a new forward picks its buffers (see
+/// [`BatchNorm::release_last`]); the buffers are named by identity, not held.
+struct Previous {
+    forward: Option<Saved>,
+    forward_batch: Option<*const SavedBuffers>,
+    batch: Option<*const SavedBuffers>,
+}
+
 static NEXT_MODULE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What a module's backward needs from one forward, like autograd's saved tensors: returned by
@@ -464,6 +472,11 @@ impl BatchNorm {
         &self.ctx
     }
 
+    /// This module's identity, unique in the process (optimizer state is kept by it).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Whether a forward uses batch statistics (training, or eval without running stats).
     fn uses_batch_stats(&self) -> bool {
         self.training || self.state.running.is_none()
@@ -521,6 +534,44 @@ impl BatchNorm {
         Ok(b)
     }
 
+    /// Drops this module's references to the last forward (and, when `batch_stats`, to the
+    /// last batch statistics) so that their buffers can be reused, remembering them by
+    /// identity for [`BatchNorm::restore_last`].
+    fn release_last(&mut self, batch_stats: bool) -> Previous {
+        let ptr = |b: &Shared<SavedBuffers>| Shared::as_ptr(b);
+        let mut forward = self.last_forward.take();
+        let forward_batch = forward
+            .as_mut()
+            .and_then(|f| f.batch.take())
+            .map(|b| ptr(&b));
+        let batch = if batch_stats {
+            self.last_batch.take().map(|b| ptr(&b))
+        } else {
+            None
+        };
+        Previous {
+            forward,
+            forward_batch,
+            batch,
+        }
+    }
+
+    /// Undoes [`BatchNorm::release_last`] after a forward that recorded nothing: the pool
+    /// still owns the buffers, and nothing was submitted that could have written them.
+    fn restore_last(&mut self, previous: Previous) {
+        let find = |p: Option<*const SavedBuffers>| {
+            p.and_then(|p| self.pool.iter().find(|b| Shared::as_ptr(b) == p).cloned())
+        };
+        let forward_batch = find(previous.forward_batch);
+        if previous.batch.is_some() {
+            self.last_batch = find(previous.batch);
+        }
+        self.last_forward = previous.forward.map(|mut f| {
+            f.batch = forward_batch;
+            f
+        });
+    }
+
     /// Checks `x` and `y`, then records the forward with `record` (a submit or an encoder);
     /// returns the handle for its backward. Nothing changes if a check fails.
     fn run_forward(
@@ -539,11 +590,17 @@ impl BatchNorm {
             .state
             .forward_args(&self.options, self.training, x, y, None, epilogue);
         self.functional.check(&probe)?;
-        // Release this module's own references first, so steady-state calls reuse buffers.
-        self.last_forward = None;
+        // Release this module's own references first, so steady-state calls reuse buffers;
+        // `previous` remembers them, to be put back if recording fails.
+        let previous = self.release_last(batch_stats);
         let batch = if batch_stats {
-            self.last_batch = None;
-            Some(self.saved_buffers()?)
+            match self.saved_buffers() {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    self.restore_last(previous);
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
@@ -555,7 +612,11 @@ impl BatchNorm {
             batch.as_deref(),
             epilogue,
         );
-        record(&mut self.functional, &args)?;
+        if let Err(e) = record(&mut self.functional, &args) {
+            // Nothing was submitted: the previous forward's statistics are intact.
+            self.restore_last(previous);
+            return Err(e);
+        }
         if batch.is_some() {
             self.last_batch = batch.clone();
         }
@@ -704,13 +765,8 @@ impl BatchNorm {
     ) -> Result<(Tensor, Saved)> {
         self.check_input(x)?;
         let y = Tensor::empty_of(&self.ctx, x.shape(), x.dtype(), x.memory_format())?;
-        let ctx = self.ctx.clone();
-        let saved = ctx
-            .run_async(|encoder| {
-                self.run_forward(x, residual, &y, |f, args| f.encode_forward(encoder, args))
-            })
-            .await;
-        Ok((y, self.forgotten_if_failed(saved)?))
+        let saved = self.submit_forward(x, residual, &y).await?;
+        Ok((y, saved))
     }
 
     /// The activation applied after the normalization (default Identity), like following the
@@ -811,19 +867,30 @@ impl BatchNorm {
 
     /// Async form of [`BatchNorm::forward_into`].
     pub async fn forward_into_async(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        let ctx = self.ctx.clone();
-        let saved = ctx
-            .run_async(|encoder| {
-                self.run_forward(x, None, y, |f, args| f.encode_forward(encoder, args))
-            })
-            .await;
-        self.forgotten_if_failed(saved).map(|_| ())
+        self.submit_forward(x, None, y).await.map(|_| ())
     }
 
-    /// A forward the device failed to run leaves nothing for `backward` or `save_mean` to
-    /// use (a rejected one changed nothing to begin with).
-    fn forgotten_if_failed(&mut self, saved: Result<Saved>) -> Result<Saved> {
-        if saved.is_err() {
+    /// Records the forward, submits it and waits. A rejected call (an error before anything
+    /// was recorded) changes nothing; a forward the device failed to run (a wgpu error, a
+    /// failed wait) leaves nothing for `backward` or `save_mean` to use, since its statistics
+    /// buffers may hold a partial result.
+    async fn submit_forward(
+        &mut self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<Saved> {
+        let ctx = self.ctx.clone();
+        let mut recorded = false;
+        let saved = ctx
+            .run_async(|encoder| {
+                let saved =
+                    self.run_forward(x, residual, y, |f, args| f.encode_forward(encoder, args))?;
+                recorded = true;
+                Ok(saved)
+            })
+            .await;
+        if saved.is_err() && recorded {
             self.last_forward = None;
             self.last_batch = None;
         }

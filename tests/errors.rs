@@ -471,3 +471,108 @@ fn mixed_dtypes_are_typed_errors() {
         .collect();
     assert_eq!(back, bits);
 }
+
+/// Everything a caller can observe of a module after a forward: buffers, `save_mean`,
+/// `save_invstd`, and the gradients `backward` gives for `dy`.
+fn observed(bn: &mut BatchNorm, dy: &Tensor) -> (State, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let grads = bn
+        .backward(dy)
+        .expect("the last accepted forward is differentiable");
+    (
+        state(bn),
+        bn.save_mean().unwrap(),
+        bn.save_invstd().unwrap(),
+        grads.grad_input.to_host().unwrap(),
+    )
+}
+
+/// A refused forward, through any entry point, leaves the last accepted forward in place:
+/// `save_mean()`, `save_invstd()` and `backward` still see it.
+#[test]
+fn a_rejected_forward_keeps_the_last_forward() {
+    let ctx = support::context();
+    let shape = [2, 3, 2, 2];
+    let numel: usize = shape.iter().product();
+    let x = input(&ctx, &shape);
+    let x_cl = input(&ctx, &shape).with_memory_format(MemoryFormat::ChannelsLast);
+    let x16 = Tensor::from_f32_as_f16(&ctx, &vec![0.5; numel], &shape).unwrap();
+    let y = Tensor::empty(&ctx, &shape).unwrap();
+    let y16 = Tensor::empty_of(&ctx, &shape, DType::F16, MemoryFormat::Contiguous).unwrap();
+    let dy = Tensor::from_slice(
+        &ctx,
+        &(0..numel)
+            .map(|i| (i as f32 * 0.3).cos())
+            .collect::<Vec<_>>(),
+        &shape,
+    )
+    .unwrap();
+    let mut bn = trained_module(&ctx, BatchNormOptions::default());
+    let before = observed(&mut bn, &dy);
+    type Call<'a> = Box<dyn Fn(&mut BatchNorm) -> Result<(), Error> + 'a>;
+    let encode = |f: &dyn Fn(&mut BatchNorm, &mut wgpu::CommandEncoder) -> Result<(), Error>,
+                  bn: &mut BatchNorm| {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let result = f(bn, &mut encoder);
+        // Submitted anyway: a refused call must have recorded nothing harmful either.
+        ctx.queue().submit(Some(encoder.finish()));
+        result
+    };
+    let calls: Vec<(&str, Call)> = vec![
+        (
+            "residual in another memory format",
+            Box::new(|bn| bn.forward_residual(&x, &x_cl).map(drop)),
+        ),
+        (
+            "residual of another dtype",
+            Box::new(|bn| bn.forward_residual(&x16, &x).map(drop)),
+        ),
+        (
+            "output in another memory format",
+            Box::new(|bn| bn.forward_into(&x_cl, &y)),
+        ),
+        (
+            "output of another dtype",
+            Box::new(|bn| bn.forward_into(&x, &y16)),
+        ),
+        (
+            "output aliasing the input",
+            Box::new(|bn| bn.forward_into(&x, &x)),
+        ),
+        (
+            "wrong channel count",
+            Box::new(|bn| bn.forward(&input(&ctx, &[2, 4, 2, 2])).map(drop)),
+        ),
+        (
+            "encode-only, output aliasing the input",
+            Box::new(|bn| encode(&|bn, e| bn.encode_forward(e, &x, &x), bn)),
+        ),
+        (
+            "encode-only with a residual in another memory format",
+            Box::new(|bn| {
+                encode(
+                    &|bn, e| bn.encode_forward_residual(e, &x, &x_cl, &y).map(drop),
+                    bn,
+                )
+            }),
+        ),
+        (
+            "encode-only, output of another dtype",
+            Box::new(|bn| encode(&|bn, e| bn.encode_forward_saved(e, &x, &y16).map(drop), bn)),
+        ),
+    ];
+    for (what, call) in &calls {
+        let err = call(&mut bn).expect_err(what);
+        assert!(
+            err.torch_kind().is_some() || err == Error::Aliasing,
+            "{what}: {err}"
+        );
+        assert_eq!(observed(&mut bn, &dy), before, "{what}: the module changed");
+    }
+    // In eval mode too: the last training forward's statistics stay.
+    bn.eval();
+    for (what, call) in &calls {
+        call(&mut bn).expect_err(what);
+    }
+    bn.train();
+    assert_eq!(observed(&mut bn, &dy), before, "after eval-mode rejections");
+}
