@@ -142,8 +142,13 @@ struct Loaded {
 
 /// Loads the keys under `prefix` into `module`, like `module.load_state_dict(sd, strict)` on
 /// the sub-dict of that prefix. Strict: every key the module has must be there and no other
-/// key may start with `prefix`. Either way, a key of the wrong shape or dtype is an error
-/// (as in PyTorch), and on any error nothing is loaded. Returns the keys loaded.
+/// key may start with `prefix`; as in `_BatchNorm._load_from_state_dict` for a state dict
+/// without version metadata (every safetensors file), a missing `num_batches_tracked` is not
+/// an error and the module keeps its count. A module with no parameters and no buffers
+/// (`affine = false`, `track_running_stats = false`) loads any file that has no key under
+/// its prefix, as PyTorch loads its empty state dict. Either way, a key of the wrong shape or
+/// dtype is an error (as in PyTorch), and on any error nothing is loaded. Returns the keys
+/// loaded.
 pub fn load(
     module: &mut BatchNorm,
     bytes: &[u8],
@@ -165,8 +170,19 @@ pub fn load(
         .into_iter()
         .filter(|k| k.starts_with(prefix))
         .collect();
-    if under.is_empty() {
-        return Err(bad(prefix, "no key starts with this prefix"));
+    // PyTorch reports this as the module's keys all missing; naming the prefix is clearer.
+    if under.is_empty() && strict && !wanted.is_empty() {
+        return Err(bad(
+            prefix,
+            format!(
+                "no key starts with this prefix (missing keys: {})",
+                wanted
+                    .iter()
+                    .map(|k| format!("{prefix}{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     }
     if strict {
         let mut unexpected: Vec<&str> = under
@@ -189,6 +205,10 @@ pub fn load(
         let view = match st.tensor(&key) {
             Ok(v) => v,
             Err(_) if !strict => continue,
+            // `_BatchNorm._load_from_state_dict` fills a missing num_batches_tracked in with
+            // the module's own when the state dict has no version metadata, which a
+            // safetensors file never has: the module keeps its count.
+            Err(_) if name == "num_batches_tracked" => continue,
             Err(_) => return Err(bad(&key, "missing key in state_dict")),
         };
         if name == "num_batches_tracked" {
@@ -271,7 +291,13 @@ pub async fn save_async(modules: &[(&str, &BatchNorm)]) -> Result<Vec<u8>> {
             }
         }
         if let Some(n) = module.num_batches_tracked_async().await? {
-            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            // PyTorch's counter is an int64; a larger count has no faithful file form.
+            let n = i64::try_from(n).map_err(|_| {
+                bad(
+                    &format!("{prefix}num_batches_tracked"),
+                    format!("{n} does not fit the int64 that PyTorch stores"),
+                )
+            })?;
             tensors.insert(
                 format!("{prefix}num_batches_tracked"),
                 Owned {

@@ -331,3 +331,84 @@ fn saved_files_have_pytorchs_keys_dtypes_and_shapes() {
         assert_eq!(state(&again), state(bn), "{prefix}");
     }
 }
+
+/// Every option combination saves and loads back strictly, bit for bit, into a fresh module
+/// of the same options (`load_state_dict(state_dict())` always works in PyTorch), alone in a
+/// file and beside another module's keys.
+#[test]
+fn every_option_combination_round_trips_strictly() {
+    let ctx = support::context();
+    for affine in [false, true] {
+        for track_running_stats in [false, true] {
+            for momentum in [Some(0.1), None] {
+                let options = BatchNormOptions {
+                    affine,
+                    track_running_stats,
+                    momentum,
+                    ..Default::default()
+                };
+                let what = format!("{options:?}");
+                let mut bn = BatchNorm2d::with_options(&ctx, 5, options).unwrap();
+                if affine {
+                    // Values whose bits a lossy path would change: a subnormal, -0, a NaN.
+                    bn.set_weight(&[1.5, -0.0, f32::from_bits(1), 3.25e7, f32::NAN])
+                        .unwrap();
+                    bn.set_bias(&[0.1, 0.2, -0.3, 1e-30, -7.0]).unwrap();
+                }
+                let x: Vec<f32> = (0..2 * 5 * 3).map(|i| (i as f32 * 0.7).sin()).collect();
+                bn.forward(&wgpu_batchnorm::Tensor::from_slice(&ctx, &x, &[2, 5, 3, 1]).unwrap())
+                    .unwrap();
+                let bits = |s: ModuleState| {
+                    let b = |v: Option<Vec<f32>>| {
+                        v.map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                    };
+                    (b(s.0), b(s.1), b(s.2), b(s.3), s.4)
+                };
+                let alone = bn.state_dict("bn.").unwrap();
+                let other = BatchNorm1d::new(&ctx, 2).unwrap();
+                let beside = save(&[("other.", &other), ("bn.", &bn)]).unwrap();
+                for (file, bytes) in [("alone", &alone), ("beside another module", &beside)] {
+                    let mut again = BatchNorm2d::with_options(&ctx, 5, options).unwrap();
+                    let keys = again.load_state_dict(bytes, "bn.", true).unwrap();
+                    let expected_keys =
+                        2 * usize::from(affine) + 3 * usize::from(track_running_stats);
+                    assert_eq!(keys.len(), expected_keys, "{what} {file}");
+                    assert_eq!(bits(state(&again)), bits(state(&bn)), "{what} {file}");
+                }
+            }
+        }
+    }
+}
+
+/// A strict load without `num_batches_tracked` is accepted, as
+/// `_BatchNorm._load_from_state_dict` fills it in for state dicts without version metadata
+/// (every safetensors file): the module keeps its own count.
+#[test]
+fn a_missing_num_batches_tracked_keeps_the_modules_count() {
+    let ctx = support::context();
+    let mut bn = BatchNorm2d::new(&ctx, 3).unwrap();
+    bn.set_num_batches_tracked(41).unwrap();
+    let bytes = file(&[
+        ("m.weight", Dtype::F32, vec![3], f32_bytes(&[1.0, 2.0, 3.0])),
+        ("m.bias", Dtype::F32, vec![3], f32_bytes(&[0.5; 3])),
+        ("m.running_mean", Dtype::F32, vec![3], f32_bytes(&[0.1; 3])),
+        ("m.running_var", Dtype::F32, vec![3], f32_bytes(&[2.0; 3])),
+    ]);
+    let keys = load(&mut bn, &bytes, "m.", true).unwrap();
+    assert_eq!(keys.len(), 4);
+    assert_eq!(bn.num_batches_tracked().unwrap(), Some(41));
+    assert_eq!(bn.weight().unwrap().unwrap(), vec![1.0, 2.0, 3.0]);
+    assert_eq!(bn.running_var().unwrap().unwrap(), vec![2.0; 3]);
+    // Any other missing key still is an error, and loads nothing.
+    let no_var = file(&[
+        ("m.weight", Dtype::F32, vec![3], f32_bytes(&[9.0; 3])),
+        ("m.bias", Dtype::F32, vec![3], f32_bytes(&[9.0; 3])),
+        ("m.running_mean", Dtype::F32, vec![3], f32_bytes(&[9.0; 3])),
+    ]);
+    let err = load(&mut bn, &no_var, "m.", true).unwrap_err();
+    assert!(
+        matches!(&err, Error::StateDict { key, .. } if key == "m.running_var"),
+        "{err}"
+    );
+    assert_eq!(bn.weight().unwrap().unwrap(), vec![1.0, 2.0, 3.0]);
+}
