@@ -1246,9 +1246,9 @@ impl Functional {
         if c > 0 && mean.overlaps(m2) {
             return Err(Error::Aliasing);
         }
-        let (c32, geometry, count) = geometry(input, &[])?;
-        self.check_scratch(geometry, c32)?;
-        let Some(g) = geometry else {
+        let (c32, geometry_of_input, count) = geometry(input, &[])?;
+        self.check_scratch(geometry_of_input, c32)?;
+        let Some(mut g) = geometry_of_input else {
             // No values: the merge identity (count 0) has mean 0 and M2 0.
             for t in [mean, m2] {
                 if c > 0 {
@@ -1256,6 +1256,20 @@ impl Functional {
                 }
             }
             return Ok(());
+        };
+        // f16 without SHADER_F16: the statistics of an f32 copy, as the forward takes them.
+        let x32;
+        let input = if input.dtype() == DType::F16 && !ctx.adapter().shader_f16 {
+            x32 = self.f32_copy("f16 input", input)?;
+            let (_, g32, _) = geometry(&x32, &[])?;
+            self.check_scratch(g32, c32)?;
+            g = g32.ok_or_else(|| {
+                Error::InvalidArgument("the f32 copy of a non-empty input is empty".into())
+            })?;
+            self.record_convert(encoder, input, &x32, Direction::ToF32);
+            &x32
+        } else {
+            input
         };
         let ws = &mut self.ws;
         let prepared = ws.plan(g);

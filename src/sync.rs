@@ -45,7 +45,8 @@ pub struct MergedStats {
 
 /// Merges the devices' shares in the order given (Chan et al.'s formula in f64); the same
 /// inputs give the same bits on every host. `eps` as the module's. Errors: shares of different
-/// channel counts, or fewer than 2 values in all (batch statistics need more than one).
+/// channel counts, counts that add up past `u64::MAX`, or fewer than 2 values in all (batch
+/// statistics need more than one).
 pub fn merge_stats(parts: &[LocalStats], eps: f64) -> Result<MergedStats> {
     let c = parts.first().map_or(0, |p| p.mean.len());
     for (i, p) in parts.iter().enumerate() {
@@ -56,7 +57,15 @@ pub fn merge_stats(parts: &[LocalStats], eps: f64) -> Result<MergedStats> {
             )));
         }
     }
-    let count: u64 = parts.iter().map(|p| p.count).sum();
+    let count = parts
+        .iter()
+        .try_fold(0u64, |sum, p| sum.checked_add(p.count))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the devices' counts add up past u64::MAX ({:?})",
+                parts.iter().map(|p| p.count).collect::<Vec<_>>()
+            ))
+        })?;
     if count <= 1 {
         return Err(Error::InvalidArgument(format!(
             "merged statistics over {count} values per channel: batch statistics need more \

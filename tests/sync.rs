@@ -255,3 +255,69 @@ fn bad_partials_are_typed_errors() {
         "{err}"
     );
 }
+
+/// Counts that add up past `u64::MAX` are refused, not wrapped into a small count with a
+/// nonsense mean.
+#[test]
+fn counts_that_overflow_are_typed_errors() {
+    let part = |count: u64, mean: f32| LocalStats {
+        count,
+        mean: vec![mean; 2],
+        m2: vec![1.0; 2],
+    };
+    for parts in [
+        vec![part(u64::MAX, 1.0), part(3, 2.0)],
+        vec![part(u64::MAX / 2 + 1, 1.0), part(u64::MAX / 2 + 1, 2.0)],
+        vec![part(u64::MAX - 1, 1.0), part(1, 2.0), part(1, 3.0)],
+    ] {
+        let err = merge_stats(&parts, 1e-5).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("u64::MAX")),
+            "{err}"
+        );
+    }
+    // Right at the limit the merge still works.
+    let merged = merge_stats(&[part(u64::MAX - 1, 1.0), part(1, 1.0)], 1e-5).unwrap();
+    assert_eq!(merged.count, u64::MAX);
+    assert_eq!(merged.mean, vec![1.0; 2]);
+}
+
+/// The local statistics of an f16 tensor on a device without SHADER_F16 (GL, WebGPU without
+/// the extension; here a device opened without the feature) take the forward's f32-copy path,
+/// and equal those of the same values in f32.
+#[test]
+fn local_stats_of_f16_work_without_shader_f16() {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: wgpu::Features::empty(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = Context::from_device(device, queue);
+    assert!(!ctx.adapter().shader_f16);
+    let shape = [3, 4, 5];
+    let mut rng = Rng::new(77);
+    let values: Vec<f32> = rng
+        .vec_f32(60, -3.0, 3.0)
+        .into_iter()
+        .map(|v| half::f16::from_f32(v).to_f32())
+        .collect();
+    let mut f = Functional::new(&ctx);
+    for format in [
+        wgpu_batchnorm::MemoryFormat::Contiguous,
+        wgpu_batchnorm::MemoryFormat::ChannelsLast,
+    ] {
+        let x16 = Tensor::from_f32_as_f16(&ctx, &values, &shape)
+            .unwrap()
+            .with_memory_format(format);
+        let x32 = Tensor::from_slice(&ctx, &values, &shape)
+            .unwrap()
+            .with_memory_format(format);
+        let half = f.local_stats(&x16).unwrap();
+        let single = f.local_stats(&x32).unwrap();
+        assert_eq!(half, single, "{format:?}");
+        assert_eq!(half.count, 15);
+    }
+}
