@@ -91,6 +91,9 @@ pub enum Error {
     WrongDevice(String),
     /// A functional call's arguments do not fit together (e.g. eval without running stats).
     InvalidArgument(String),
+    /// A hyperparameter out of its range, where PyTorch raises `ValueError` (e.g.
+    /// `torch.optim.SGD`'s "Invalid learning rate: -0.1").
+    InvalidValue(String),
     /// A checkpoint (safetensors `state_dict`) cannot be loaded: a missing, unexpected or
     /// malformed key, or a file that is not safetensors. Nothing was loaded.
     StateDict {
@@ -128,7 +131,8 @@ impl Error {
         match self {
             Error::InvalidRank { .. }
             | Error::TooFewValuesPerChannel { .. }
-            | Error::InvalidEps { .. } => Some("ValueError"),
+            | Error::InvalidEps { .. }
+            | Error::InvalidValue(_) => Some("ValueError"),
             Error::ChannelMismatch { .. }
             | Error::InvalidArgument(_)
             | Error::MemoryFormatMismatch { .. }
@@ -217,6 +221,7 @@ impl fmt::Display for Error {
             Error::NotAvailable(msg) => write!(f, "not available: {msg}"),
             Error::WrongDevice(msg) => write!(f, "wrong device: {msg}"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            Error::InvalidValue(msg) => write!(f, "{msg}"),
             Error::DTypeMismatch {
                 what,
                 expected,

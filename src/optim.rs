@@ -14,11 +14,13 @@
 //! # Ok::<(), wgpu_batchnorm::Error>(())
 //! ```
 
+use std::collections::HashMap;
+
 use crate::batchnorm::{BatchNorm, Gradients};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::sgd_step::{SgdParams, SgdStepBindings};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::workspace::Workspace;
 
 /// `torch.optim.SGD`'s hyperparameters.
@@ -28,7 +30,7 @@ pub struct SgdOptions {
     pub lr: f64,
     /// Momentum factor (>= 0); 0: no momentum buffers.
     pub momentum: f64,
-    /// Dampening of the momentum.
+    /// Dampening of the momentum (finite).
     pub dampening: f64,
     /// L2 penalty (>= 0).
     pub weight_decay: f64,
@@ -48,22 +50,30 @@ impl Default for SgdOptions {
     }
 }
 
-/// SGD over one module's `weight` and `bias`, with its momentum buffers on the GPU.
+/// SGD over the `weight` and `bias` of the modules it steps, with momentum buffers on the GPU
+/// kept per module (as `torch.optim.SGD` keeps them per parameter): one `Sgd` may step several
+/// modules, and each gets its own.
+///
+/// Safe to drop unsubmitted: whether a module's next step is its first (the step that starts
+/// the momentum buffer without dampening) is recorded on the device by the step itself, so an
+/// encoder with a step that is dropped instead of submitted leaves the state as it was.
 #[derive(Debug)]
 pub struct Sgd {
     ctx: Context,
     options: SgdOptions,
     ws: Workspace,
-    /// Momentum buffers of weight and bias, made on the first step.
-    bufs: Option<[Tensor; 2]>,
+    /// Momentum buffers of each module's weight and bias (C values and a started flag),
+    /// made on its first step, by module identity.
+    bufs: HashMap<u64, [Tensor; 2]>,
     steps: u64,
 }
 
 impl Sgd {
-    /// An optimizer with `options`, checked as PyTorch checks them.
+    /// An optimizer with `options`, checked as PyTorch checks them (errors with
+    /// `torch_kind() == Some("ValueError")` and `torch.optim.SGD`'s messages).
     pub fn new(ctx: &Context, options: SgdOptions) -> Result<Self> {
         let o = options;
-        let bad = |m: String| Err(Error::InvalidArgument(m));
+        let bad = |m: String| Err(Error::InvalidValue(m));
         // NaN is invalid too.
         let nonnegative = |v: f64| v.is_finite() && v >= 0.0;
         if !nonnegative(o.lr) {
@@ -75,6 +85,9 @@ impl Sgd {
         if !nonnegative(o.weight_decay) {
             return bad(format!("Invalid weight_decay value: {}", o.weight_decay));
         }
+        if !o.dampening.is_finite() {
+            return bad(format!("Invalid dampening value: {}", o.dampening));
+        }
         if o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0) {
             return bad("Nesterov momentum requires a momentum and zero dampening".into());
         }
@@ -82,19 +95,26 @@ impl Sgd {
             ctx: ctx.clone(),
             options,
             ws: Workspace::new(ctx),
-            bufs: None,
+            bufs: HashMap::new(),
             steps: 0,
         })
     }
 
-    /// Steps taken.
+    /// Steps recorded (encode-only steps count when recorded, submitted or not; only what
+    /// is submitted changes the parameters and momentum buffers).
     pub fn steps(&self) -> u64 {
         self.steps
     }
 
+    /// Forgets `module`'s momentum buffers, so its next step starts them afresh (for a module
+    /// that is dropped, or restarted).
+    pub fn forget(&mut self, module: &BatchNorm) {
+        self.bufs.remove(&module.id());
+    }
+
     /// Records one step on `module`'s weight and bias with `grads` (from its backward) into
     /// `encoder`, and marks the module changed ([`BatchNorm::params_changed`]). No submit, no
-    /// wait.
+    /// wait. Checked in full before anything is recorded: on an error nothing changed.
     pub fn encode_step(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
@@ -116,6 +136,8 @@ impl Sgd {
         for (what, g) in [("grad_weight", gw), ("grad_bias", gb)] {
             g.check_context(&self.ctx, what)?;
             g.expect_shape(what, &[c])?;
+            // Parameters and their gradients are f32, as in PyTorch's mixed precision.
+            g.expect_dtype(what, DType::F32)?;
         }
         weight.check_context(&self.ctx, "the module's weight")?;
         if c == 0 {
@@ -123,18 +145,18 @@ impl Sgd {
             return Ok(());
         }
         let o = self.options;
-        if o.momentum != 0.0 && self.bufs.is_none() {
-            self.bufs = Some([
-                Tensor::zeros(&self.ctx, &[c])?,
-                Tensor::zeros(&self.ctx, &[c])?,
-            ]);
-        }
-        if let Some(bufs) = &self.bufs {
-            bufs[0].expect_shape("momentum buffer (one optimizer per module)", &[c])?;
+        let id = module.id();
+        if o.momentum != 0.0 && !self.bufs.contains_key(&id) {
+            // Zeroed: the flag after the C values says no step has run yet.
+            let bufs = [
+                Tensor::zeros(&self.ctx, &[c + 1])?,
+                Tensor::zeros(&self.ctx, &[c + 1])?,
+            ];
+            self.bufs.insert(id, bufs);
         }
         let params = self.ws.sgd_params(SgdParams {
             channels: c as u32,
-            first: u32::from(self.steps == 0),
+            _unused: 0,
             nesterov: u32::from(o.nesterov),
             _pad: 0,
             lr: o.lr as f32,
@@ -142,7 +164,7 @@ impl Sgd {
             dampening: o.dampening as f32,
             weight_decay: o.weight_decay as f32,
         });
-        let bufs = self.bufs.as_ref();
+        let bufs = self.bufs.get(&id);
         let op = |i: usize, p: &Tensor, g: &Tensor| SgdStepBindings {
             step: params.clone(),
             param: p.slot(),

@@ -12,7 +12,8 @@ bindings! {
         param: ReadWrite Whole "array<f32>",
         /// Its gradient.
         grad: Read Whole "array<f32>",
-        /// The momentum buffer, updated in place; absent: no momentum.
+        /// The momentum buffer (C values, then the started flag), updated in place; absent:
+        /// no momentum.
         buf: ReadWrite Optional "array<f32>",
     }
 }
@@ -34,7 +35,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct SgdParams {
     pub channels: u32,
-    pub first: u32,
+    pub _unused: u32,
     pub nesterov: u32,
     pub _pad: u32,
     pub lr: f32,
