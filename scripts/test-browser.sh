@@ -31,11 +31,15 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " $version\$"; then
     cargo install wasm-bindgen-cli --version "$version" || exit 1
 fi
 
+# Cargo's target directory, wherever CARGO_TARGET_DIR or a config puts it.
+target=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || exit 1
+
 export CHROMEDRIVER=${CHROMEDRIVER:-$(command -v chromedriver)}
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-600}
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
-log=target/browser-tests.log
-mkdir -p target
+log="$target/browser-tests.log"
+mkdir -p "$target"
 
 echo "== browser tests (tests/web.rs) in headless Chromium"
 # webdriver.json (the repository root) gives Chromium its WebGPU flags.
@@ -48,13 +52,13 @@ if ! grep -q '^test result: ' "$log"; then
 fi
 
 echo "== the quickstart page (examples/web) in headless Chromium"
-site=target/web-site
+site="$target/web-site"
 rm -rf "$site" && mkdir -p "$site"
 if cargo build --release --target wasm32-unknown-unknown --example web &&
     wasm-bindgen --target web --no-typescript --out-dir "$site/pkg" \
-        target/wasm32-unknown-unknown/release/examples/web.wasm &&
+        "$target/wasm32-unknown-unknown/release/examples/web.wasm" &&
     cp examples/web/index.html "$site/" &&
-    python3 scripts/check-page.py "$site" target/web-page.png; then
+    python3 scripts/check-page.py "$site" "$target/web-page.png"; then
     passed=$((passed + 1))
 else
     failed=$((failed + 1))
