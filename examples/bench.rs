@@ -2,7 +2,16 @@
 //!
 //! `cargo run --release --features bench --example bench [-- --quick] [--json FILE]
 //! [--backend NAME] [--adapter NAME] [--reps N] [--only NxCxHxW|latency]
-//! [--variant nchw|channels_last|residual|f16] [--pass-plan multi|workgroup|invocation]`
+//! [--variant nchw|channels_last|residual|f16] [--pass-plan multi|workgroup|invocation]
+//! [--profile cpu|gpu] [--explain [--network resnet50 [--batch N]]]`
+//!
+//! `--explain` times nothing: it prints each shape's plans (see `wgpu_batchnorm::planner`) on
+//! the context's profile (`--profile` forces one), per dispatch its kernel, invocations,
+//! workgroup size and items per invocation; with `--json FILE` as rows `{"shape", "layout",
+//! "op", "profile", "pass_plan", "dispatches": [{"kernel", "invocations", "workgroup_size",
+//! "items_per_invocation", "values_per_item", "reads_activation"}]}`. `--network resnet50`
+//! explains the 53 batch-norm layers of torchvision's ResNet-50 (224 x 224, `--batch`, 8 by
+//! default) instead of the bench shapes.
 //!
 //! For each shape and operation it prints the median time (GPU timestamps where the adapter has
 //! them, else wall clock around submit + wait), the effective bandwidth under the two-pass
@@ -24,6 +33,8 @@
 use std::time::Instant;
 
 use wgpu_batchnorm::bench::{median, CopyKernel, GpuTimer, StreamKernel};
+use wgpu_batchnorm::planner::{resnet50_batchnorm_shapes, CallDesc, CallKind, CallPlan};
+use wgpu_batchnorm::profile::ProfileKind;
 use wgpu_batchnorm::{
     Activation, BatchNorm, BatchNormOptions, Context, ContextOptions, DType, Flavor, GradOutputs,
     MemoryFormat, PassPlan, Saved, Tensor,
@@ -68,6 +79,12 @@ struct Args {
     json: Option<String>,
     reps: usize,
     options: ContextOptions,
+    /// Prints each shape's plans instead of timing them.
+    explain: bool,
+    /// `--network resnet50`: the network's batch-norm layers instead of the bench shapes.
+    network: Option<String>,
+    /// The network's batch size.
+    batch: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -78,6 +95,9 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         reps: 0,
         options: ContextOptions::from_env(),
+        explain: false,
+        network: None,
+        batch: 8,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -103,6 +123,23 @@ fn parse_args() -> Result<Args, String> {
                 args.options.backends = Some(wgpu::Backends::from_comma_list(&name));
             }
             "--adapter" => args.options.adapter_name = Some(value("--adapter")?),
+            "--explain" => args.explain = true,
+            "--profile" => {
+                let v = value("--profile")?;
+                args.options.profile = Some(ProfileKind::parse(&v).map_err(|e| e.to_string())?);
+            }
+            "--network" => {
+                let v = value("--network")?;
+                if v != "resnet50" {
+                    return Err(format!("--network {v}: only resnet50"));
+                }
+                args.network = Some(v);
+            }
+            "--batch" => {
+                args.batch = value("--batch")?
+                    .parse()
+                    .map_err(|e| format!("--batch: {e}"))?
+            }
             // Pins the training forward's path (the default picks per shape), to compare them.
             "--pass-plan" => {
                 args.options.force_pass_plan = Some(match value("--pass-plan")?.as_str() {
@@ -113,7 +150,7 @@ fn parse_args() -> Result<Args, String> {
                 })
             }
             "--help" | "-h" => {
-                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW|latency] [--variant nchw|channels_last|residual|f16] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation]".into())
+                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW|latency] [--variant nchw|channels_last|residual|f16] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation] [--explain [--profile cpu|gpu] [--network resnet50 [--batch N]]]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -494,6 +531,17 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.explain {
+        let shapes: Vec<Vec<usize>> = match &args.network {
+            Some(_) => resnet50_batchnorm_shapes(args.batch)
+                .iter()
+                .map(|s| s.to_vec())
+                .collect(),
+            None => SHAPES.iter().map(|s| s.to_vec()).collect(),
+        };
+        explain(&ctx, &shapes, args.json.as_deref());
+        return;
+    }
     let timer = GpuTimer::new(&ctx);
     let copy = match CopyKernel::new(&ctx) {
         Ok(c) => c,
@@ -594,4 +642,69 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// `--explain`: each shape's plans on this context's profile and limits (NCHW and, with a
+/// spatial extent, channels-last; training forward, training backward, eval forward), printed,
+/// and with `--json FILE` one row per shape, layout and operation.
+fn explain(ctx: &Context, shapes: &[Vec<usize>], json_path: Option<&str>) {
+    println!(
+        "adapter: {} | profile: {}",
+        ctx.adapter().name,
+        ctx.profile()
+    );
+    let mut rows = Vec::new();
+    for shape in shapes {
+        let layouts: &[&str] = if shape.len() > 2 {
+            &["nchw", "channels_last"]
+        } else {
+            &["nchw"]
+        };
+        for &layout in layouts {
+            for kind in CallKind::ALL {
+                let mut desc = CallDesc::nchw(shape, DType::F32, kind);
+                if layout == "channels_last" {
+                    desc = desc.channels_last();
+                }
+                let plan = ctx.plan_call(&desc);
+                println!("{shape:?} {layout}: {plan}");
+                rows.push(explain_row(shape, layout, &plan, ctx));
+            }
+        }
+    }
+    if let Some(path) = json_path {
+        let text = format!("[\n{}\n]\n", rows.join(",\n"));
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("cannot write {path}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn explain_row(shape: &[usize], layout: &str, plan: &CallPlan, ctx: &Context) -> String {
+    let dispatches: Vec<String> = plan
+        .dispatches
+        .iter()
+        .map(|d| {
+            format!(
+                "{{\"kernel\": {:?}, \"invocations\": {}, \"workgroup_size\": {}, \"items_per_invocation\": {}, \"values_per_item\": {}, \"reads_activation\": {}}}",
+                d.kernel,
+                d.invocations,
+                d.workgroup_size,
+                d.items_per_invocation,
+                d.values_per_item,
+                d.reads_activation
+            )
+        })
+        .collect();
+    let profile = match ctx.profile().kind {
+        ProfileKind::Cpu => "cpu",
+        _ => "gpu",
+    };
+    format!(
+        "  {{\"shape\": {shape:?}, \"layout\": {layout:?}, \"op\": {:?}, \"profile\": {profile:?}, \"pass_plan\": \"{:?}\", \"dispatches\": [{}]}}",
+        plan.desc.kind.name(),
+        plan.pass_plan,
+        dispatches.join(", ")
+    )
 }

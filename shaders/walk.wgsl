@@ -22,8 +22,9 @@ const WALK_RUNS: u32 = 1u;
 const WALK_COLUMNS: u32 = 2u;
 override WALK: u32 = WALK_PLANES;
 
-// Invocations per run: lavapipe's SIMD width.
-const LANES: u32 = 8u;
+// Invocations per run: the device profile's run width (src/profile.rs), 8 (lavapipe's SIMD
+// width) on the CPU profile, the subgroup width or 32 on the GPU profile. It divides WG.
+override LANES: u32 = 8u;
 
 // Where an invocation sits (kernels that reduce take the reduction piece's `Invocation`, which
 // adds subgroup builtins where the adapter has them).

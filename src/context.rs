@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::ops::forward_single::PassPlan;
-use crate::ops::{KernelLimits, Pipelines, Walk};
+use crate::ops::{KernelLimits, Pipelines, Target, Walk};
+use crate::profile::{DeviceProfile, ProfileKind};
 
 /// How [`Context::with_options`] picks an adapter. [`ContextOptions::from_env`] (the default)
 /// reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` like wgpu's own examples.
@@ -34,6 +35,10 @@ pub struct ContextOptions {
     /// may take before it fails with [`Error::Device`] instead of hanging on a device that
     /// stopped; `None` means [`DEFAULT_WAIT_TIMEOUT`]. Natively only: a browser never blocks.
     pub wait_timeout: Option<std::time::Duration>,
+    /// The planner's profile (see [`crate::profile`]); `None`: from the adapter (CPU for
+    /// software adapters, GPU otherwise), or what `WGPU_BATCHNORM_PROFILE` says
+    /// ([`ContextOptions::from_env`]).
+    pub profile: Option<ProfileKind>,
     /// Forces the tensor kernels' walk where it can serve the shape (tests use it to cover
     /// every walk on every kernel; the default picks the fastest per shape).
     #[doc(hidden)]
@@ -46,8 +51,25 @@ pub struct ContextOptions {
 
 impl ContextOptions {
     /// Options from the environment: `WGPU_BACKEND` (e.g. `vulkan`, `gl`, `metal`, `dx12`),
-    /// `WGPU_ADAPTER_NAME` (substring of the adapter name) and `WGPU_POWER_PREF`.
+    /// `WGPU_ADAPTER_NAME` (substring of the adapter name), `WGPU_POWER_PREF` and
+    /// `WGPU_BATCHNORM_PROFILE` (`cpu` or `gpu`; any other value is ignored here, and an error
+    /// in [`Context::new`], which reads it with [`ContextOptions::try_from_env`]).
     pub fn from_env() -> Self {
+        Self::try_from_env().unwrap_or_else(|_| ContextOptions {
+            profile: None,
+            ..Self::env_adapter()
+        })
+    }
+
+    /// [`ContextOptions::from_env`], with an invalid `WGPU_BATCHNORM_PROFILE` an error.
+    pub fn try_from_env() -> Result<Self> {
+        Ok(ContextOptions {
+            profile: ProfileKind::from_env()?,
+            ..Self::env_adapter()
+        })
+    }
+
+    fn env_adapter() -> Self {
         ContextOptions {
             backends: wgpu::Backends::from_env(),
             adapter_name: std::env::var("WGPU_ADAPTER_NAME")
@@ -80,13 +102,16 @@ pub struct AdapterReport {
     pub timestamps: bool,
     /// Whether f16 tensors are accessed as f16 (SHADER_F16); else as u32 words.
     pub shader_f16: bool,
+    /// The planner's profile (see [`crate::profile`]).
+    pub profile: DeviceProfile,
 }
 
 impl std::fmt::Display for AdapterReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} ({:?}, {:?}, driver: {}, subgroups: {}, timestamps: {}, shader f16: {})",
+            "{} ({:?}, {:?}, driver: {}, subgroups: {}, timestamps: {}, shader f16: {}, \
+             profile: {})",
             self.name,
             self.backend,
             self.device_type,
@@ -98,6 +123,7 @@ impl std::fmt::Display for AdapterReport {
             if self.subgroups { "yes" } else { "no" },
             if self.timestamps { "yes" } else { "no" },
             if self.shader_f16 { "yes" } else { "no" },
+            self.profile,
         )
     }
 }
@@ -176,7 +202,7 @@ impl Context {
 
     /// Async form of [`Context::new`] (the only form on the web).
     pub async fn new_async() -> Result<Self> {
-        Self::with_options_async(ContextOptions::from_env()).await
+        Self::with_options_async(ContextOptions::try_from_env()?).await
     }
 
     /// Opens an adapter chosen by `options`, blocking. Native only.
@@ -299,8 +325,14 @@ impl Context {
             subgroups,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16,
+            profile: DeviceProfile::of_kind(
+                options
+                    .profile
+                    .unwrap_or_else(|| ProfileKind::of_adapter(info.device_type, &info.name)),
+                info.subgroup_max_size,
+            ),
         };
-        let pipelines = Pipelines::new(&device, subgroups);
+        let pipelines = Pipelines::new(&device, subgroups, report.profile.run_width);
         Context {
             inner: Shared::new(ContextInner {
                 device,
@@ -350,10 +382,6 @@ impl Context {
         Shared::ptr_eq(&self.inner, &other.inner)
     }
 
-    pub(crate) fn forced_walk(&self) -> Option<Walk> {
-        self.inner.force_walk
-    }
-
     pub(crate) fn forced_pass_plan(&self) -> Option<PassPlan> {
         self.inner.force_pass_plan
     }
@@ -379,6 +407,7 @@ impl Context {
         let how = crate::ops::forward_single::single_pass(
             (n, c, s),
             crate::tensor::DType::F32,
+            self.profile(),
             self.forced_pass_plan(),
         );
         Some(match how {
@@ -390,6 +419,42 @@ impl Context {
 
     pub(crate) fn limits(&self) -> &KernelLimits {
         &self.inner.limits
+    }
+
+    /// The planner's profile for this context's device.
+    pub fn profile(&self) -> &DeviceProfile {
+        &self.inner.report.profile
+    }
+
+    /// What this context's device can run beyond the base kernels.
+    pub(crate) fn caps(&self) -> crate::planner::Caps {
+        let pipelines = self.pipelines();
+        crate::planner::Caps {
+            fused_update: pipelines.has(crate::ops::Kernel::ForwardSingleUpdate),
+            epilogue_backward: pipelines.has(crate::ops::Kernel::BackwardSingleEpilogue),
+            shader_f16: self.inner.report.shader_f16,
+        }
+    }
+
+    /// The plan of `desc` on this context's device (profile, limits, kernels): what a call
+    /// of that description records, for printing (`bench --explain`) and tests.
+    pub fn plan_call(&self, desc: &crate::planner::CallDesc) -> crate::planner::CallPlan {
+        crate::planner::plan_call(
+            desc,
+            self.profile(),
+            &crate::planner::PlanLimits::from_kernel_limits(self.limits()),
+            &self.caps(),
+            self.forced_pass_plan(),
+        )
+    }
+
+    /// What this context's plans are made for.
+    pub(crate) fn target(&self) -> Target {
+        Target {
+            limits: self.inner.limits,
+            profile: self.inner.report.profile,
+            force_walk: self.inner.force_walk,
+        }
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch into

@@ -51,12 +51,13 @@ use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::convert::{ConvertBindings, ConvertNativeBindings, Direction};
 use crate::ops::finalize_stats::FinalizeStatsBindings;
 use crate::ops::forward_single::{
-    fuses_update, single_pass, ForwardSingleBindings, ForwardSingleUpdateBindings, SingleParams,
+    fuses_update, ForwardSingleBindings, ForwardSingleUpdateBindings, SingleParams,
 };
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
 use crate::ops::update_running::{UpdateParams, UpdateRunningBindings};
-use crate::ops::{Activation, Binding, ChannelTensor, Epilogue, Kernel, Specialize, Statistics};
+use crate::ops::{Activation, Binding, ChannelTensor, Epilogue, Specialize, Statistics};
+use crate::planner::{self, CallDesc, CallKind};
 use crate::tensor::{BatchCounter, DType, MemoryFormat, Tensor};
 use crate::workspace::{Geometry, Workspace};
 
@@ -552,15 +553,7 @@ impl Functional {
         )?;
         if let Some(g) = g {
             // The plan is cheap to make on the host; the buffer is what could be too large.
-            let plan = crate::ops::Plan::new(
-                g.n,
-                g.c,
-                g.s,
-                g.vec4_ok,
-                g.dtype,
-                self.ctx.limits(),
-                self.ctx.forced_walk(),
-            );
+            let plan = crate::ops::Plan::new(g.n, g.c, g.s, g.vec4_ok, g.dtype, &self.ctx.target());
             self.ws
                 .check_fits("the partials buffer", Workspace::partials_bytes(&plan))?;
         }
@@ -727,32 +720,50 @@ impl Functional {
         if a.global_stats.is_some() || (eval && a.running.is_none()) {
             return None;
         }
-        // Eval is one dispatch either way; one invocation per channel is faster than the
-        // normalize walk over planes longer than one value (measured on lavapipe: 4x2048x7x7
-        // 1.46 copies against 2.07), but not over planes of one value, where the columns walk
-        // gives each invocation 16 rows of vec4 items across channels: 256x1024 0.99 against
-        // 1.09, 1024x256 1.11 against 2.29, 512x256 1.04 against 1.29.
-        if eval && g.s == 1 && self.ctx.forced_pass_plan().is_none() {
-            return None;
-        }
-        self.single_plan(g, &[Some(a.input), Some(a.output), a.residual])
+        let kind = if eval {
+            CallKind::EvalForward
+        } else {
+            CallKind::TrainingForward
+        };
+        let epilogue = (a.activation != Activation::Identity, a.residual.is_some());
+        self.single_plan(
+            g,
+            (kind, epilogue),
+            &[Some(a.input), Some(a.output), a.residual],
+        )
     }
 
-    /// The single-dispatch plan for geometry `g`, if the planner picks it and `tensors` can
-    /// each be bound whole (within one binding, at an aligned offset).
+    /// The planner's single-dispatch plan for a `kind` call (with an activation, a residual)
+    /// on geometry `g`, whose `tensors` are bound whole where each fits one binding at an
+    /// aligned offset.
     fn single_plan(
         &self,
         g: Geometry,
+        (kind, (activation, residual)): (CallKind, (bool, bool)),
         tensors: &[Option<&Tensor>],
     ) -> Option<(ChannelTensor, Geometry)> {
         let limits = self.ctx.limits();
         let whole = |t: &Tensor| {
             t.size_bytes() <= limits.max_binding && t.offset().is_multiple_of(limits.align)
         };
-        if !tensors.iter().flatten().all(|t| whole(t)) {
-            return None;
-        }
-        single_pass((g.n, g.c, g.s), g.dtype, self.ctx.forced_pass_plan()).map(|how| (how, g))
+        let desc = CallDesc {
+            geometry: (g.n, g.c, g.s),
+            dtype: g.dtype,
+            kind,
+            activation,
+            residual,
+            aligned: g.vec4_ok,
+            whole: tensors.iter().flatten().all(|t| whole(t)),
+            running: false,
+            momentum: false,
+        };
+        planner::single_dispatch(
+            &desc,
+            self.ctx.profile(),
+            &self.ctx.caps(),
+            self.ctx.forced_pass_plan(),
+        )
+        .map(|how| (how, g))
     }
 
     /// Whether (and how) the backward runs in one dispatch: this batch's statistics (not running
@@ -764,14 +775,13 @@ impl Functional {
         w: &BackwardWork,
     ) -> Option<(ChannelTensor, Geometry)> {
         let g = w.geometry?;
-        let epilogue = a.activation != Activation::Identity || w.through_epilogue;
         if !matches!(a.stats, SavedStats::Batch { .. })
             || w.statistics != Statistics::Batch
             || a.global_coefficients.is_some()
-            || (epilogue && !self.ctx.pipelines().has(Kernel::BackwardSingleEpilogue))
         {
             return None;
         }
+        let activation = a.activation != Activation::Identity;
         let tensors = [
             Some(a.x),
             Some(a.grad_output),
@@ -779,7 +789,8 @@ impl Functional {
             a.residual,
             a.grad_residual,
         ];
-        self.single_plan(g, &tensors)
+        let residual = w.through_epilogue && !activation;
+        self.single_plan(g, (CallKind::Backward, (activation, residual)), &tensors)
     }
 
     /// The single-dispatch backward's bindings, where `single_backward_plan` takes it.

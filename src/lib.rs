@@ -53,6 +53,8 @@ pub mod fold;
 pub mod functional;
 mod ops;
 pub mod optim;
+pub mod planner;
+pub mod profile;
 pub mod reference;
 pub mod state_dict;
 pub mod sync;

@@ -112,16 +112,7 @@ impl Workspace {
             return p.clone();
         }
         clear_if_full(&mut self.plans);
-        let limits = *self.ctx.limits();
-        let plan = Plan::new(
-            g.n,
-            g.c,
-            g.s,
-            g.vec4_ok,
-            g.dtype,
-            &limits,
-            self.ctx.forced_walk(),
-        );
+        let plan = Plan::new(g.n, g.c, g.s, g.vec4_ok, g.dtype, &self.ctx.target());
         let params = plan
             .blocks
             .iter()
@@ -273,15 +264,7 @@ impl Workspace {
 
 /// The walk that a context plans for `shape` (tests pin the walk they exercise with it).
 pub(crate) fn planned_walk(ctx: &Context, n: u32, c: u32, s: u32, vec4_ok: bool) -> Walk {
-    Plan::new(
-        n,
-        c,
-        s,
-        vec4_ok,
-        DType::F32,
-        ctx.limits(),
-        ctx.forced_walk(),
-    )
-    .geometry
-    .walk
+    Plan::new(n, c, s, vec4_ok, DType::F32, &ctx.target())
+        .geometry
+        .walk
 }

@@ -97,11 +97,17 @@ fn every_pass_plan_passes_the_golden_cases() {
     }
 }
 
-/// The default planner: one invocation per channel for many short channels, the multi-pass
-/// walks otherwise.
+fn context_with_profile(kind: wgpu_batchnorm::profile::ProfileKind) -> wgpu_batchnorm::Context {
+    let mut options = wgpu_batchnorm::ContextOptions::from_env();
+    options.profile = Some(kind);
+    wgpu_batchnorm::Context::with_options(options).unwrap()
+}
+
+/// The CPU profile's planner: one invocation per channel for many short channels, the
+/// multi-pass walks otherwise.
 #[test]
-fn the_planner_picks_one_invocation_per_channel_for_many_short_channels() {
-    let ctx = support::context();
+fn the_cpu_planner_picks_one_invocation_per_channel_for_many_short_channels() {
+    let ctx = context_with_profile(wgpu_batchnorm::profile::ProfileKind::Cpu);
     let cases: &[(&[usize], PassPlan)] = &[
         (&[256, 1024], PassPlan::InvocationPerChannel),
         (&[1024, 128], PassPlan::InvocationPerChannel),
@@ -110,6 +116,26 @@ fn the_planner_picks_one_invocation_per_channel_for_many_short_channels() {
         (&[256, 127], PassPlan::MultiPass),
         (&[21, 2048, 7, 7], PassPlan::MultiPass),
         (&[64, 256, 14, 14], PassPlan::MultiPass),
+        (&[32, 64, 56, 56], PassPlan::MultiPass),
+        (&[16, 3, 224, 224], PassPlan::MultiPass),
+        (&[4, 3], PassPlan::MultiPass),
+    ];
+    for &(shape, path) in cases {
+        assert_eq!(ctx.planned_pass_plan(shape), Some(path), "{shape:?}");
+    }
+}
+
+/// The GPU profile's planner: never an invocation per channel; a workgroup per channel where
+/// the channels alone launch its floor of invocations over planes of more than one value.
+#[test]
+fn the_gpu_planner_never_gives_an_invocation_a_channel() {
+    let ctx = context_with_profile(wgpu_batchnorm::profile::ProfileKind::Gpu);
+    let cases: &[(&[usize], PassPlan)] = &[
+        (&[256, 1024], PassPlan::MultiPass),
+        (&[1024, 128], PassPlan::MultiPass),
+        (&[4, 2048, 7, 7], PassPlan::WorkgroupPerChannel),
+        (&[21, 2048, 7, 7], PassPlan::WorkgroupPerChannel),
+        (&[64, 256, 14, 14], PassPlan::WorkgroupPerChannel),
         (&[32, 64, 56, 56], PassPlan::MultiPass),
         (&[16, 3, 224, 224], PassPlan::MultiPass),
         (&[4, 3], PassPlan::MultiPass),

@@ -169,6 +169,17 @@ async fn golden_cases_pass_within_default_limits() {
     replay(&ctx, "default limits").await;
 }
 
+/// The GPU profile's plans (runs of 32, the floor of invocations) on the browser's adapter.
+#[wasm_bindgen_test]
+async fn golden_cases_pass_on_the_gpu_profile() {
+    let gpu = ContextOptions {
+        profile: Some(wgpu_batchnorm::profile::ProfileKind::Gpu),
+        ..Default::default()
+    };
+    let ctx = default_limits_context(&gpu).await;
+    replay(&ctx, "gpu profile").await;
+}
+
 /// Training forward, eval forward and both backwards against the f64 reference on shapes that
 /// are not powers of two, one per walk, in binding windows, and on every training-forward
 /// path.
@@ -200,6 +211,14 @@ async fn forward_and_backward_match_the_reference() {
         (
             "multi-pass",
             default_limits_context(&forced(PassPlan::MultiPass)).await,
+        ),
+        (
+            "gpu profile",
+            default_limits_context(&ContextOptions {
+                profile: Some(wgpu_batchnorm::profile::ProfileKind::Gpu),
+                ..Default::default()
+            })
+            .await,
         ),
     ];
     for (label, ctx) in &contexts {

@@ -11,6 +11,7 @@ use super::{
     bindings, Assembly, ChannelTensor, Epilogue, ItemWidth, Kernel, KernelSpec, Recorder,
     Specialize, Statistics,
 };
+use crate::profile::DeviceProfile;
 use crate::tensor::DType;
 
 bindings! {
@@ -132,13 +133,12 @@ impl SingleParams {
     }
 }
 
-/// When the planner takes one invocation per channel: many channels, each short enough for
-/// one invocation to read twice. Measured on lavapipe (`examples/bench --pass-plan`, see
-/// BENCHMARKS.md), training forward in copies: (256, 1024) 3.1 against the multi-pass 5.5,
-/// 4x2048x7x7 2.9 against 6.8, channels-last 4x2048x7x7 2.9 against 5.5; but 64x256x14x14
-/// (12544 values per channel) 2.4 against 1.9, and channels-last 7.3 against 4.1.
-const OWN_MIN_CHANNELS: u32 = 128;
-const OWN_MAX_VALUES: u32 = 1024;
+// When the CPU profile takes one invocation per channel (`DeviceProfile::own_min_channels`,
+// `own_max_values`): many channels, each short enough for one invocation to read twice.
+// Measured on lavapipe (`examples/bench --pass-plan`, see BENCHMARKS.md), training forward in
+// copies: (256, 1024) 3.1 against the multi-pass 5.5, 4x2048x7x7 2.9 against 6.8, channels-last
+// 4x2048x7x7 2.9 against 5.5; but 64x256x14x14 (12544 values per channel) 2.4 against 1.9, and
+// channels-last 7.3 against 4.1.
 
 /// How a training forward and backward run; `ContextOptions::force_pass_plan` pins it (tests
 /// cover each). The backward follows the forward's plan where it has no epilogue (identity, no
@@ -166,25 +166,52 @@ impl PassPlan {
     ];
 }
 
-/// How the single dispatch covers a (rows, C, S) tensor, or None where the multi-pass path is
-/// the better (or the only) choice; `forced` pins the path where it can serve the shape.
+/// How the single dispatch covers a (rows, C, S) tensor on `profile`, or None where the
+/// multi-pass path is the better (or the only) choice; `forced` pins the path where it can
+/// serve the shape.
 pub(crate) fn single_pass(
     (rows, c, s): (u32, u32, u32),
     dtype: DType,
+    profile: &DeviceProfile,
     forced: Option<PassPlan>,
 ) -> Option<ChannelTensor> {
     let count = rows.checked_mul(s)?;
     if count == 0 || c == 0 {
         return None;
     }
-
+    // Planes of one value ((N, C), channels-last) with C a multiple of 4: vec4 loads of four
+    // neighbouring channels, a quarter of the scalar loads and loop steps.
+    let item = if s == 1 && c.is_multiple_of(4) {
+        ItemWidth::Channels4
+    } else {
+        ItemWidth::Scalar
+    };
+    // Short channels: a small workgroup, so that fewer invocations sit idle and the reduction
+    // is shorter.
+    let workgroup_size = |own: bool| if own || count <= 2048 { 64 } else { 256 };
+    let elements = u64::from(count) * u64::from(c);
+    let groups = u64::from(c / item.channel_lanes());
     let path = match forced {
         Some(path) => path,
-        None if c >= OWN_MIN_CHANNELS && count <= OWN_MAX_VALUES => PassPlan::InvocationPerChannel,
-        // One workgroup per channel is never the default: on lavapipe it measured slower than
-        // the multi-pass walks on every shape (4x2048x7x7 8.2 copies against 7.2, 64x256x14x14
-        // 4.3 against 2.0), and not for its per-value division (without it: 8.4 and 3.9).
-        // Whether it wins on a GPU, where dispatches cost more, is not measured yet.
+        None if c >= profile.own_min_channels && count <= profile.own_max_values => {
+            PassPlan::InvocationPerChannel
+        }
+        // On a GPU, one workgroup per channel where the channels alone launch the profile's
+        // floor of invocations, as PyTorch's CUDA kernels give each channel a block: one
+        // dispatch, each value read twice (the second from cache). Planes of at least a run
+        // of values only: a run of invocations then reads neighbouring values of one plane
+        // (or of two); with shorter planes (channels-last, (N, C)) its invocations would read
+        // values a row apart, uncoalesced.
+        None if profile.workgroup_per_channel
+            && s >= profile.run_width
+            && groups * u64::from(workgroup_size(false)) >= profile.invocation_floor(elements) =>
+        {
+            PassPlan::WorkgroupPerChannel
+        }
+        // One workgroup per channel is never the CPU profile's: on lavapipe it measured slower
+        // than the multi-pass walks on every shape (4x2048x7x7 8.2 copies against 7.2,
+        // 64x256x14x14 4.3 against 2.0), and not for its per-value division (without it: 8.4
+        // and 3.9).
         None => PassPlan::MultiPass,
     };
     let own_channel = match path {
@@ -194,21 +221,9 @@ pub(crate) fn single_pass(
     };
     Some(ChannelTensor {
         dtype,
-        // Short channels: a small workgroup, so that fewer invocations sit idle and the
-        // reduction is shorter.
-        workgroup_size: if own_channel || count <= 2048 {
-            64
-        } else {
-            256
-        },
+        workgroup_size: workgroup_size(own_channel),
         own_channel,
-        // Planes of one value ((N, C), channels-last) with C a multiple of 4: vec4 loads of
-        // four neighbouring channels, a quarter of the scalar loads and loop steps.
-        item: if s == 1 && c.is_multiple_of(4) {
-            ItemWidth::Channels4
-        } else {
-            ItemWidth::Scalar
-        },
+        item,
     })
 }
 

@@ -49,7 +49,7 @@ use std::sync::Mutex;
 
 use crate::tensor::DType;
 
-pub(crate) use plan::{KernelLimits, Plan};
+pub(crate) use plan::{KernelLimits, Plan, Target};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ITEM_VEC4: &str = include_str!("../../shaders/item_vec4.wgsl");
@@ -698,6 +698,8 @@ fn declarations(spec: &KernelSpec, v: &Variant) -> String {
 /// pipelines (built on first use, then reused), keyed by [`Variant`].
 pub(crate) struct Pipelines {
     reduction: Reduction,
+    /// Invocations per run of the walks (`LANES` in walk.wgsl): the profile's run width.
+    run_width: u32,
     /// Per kernel (by `Kernel::index`); None where the device allows fewer storage buffers per
     /// stage than the kernel binds.
     layouts: Vec<Option<wgpu::BindGroupLayout>>,
@@ -722,7 +724,7 @@ impl std::fmt::Debug for Pipelines {
 }
 
 impl Pipelines {
-    pub fn new(device: &wgpu::Device, subgroups: bool) -> Self {
+    pub fn new(device: &wgpu::Device, subgroups: bool, run_width: u32) -> Self {
         let mut layouts = Vec::new();
         let mut pipeline_layouts = Vec::new();
         let max_storage = device.limits().max_storage_buffers_per_shader_stage;
@@ -783,6 +785,7 @@ impl Pipelines {
             } else {
                 Reduction::Workgroup
             },
+            run_width,
             layouts,
             pipeline_layouts,
             pipelines: Mutex::new(HashMap::new()),
@@ -918,6 +921,7 @@ impl Pipelines {
         let mut constants: Vec<(String, f64)> = vec![("WG".into(), f64::from(v.workgroup_size))];
         if let Some(walk) = v.walk {
             constants.push(("WALK".into(), walk.constant()));
+            constants.push(("LANES".into(), f64::from(self.run_width)));
         }
         if spec.has_statistics {
             let running = v.statistics == Statistics::Running;

@@ -10,6 +10,7 @@
 //! live in [`super::ChannelParams`] and [`super::update_running::UpdateParams`].
 
 use super::{ItemWidth, Walk};
+use crate::profile::DeviceProfile;
 use crate::tensor::DType;
 
 /// The limits the planner works within: the adapter's, or lower ones set through
@@ -24,32 +25,43 @@ pub(crate) struct KernelLimits {
     pub align: u64,
 }
 
-/// Invocations per run in the planes and runs walks (`LANES` in `walk.wgsl`): lavapipe's SIMD
-/// width.
-pub(crate) const LANES: u32 = 8;
+/// What plans are made for: the device's limits, its profile (the tuning constants, see
+/// [`crate::profile`]) and the walk tests force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub limits: KernelLimits,
+    pub profile: DeviceProfile,
+    /// Pins the walk where it can serve the shape (tests).
+    pub force_walk: Option<Walk>,
+}
+
 /// The length of the reciprocal table (`BlockParams::recip`): no invocation pushes more items
 /// than this into one Welford partial (keeps partial counts exact and the ratios looked up).
 const MAX_STEPS: u64 = 16;
-/// Workgroup sizes the planes walk chooses from (largest first).
-const PLANES_WORKGROUP_SIZES: [u64; 3] = [256, 128, 64];
-/// Invocations per workgroup of the runs and columns walks.
-const WG_TENSOR: u64 = 256;
-/// Planes shorter than this many items use the runs walk (at most MAX_STEPS * LANES, so a
-/// run's steps fit the reciprocal table), ...
-const RUNS_BELOW: u64 = 64;
-/// ... or, below this many items (fewer than a run's lanes), the columns walk.
-const COLUMNS_BELOW: u64 = LANES as u64;
-/// Items across channels (`Channels4`) serve planes of one value with up to this many
-/// channels, whatever the rows, or with up to CHANNELS4_MAX_ROWS rows. Measured on lavapipe,
-/// training forward + backward / eval in copies, scalar against Channels4: (12544, 64) 8.71 /
-/// 2.04 against 5.27 / 0.93, (12544, 128) 9.78 / 2.70 against 5.62 / 1.66, (1024, 1024) eval
-/// 2.07 against 1.09; but with more channels and many rows the Channels4 backward loses more
-/// than its forward gains: (12544, 256) 8.35 against 9.82, (6272, 512) 7.41 against 8.84,
-/// (50176, 256) 8.17 against 10.42 (channels-last 64x256x14x14 likewise; why is not known).
-const CHANNELS4_ANY_ROWS: u32 = 128;
-const CHANNELS4_MAX_ROWS: u32 = 1024;
+// The CPU profile's constants ([`DeviceProfile::cpu`]), as measured on lavapipe:
+// - planes shorter than `runs_below` (64) items use the runs walk (at most MAX_STEPS * LANES,
+//   so a run's steps fit the reciprocal table), or, below `columns_below` (a run's lanes), the
+//   columns walk;
+// - items across channels (`Channels4`) serve planes of one value with up to
+//   `channels4_any_rows` (128) channels, whatever the rows, or with up to `channels4_max_rows`
+//   (1024) rows. Training forward + backward / eval in copies, scalar against Channels4:
+//   (12544, 64) 8.71 / 2.04 against 5.27 / 0.93, (12544, 128) 9.78 / 2.70 against 5.62 / 1.66,
+//   (1024, 1024) eval 2.07 against 1.09; but with more channels and many rows the Channels4
+//   backward loses more than its forward gains: (12544, 256) 8.35 against 9.82, (6272, 512)
+//   7.41 against 8.84, (50176, 256) 8.17 against 10.42 (channels-last 64x256x14x14 likewise;
+//   why is not known).
 /// Columns walk: rows per invocation (at most MAX_STEPS).
 const MAX_ROWS_PER_TASK: u64 = MAX_STEPS;
+
+/// Items one invocation may take in a pass over `items` items of `values_per_item` values:
+/// MAX_STEPS, or fewer where the profile's floor of invocations needs more of them.
+fn steps_for(items: u64, values_per_item: u64, profile: &DeviceProfile) -> u64 {
+    let floor = profile.invocation_floor(items * values_per_item);
+    if floor == 0 {
+        return MAX_STEPS;
+    }
+    (items / floor).clamp(1, MAX_STEPS)
+}
 
 // ---- 1. binding windows ---------------------------------------------------------------------
 
@@ -161,21 +173,22 @@ impl Windows {
     }
 }
 
-/// Rows per task of the columns walk, for rows of `row_values` values: MAX_ROWS_PER_TASK, or
-/// fewer (a power of two) where that many rows do not fit one window.
+/// Rows per task of the columns walk, for rows of `row_values` values: `max_rows` (at most
+/// MAX_ROWS_PER_TASK), or fewer (a power of two) where that many rows do not fit one window.
 ///
-/// As many as a partial's reciprocal table allows: sizing tasks for 32768 invocations instead
-/// (down to one row each) cost lavapipe 1.5-2x on (N, C) tensors, where an invocation's setup
-/// (its channels' coefficients, its partials) is paid per task: (1024, 32) training forward
-/// 4.67 copies against 2.58, (512, 100) 5.78 against 3.16, (64, 256, 2, 2) 2.19 against 1.89.
+/// As many as a partial's reciprocal table allows on the CPU profile: sizing tasks for 32768
+/// invocations instead (down to one row each) cost lavapipe 1.5-2x on (N, C) tensors, where an
+/// invocation's setup (its channels' coefficients, its partials) is paid per task: (1024, 32)
+/// training forward 4.67 copies against 2.58, (512, 100) 5.78 against 3.16, (64, 256, 2, 2)
+/// 2.19 against 1.89. The GPU profile passes fewer, for its floor of invocations.
 ///
 /// Counted in f32 bytes whatever the dtype, and windows of whole rows hold a multiple of it, so
 /// that an f16 tensor and its f32 twin cut their rows into the same tasks: the same partials,
 /// merged in the same order, give the same statistics bit for bit.
-fn column_task_rows(row_values: u64, limits: &KernelLimits) -> u64 {
+fn column_task_rows(row_values: u64, max_rows: u64, limits: &KernelLimits) -> u64 {
     let fit = limits.max_binding.saturating_sub(limits.align) / (row_values * 4).max(1);
-    let mut rows = MAX_ROWS_PER_TASK;
-    while rows > 1 && rows > fit {
+    let mut rows = max_rows.clamp(1, MAX_ROWS_PER_TASK).next_power_of_two();
+    while rows > 1 && (rows > fit || rows > max_rows) {
         rows /= 2;
     }
     rows
@@ -189,6 +202,8 @@ pub(crate) struct WalkGeometry {
     pub walk: Walk,
     /// Invocations per workgroup.
     pub wg: u64,
+    /// Invocations per run (`LANES` in walk.wgsl, the profile's run width).
+    pub lanes: u64,
     /// Planes walk: items per task (a plane segment, a multiple of `wg`).
     pub task_items: u64,
     /// Columns walk: rows per task.
@@ -196,66 +211,69 @@ pub(crate) struct WalkGeometry {
 }
 
 impl WalkGeometry {
-    /// The walks that can serve planes of `plane` items cut into `windows`: the planes walk
-    /// always; the runs walk while a run's steps fit the reciprocal table; the columns walk
-    /// unless planes are cut into pieces.
-    pub fn can_serve(walk: Walk, plane: u64, windows: &Windows) -> bool {
+    /// The walks that can serve planes of `plane` items cut into `windows`, with runs of
+    /// `lanes` and at most `steps` items per invocation: the planes walk always; the runs walk
+    /// while a run's steps fit `steps`; the columns walk unless planes are cut into pieces.
+    pub fn can_serve(walk: Walk, plane: u64, windows: &Windows, lanes: u64, steps: u64) -> bool {
         match walk {
             Walk::Planes => true,
-            Walk::Runs => {
-                plane <= MAX_STEPS * u64::from(LANES) && windows.kind != WindowKind::Pieces
-            }
+            Walk::Runs => plane <= steps * lanes && windows.kind != WindowKind::Pieces,
             Walk::Columns => windows.kind != WindowKind::Pieces,
         }
     }
 
-    /// The walk for n rows of planes of `plane` items: the fastest measured on lavapipe for the
-    /// plane length, or `force` where it can serve the shape.
+    /// The walk for n rows of planes of `plane` items: the profile's for the plane length, or
+    /// `force` where it can serve the shape; no invocation takes more than `steps` items.
     pub fn choose(
-        n: u64,
-        plane: u64,
-        task_rows: u64,
+        (n, plane): (u64, u64),
+        (steps, task_rows): (u64, u64),
         windows: &Windows,
+        profile: &DeviceProfile,
         force: Option<Walk>,
     ) -> Self {
-        let preferred = if plane >= RUNS_BELOW {
+        let lanes = u64::from(profile.run_width);
+        let wg_tensor = u64::from(profile.tensor_workgroup_size);
+        let preferred = if plane >= u64::from(profile.runs_below) {
             Walk::Planes
-        } else if plane >= COLUMNS_BELOW {
+        } else if plane >= u64::from(profile.columns_below) {
             Walk::Runs
         } else {
             Walk::Columns
         };
+        // Forced walks keep the reciprocal table's bound, not the profile's floor.
+        let can = |w: Walk| {
+            let limit = if Some(w) == force { MAX_STEPS } else { steps };
+            Self::can_serve(w, plane, windows, lanes, limit)
+        };
         let walk = [force, Some(preferred)]
             .into_iter()
             .flatten()
-            .find(|&w| Self::can_serve(w, plane, windows))
+            .find(|&w| can(w))
             .unwrap_or(Walk::Planes);
         match walk {
             Walk::Planes => {
-                // As few segments per plane as MAX_STEPS allows, each just long enough to cover
+                // As few segments per plane as `steps` allows, each just long enough to cover
                 // the plane; the workgroup size that leaves the fewest invocations idle (the
                 // largest within 5% of the best).
                 let chunk = |wg: u64| {
-                    let segments = plane.div_ceil(wg * MAX_STEPS).max(1);
+                    let segments = plane.div_ceil(wg * steps).max(1);
                     (segments, wg * plane.div_ceil(segments * wg).max(1))
                 };
                 let slots = |wg: u64| {
                     let (segments, task_items) = chunk(wg);
                     segments * task_items
                 };
-                let best = PLANES_WORKGROUP_SIZES
-                    .iter()
-                    .map(|&w| slots(w))
-                    .min()
-                    .unwrap_or(1);
-                let wg = PLANES_WORKGROUP_SIZES
+                let sizes = profile.planes_workgroup_sizes.map(u64::from);
+                let best = sizes.iter().map(|&w| slots(w)).min().unwrap_or(1);
+                let wg = sizes
                     .iter()
                     .copied()
                     .find(|&w| slots(w) * 100 <= best * 105)
-                    .unwrap_or(WG_TENSOR);
+                    .unwrap_or(wg_tensor);
                 WalkGeometry {
                     walk,
                     wg,
+                    lanes,
                     task_items: chunk(wg).1,
                     task_rows: 1,
                 }
@@ -263,13 +281,15 @@ impl WalkGeometry {
             // A run covers its whole plane.
             Walk::Runs => WalkGeometry {
                 walk,
-                wg: WG_TENSOR,
+                wg: wg_tensor,
+                lanes,
                 task_items: plane,
                 task_rows: 1,
             },
             Walk::Columns => WalkGeometry {
                 walk,
-                wg: WG_TENSOR,
+                wg: wg_tensor,
+                lanes,
                 task_items: 1,
                 task_rows: task_rows.min(n.max(1)),
             },
@@ -289,7 +309,7 @@ impl WalkGeometry {
     pub fn workgroups(&self, region: &Region, tasks: u64) -> u64 {
         match self.walk {
             Walk::Planes => region.channels * tasks,
-            Walk::Runs => (region.rows * region.channels).div_ceil(self.wg / u64::from(LANES)),
+            Walk::Runs => (region.rows * region.channels).div_ceil(self.wg / self.lanes),
             Walk::Columns => {
                 (region.channels * region.s_count * (tasks / region.s_count)).div_ceil(self.wg)
             }
@@ -352,23 +372,16 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// Plans a non-empty (N, C, S) tensor. `vec4_ok` says whether every bound tensor allows
-    /// vec4 reads (16-byte aligned offsets); `force` picks the walk where it can serve.
-    pub fn new(
-        n: u32,
-        c: u32,
-        s: u32,
-        vec4_ok: bool,
-        dtype: DType,
-        limits: &KernelLimits,
-        force: Option<Walk>,
-    ) -> Plan {
+    /// Plans a non-empty (N, C, S) tensor for `target`. `vec4_ok` says whether every bound
+    /// tensor allows vec4 reads (16-byte aligned offsets).
+    pub fn new(n: u32, c: u32, s: u32, vec4_ok: bool, dtype: DType, target: &Target) -> Plan {
+        let (limits, profile) = (&target.limits, &target.profile);
         let item = if vec4_ok && s.is_multiple_of(4) {
             ItemWidth::Vec4
         } else if vec4_ok
             && s == 1
             && c.is_multiple_of(4)
-            && (c <= CHANNELS4_ANY_ROWS || n <= CHANNELS4_MAX_ROWS)
+            && (c <= profile.channels4_any_rows || n <= profile.channels4_max_rows)
         {
             ItemWidth::Channels4
         } else {
@@ -381,9 +394,27 @@ impl Plan {
             _ => u64::from(s) / item.lanes(),
         };
         let (n64, c64) = (u64::from(n), u64::from(c / item.channel_lanes()));
-        let task_rows = column_task_rows(u64::from(c) * u64::from(s), limits);
+        let values_per_item = item.lanes();
+        let steps = steps_for(n64 * c64 * plane, values_per_item, profile);
+        // A row narrower than a 32-byte memory sector (fewer than 16 values: counted for f16,
+        // so that f16 tensors and their f32 twins cut the same tasks): on a GPU, one row per
+        // task, so that a run of invocations reads neighbouring rows instead of a few values
+        // of rows `task_rows` apart.
+        let row_values = u64::from(c) * u64::from(s);
+        let rows_per_task = if profile.min_invocations > 0 && row_values < 16 {
+            1
+        } else {
+            steps
+        };
+        let task_rows = column_task_rows(row_values, rows_per_task, limits);
         let windows = Windows::new(n64, c64, plane, item_bytes, task_rows, limits);
-        let geometry = WalkGeometry::choose(n64, plane, task_rows, &windows, force);
+        let geometry = WalkGeometry::choose(
+            (n64, plane),
+            (steps, task_rows),
+            &windows,
+            profile,
+            target.force_walk,
+        );
         // Pieces of a plane all get the tasks of a full window, so that a channel's partial
         // slots follow one stride; the spare tasks of the shorter last piece write empty
         // partials (see `span_start` in walk.wgsl).
@@ -515,21 +546,25 @@ mod tests {
         limits: &KernelLimits,
         force: Option<Walk>,
     ) {
-        for dtype in [DType::F32, DType::F16] {
-            check_cover_of(n, c, s, vec4_ok, dtype, limits, force);
+        for profile in [
+            DeviceProfile::cpu(),
+            DeviceProfile::gpu(32),
+            DeviceProfile::gpu(64),
+        ] {
+            for dtype in [DType::F32, DType::F16] {
+                let target = Target {
+                    limits: *limits,
+                    profile,
+                    force_walk: force,
+                };
+                check_cover_of(n, c, s, vec4_ok, dtype, &target);
+            }
         }
     }
 
-    fn check_cover_of(
-        n: u32,
-        c: u32,
-        s: u32,
-        vec4_ok: bool,
-        dtype: DType,
-        limits: &KernelLimits,
-        force: Option<Walk>,
-    ) {
-        let plan = Plan::new(n, c, s, vec4_ok, dtype, limits, force);
+    fn check_cover_of(n: u32, c: u32, s: u32, vec4_ok: bool, dtype: DType, target: &Target) {
+        let (limits, force) = (&target.limits, target.force_walk);
+        let plan = Plan::new(n, c, s, vec4_ok, dtype, target);
         let item_bytes = plan.item_bytes;
         // The tensor as the kernels see it: (n, c_items, plane) items.
         let lanes = plan.item.channel_lanes();
@@ -571,9 +606,9 @@ mod tests {
                 }
                 Walk::Runs => {
                     assert_eq!(p.tasks, p.rows);
-                    assert!(u64::from(p.s_count.div_ceil(LANES)) <= MAX_STEPS);
+                    assert!(u64::from(p.s_count).div_ceil(g.lanes) <= MAX_STEPS);
                     let planes = u64::from(p.rows * p.dispatch_channels);
-                    assert!(workgroups * (g.wg / u64::from(LANES)) >= planes);
+                    assert!(workgroups * (g.wg / g.lanes) >= planes);
                 }
                 Walk::Columns => {
                     assert_eq!(p.tasks % p.s_count, 0);
@@ -644,8 +679,13 @@ mod tests {
 
     #[test]
     fn the_default_walks_follow_the_plane_length() {
+        let target = |force| Target {
+            limits: LIMITS,
+            profile: DeviceProfile::cpu(),
+            force_walk: force,
+        };
         let walk = |s| {
-            Plan::new(4, 8, s, false, DType::F32, &LIMITS, None)
+            Plan::new(4, 8, s, false, DType::F32, &target(None))
                 .geometry
                 .walk
         };
@@ -655,7 +695,7 @@ mod tests {
         assert_eq!(walk(7), Walk::Columns);
         assert_eq!(walk(1), Walk::Columns);
         // A forced walk that cannot serve falls back to the planes walk.
-        let plan = Plan::new(4, 8, 1000, false, DType::F32, &LIMITS, Some(Walk::Runs));
+        let plan = Plan::new(4, 8, 1000, false, DType::F32, &target(Some(Walk::Runs)));
         assert_eq!(plan.geometry.walk, Walk::Planes);
     }
 }

@@ -1,0 +1,236 @@
+//! Device profiles: the planner's tuning constants for the kind of device a [`crate::Context`]
+//! runs on, derived once from the adapter.
+//!
+//! A CPU adapter (lavapipe, llvmpipe, SwiftShader, WARP) runs a few hundred invocations at a
+//! time, eight SIMD lanes each: there the fewest, longest invocations win, and every constant
+//! of [`DeviceProfile::cpu`] was measured on lavapipe (see BENCHMARKS.md). A GPU keeps tens of
+//! thousands of invocations in flight (an H100 about 270,000) and hides memory latency only
+//! with that many: [`DeviceProfile::gpu`] launches, for every pass over the activations, at
+//! least `min(E / 16, 65536)` invocations (E elements), in runs of the subgroup width reading
+//! neighbouring items.
+//!
+//! Force one with [`crate::ContextOptions::profile`] or `WGPU_BATCHNORM_PROFILE=cpu|gpu` (read
+//! by [`crate::Context::new`] beside `WGPU_BACKEND`): tests, the golden runner and the bench
+//! run the GPU plans on lavapipe, GL and in the browser that way.
+
+use crate::error::{Error, Result};
+
+/// Which tuning a context plans with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProfileKind {
+    /// Software adapters: few, long invocations.
+    Cpu,
+    /// Discrete, integrated and virtual GPUs, and adapters of unknown kind.
+    Gpu,
+}
+
+impl ProfileKind {
+    /// The environment variable that forces a profile.
+    pub const ENV: &'static str = "WGPU_BATCHNORM_PROFILE";
+
+    /// Parses `cpu` or `gpu` (any case).
+    pub fn parse(s: &str) -> Result<ProfileKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(ProfileKind::Cpu),
+            "gpu" => Ok(ProfileKind::Gpu),
+            other => Err(Error::InvalidArgument(format!(
+                "{}={other:?}: expected cpu or gpu",
+                Self::ENV
+            ))),
+        }
+    }
+
+    /// The profile `WGPU_BATCHNORM_PROFILE` names, None when it is unset or empty.
+    pub fn from_env() -> Result<Option<ProfileKind>> {
+        match std::env::var(Self::ENV) {
+            Ok(s) if !s.trim().is_empty() => Self::parse(&s).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The kind an adapter gets by default: CPU for software adapters (by device type, or by
+    /// name where the backend reports no type, as browsers and GL do), GPU otherwise.
+    pub fn of_adapter(device_type: wgpu::DeviceType, name: &str) -> ProfileKind {
+        let name = name.to_ascii_lowercase();
+        let software = [
+            "llvmpipe",
+            "lavapipe",
+            "swiftshader",
+            "warp",
+            "basic render driver",
+        ];
+        if device_type == wgpu::DeviceType::Cpu || software.iter().any(|s| name.contains(s)) {
+            ProfileKind::Cpu
+        } else {
+            ProfileKind::Gpu
+        }
+    }
+}
+
+/// The planner's constants for one kind of device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeviceProfile {
+    /// Which profile this is.
+    pub kind: ProfileKind,
+    /// Invocations per run of the planes and runs walks (`LANES` in `walk.wgsl`, a pipeline
+    /// constant): neighbouring invocations of a run read neighbouring items. Lavapipe's SIMD
+    /// width on the CPU; the subgroup width (or 32) on a GPU.
+    pub run_width: u32,
+    /// Invocations a pass over the activations must launch at least, up to: with
+    /// [`DeviceProfile::values_per_invocation`], each such dispatch launches at least
+    /// `min(E / values_per_invocation, min_invocations)` invocations. 0: no floor (CPU).
+    pub min_invocations: u64,
+    /// See [`DeviceProfile::min_invocations`].
+    pub values_per_invocation: u64,
+    /// Workgroup sizes the planes walk chooses from, largest first (multiples of
+    /// `run_width`).
+    pub planes_workgroup_sizes: [u32; 3],
+    /// Invocations per workgroup of the runs and columns walks.
+    pub tensor_workgroup_size: u32,
+    /// Planes of at least this many items take the planes walk, ...
+    pub runs_below: u32,
+    /// ... of at least this many (and fewer than `runs_below`) the runs walk, shorter ones the
+    /// columns walk.
+    pub columns_below: u32,
+    /// Items across four channels serve planes of one value with up to this many channels,
+    /// whatever the rows, ...
+    pub channels4_any_rows: u32,
+    /// ... or with up to this many rows.
+    pub channels4_max_rows: u32,
+    /// One invocation per channel (the single-dispatch plan) for at least this many channels
+    /// of at most `own_max_values` values each; `u32::MAX`: never.
+    pub own_min_channels: u32,
+    /// See [`DeviceProfile::own_min_channels`].
+    pub own_max_values: u32,
+    /// One workgroup per channel (the single-dispatch plan) wherever the channels give the
+    /// floor of invocations by themselves.
+    pub workgroup_per_channel: bool,
+}
+
+impl DeviceProfile {
+    /// The CPU profile: today's lavapipe plans (each constant's measurement is documented
+    /// where the planner uses it).
+    pub const fn cpu() -> DeviceProfile {
+        DeviceProfile {
+            kind: ProfileKind::Cpu,
+            run_width: 8,
+            min_invocations: 0,
+            values_per_invocation: 16,
+            planes_workgroup_sizes: [256, 128, 64],
+            tensor_workgroup_size: 256,
+            runs_below: 64,
+            columns_below: 8,
+            channels4_any_rows: 128,
+            channels4_max_rows: 1024,
+            own_min_channels: 128,
+            own_max_values: 1024,
+            workgroup_per_channel: false,
+        }
+    }
+
+    /// The GPU profile for runs of `run_width` invocations (the subgroup width).
+    pub const fn gpu(run_width: u32) -> DeviceProfile {
+        DeviceProfile {
+            kind: ProfileKind::Gpu,
+            run_width,
+            // About a quarter of a large GPU's resident invocations, and 16 values per
+            // invocation below that: enough loads in flight to hide memory latency.
+            min_invocations: 65536,
+            values_per_invocation: 16,
+            planes_workgroup_sizes: [256, 128, 64],
+            tensor_workgroup_size: 256,
+            runs_below: 2 * run_width,
+            columns_below: run_width,
+            // vec4 loads across channels are coalesced on a GPU whatever the rows.
+            channels4_any_rows: u32::MAX,
+            channels4_max_rows: u32::MAX,
+            // A channel per invocation walks hundreds of dependent loads with a few hundred
+            // invocations in flight: never on a GPU.
+            own_min_channels: u32::MAX,
+            own_max_values: 0,
+            workgroup_per_channel: true,
+        }
+    }
+
+    /// The profile of `kind` for an adapter whose subgroups are `subgroup_max_size` wide (0 or
+    /// out of range: 32).
+    pub fn of_kind(kind: ProfileKind, subgroup_max_size: u32) -> DeviceProfile {
+        match kind {
+            ProfileKind::Cpu => DeviceProfile::cpu(),
+            ProfileKind::Gpu => {
+                // Runs must divide the workgroup sizes (64 and up).
+                let width = if (16..=64).contains(&subgroup_max_size)
+                    && subgroup_max_size.is_power_of_two()
+                {
+                    subgroup_max_size
+                } else {
+                    32
+                };
+                DeviceProfile::gpu(width)
+            }
+        }
+    }
+
+    /// The floor of invocations for a pass over `elements` values (0 on the CPU profile).
+    pub fn invocation_floor(&self, elements: u64) -> u64 {
+        (elements / self.values_per_invocation.max(1)).min(self.min_invocations)
+    }
+}
+
+impl std::fmt::Display for DeviceProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ProfileKind::Cpu => write!(f, "cpu (runs of {})", self.run_width),
+            ProfileKind::Gpu => write!(
+                f,
+                "gpu (runs of {}, at least min(E / {}, {}) invocations per pass)",
+                self.run_width, self.values_per_invocation, self.min_invocations
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapters_get_their_kind_and_env_values_parse() {
+        use wgpu::DeviceType as T;
+        assert_eq!(
+            ProfileKind::of_adapter(T::Cpu, "llvmpipe (LLVM 15.0.6, 256 bits)"),
+            ProfileKind::Cpu
+        );
+        assert_eq!(
+            ProfileKind::of_adapter(T::Other, "SwiftShader Device (Subzero)"),
+            ProfileKind::Cpu
+        );
+        assert_eq!(
+            ProfileKind::of_adapter(T::DiscreteGpu, "NVIDIA H100 80GB HBM3"),
+            ProfileKind::Gpu
+        );
+        assert_eq!(
+            ProfileKind::of_adapter(T::Other, "unknown"),
+            ProfileKind::Gpu
+        );
+        assert_eq!(ProfileKind::parse(" GPU "), Ok(ProfileKind::Gpu));
+        assert!(matches!(
+            ProfileKind::parse("tpu"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(DeviceProfile::of_kind(ProfileKind::Gpu, 8).run_width, 32);
+        assert_eq!(DeviceProfile::of_kind(ProfileKind::Gpu, 64).run_width, 64);
+        assert_eq!(DeviceProfile::of_kind(ProfileKind::Gpu, 128).run_width, 32);
+        for p in [
+            DeviceProfile::cpu(),
+            DeviceProfile::gpu(32),
+            DeviceProfile::gpu(64),
+        ] {
+            for wg in p.planes_workgroup_sizes {
+                assert_eq!(wg % p.run_width, 0, "{p}");
+            }
+            assert_eq!(p.tensor_workgroup_size % p.run_width, 0, "{p}");
+        }
+    }
+}
