@@ -3,8 +3,17 @@
 //! `cargo run --release --features bench --example bench [-- --quick] [--json FILE]
 //! [--backend NAME] [--adapter NAME] [--reps N] [--only NxCxHxW|latency]
 //! [--variant nchw|channels_last|residual|f16] [--pass-plan multi|workgroup|invocation]
-//! [--profile cpu|gpu] [--explain [--network resnet50 [--batch N]]]`
+//! [--profile cpu|gpu] [--plot FILE.svg] [--explain] [--network resnet50 [--batch N]]`
 //!
+//! `--plot FILE.svg` draws the run's ratios to the copy kernel: a group of bars per shape, a
+//! bar per operation and variant, and the two-pass traffic model's limits as lines (eval 1.0,
+//! training forward 1.5, training backward 2.5 copies; the residual epilogue adds 0.5 to each
+//! forward and 1.0 to the backward).
+//!
+//! `--network resnet50 [--batch N]` (without `--explain`) times one training step of
+//! ResNet-50's 53 batch-norm layers as a training loop records it (every forward, then every
+//! backward in reverse, in one encoder): the CPU cost of recording per call, the step's device
+//! time, and its ratio to copying every layer's activations once.
 //! `--explain` times nothing: it prints each shape's plans (see `wgpu_batchnorm::planner`) on
 //! the context's profile (`--profile` forces one), per dispatch its kernel, invocations,
 //! workgroup size and items per invocation; with `--json FILE` as rows `{"shape", "layout",
@@ -85,6 +94,8 @@ struct Args {
     network: Option<String>,
     /// The network's batch size.
     batch: usize,
+    /// `--plot FILE.svg`: the run's copy ratios as a chart.
+    plot: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -98,6 +109,7 @@ fn parse_args() -> Result<Args, String> {
         explain: false,
         network: None,
         batch: 8,
+        plot: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -124,6 +136,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--adapter" => args.options.adapter_name = Some(value("--adapter")?),
             "--explain" => args.explain = true,
+            "--plot" => args.plot = Some(value("--plot")?),
             "--profile" => {
                 let v = value("--profile")?;
                 args.options.profile = Some(ProfileKind::parse(&v).map_err(|e| e.to_string())?);
@@ -150,7 +163,7 @@ fn parse_args() -> Result<Args, String> {
                 })
             }
             "--help" | "-h" => {
-                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW|latency] [--variant nchw|channels_last|residual|f16] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation] [--explain [--profile cpu|gpu] [--network resnet50 [--batch N]]]".into())
+                return Err("usage: bench [--quick] [--json FILE] [--reps N] [--only NxCxHxW|latency] [--variant nchw|channels_last|residual|f16] [--backend vulkan|gl|metal|dx12] [--adapter NAME] [--pass-plan multi|workgroup|invocation] [--plot FILE.svg] [--profile cpu|gpu] [--explain] [--network resnet50 [--batch N]]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -531,6 +544,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.network.is_some() && !args.explain {
+        if let Err(e) = network(&ctx, args.batch, args.reps) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.explain {
         let shapes: Vec<Vec<usize>> = match &args.network {
             Some(_) => resnet50_batchnorm_shapes(args.batch)
@@ -636,6 +656,12 @@ fn main() {
             );
         }
     }
+    if let Some(path) = &args.plot {
+        if let Err(e) = plot(&all, path, &ctx) {
+            eprintln!("cannot plot to {path}: {e}");
+            std::process::exit(1);
+        }
+    }
     if let Some(path) = &args.json {
         if let Err(e) = std::fs::write(path, json(&all, &latencies, &ctx)) {
             eprintln!("cannot write {path}: {e}");
@@ -707,4 +733,239 @@ fn explain_row(shape: &[usize], layout: &str, plan: &CallPlan, ctx: &Context) ->
         plan.pass_plan,
         dispatches.join(", ")
     )
+}
+
+/// `--network resnet50`: one training step of ResNet-50's 53 batch-norm layers at `batch`, as a
+/// training loop records it: every layer's training forward, then every backward in reverse,
+/// into one encoder. Reports the CPU cost of recording per call (median over the steps after
+/// the first), the step's device time, and its ratio to copying every layer's activations once
+/// in the same run (the copies also in one encoder).
+fn network(ctx: &Context, batch: usize, reps: usize) -> wgpu_batchnorm::Result<()> {
+    let shapes = resnet50_batchnorm_shapes(batch);
+    let timer = GpuTimer::new(ctx);
+    let copy = CopyKernel::new(ctx)?;
+    eprintln!(
+        "network: uploading {} layers at batch {batch}",
+        shapes.len()
+    );
+    struct Layer {
+        bn: BatchNorm,
+        x: Tensor,
+        y: Tensor,
+        dy: Tensor,
+        dx: Tensor,
+        gw: Tensor,
+        gb: Tensor,
+    }
+    let mut layers = Vec::new();
+    for (i, shape) in shapes.iter().enumerate() {
+        let numel: usize = shape.iter().product();
+        let c = shape[1];
+        let host = data(numel, 11 + i as u32);
+        layers.push(Layer {
+            bn: BatchNorm::new(ctx, flavor(shape), c, BatchNormOptions::default())?,
+            x: Tensor::from_slice(ctx, &host, shape)?,
+            y: Tensor::empty(ctx, shape)?,
+            dy: Tensor::from_slice(ctx, &host, shape)?,
+            dx: Tensor::empty(ctx, shape)?,
+            gw: Tensor::empty(ctx, &[c])?,
+            gb: Tensor::empty(ctx, &[c])?,
+        });
+    }
+    let steps = reps.max(3) + 1;
+    let (mut forward_us, mut backward_us, mut step_ms, mut copy_ms) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for step in 0..steps {
+        eprintln!("network: step {}/{steps}", step + 1);
+        let mut f_us = Vec::new();
+        let mut b_us = Vec::new();
+        let t = timer.time(ctx, |encoder| {
+            let mut saved = Vec::with_capacity(layers.len());
+            for l in layers.iter_mut() {
+                let start = Instant::now();
+                saved.push(l.bn.encode_forward_saved(encoder, &l.x, &l.y)?);
+                f_us.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            for (l, s) in layers.iter_mut().zip(&saved).rev() {
+                let start = Instant::now();
+                l.bn.encode_backward_into(
+                    encoder,
+                    s,
+                    &l.dy,
+                    GradOutputs {
+                        grad_input: Some(&l.dx),
+                        grad_weight: Some(&l.gw),
+                        grad_bias: Some(&l.gb),
+                        grad_residual: None,
+                    },
+                )?;
+                b_us.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(())
+        })?;
+        let c = timer.time(ctx, |encoder| {
+            for l in &layers {
+                copy.encode(ctx, encoder, &l.x, &l.y)?;
+            }
+            Ok(())
+        })?;
+        if step > 0 {
+            forward_us.push(median(&mut f_us));
+            backward_us.push(median(&mut b_us));
+            step_ms.push(t);
+            copy_ms.push(c);
+        }
+    }
+    // Recording alone, into encoders that are dropped unsubmitted: no device work runs
+    // beside it, so the per-call cost is the host's alone.
+    let (mut forward_only, mut backward_only) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let mut saved = Vec::with_capacity(layers.len());
+        let start = Instant::now();
+        for l in layers.iter_mut() {
+            saved.push(l.bn.encode_forward_saved(&mut encoder, &l.x, &l.y)?);
+        }
+        forward_only.push(start.elapsed().as_secs_f64() * 1e6 / layers.len() as f64);
+        let start = Instant::now();
+        for (l, s) in layers.iter_mut().zip(&saved).rev() {
+            l.bn.encode_backward_into(
+                &mut encoder,
+                s,
+                &l.dy,
+                GradOutputs {
+                    grad_input: Some(&l.dx),
+                    grad_weight: Some(&l.gw),
+                    grad_bias: Some(&l.gb),
+                    grad_residual: None,
+                },
+            )?;
+        }
+        backward_only.push(start.elapsed().as_secs_f64() * 1e6 / layers.len() as f64);
+    }
+    let ratios: Vec<f64> = step_ms.iter().zip(&copy_ms).map(|(t, c)| t / c).collect();
+    let a = ctx.adapter();
+    println!(
+        "adapter: {} | backend: {:?} | profile: {} | timing: {}",
+        a.name,
+        a.backend,
+        ctx.profile(),
+        timer.method()
+    );
+    println!(
+        "resnet50 batch {batch}, {} batch-norm layers, {} steps after the first:",
+        shapes.len(),
+        step_ms.len()
+    );
+    println!(
+        "  recording per call: forward {:.1} us, backward {:.1} us (median of per-step medians)",
+        median(&mut forward_us),
+        median(&mut backward_us)
+    );
+    println!(
+        "  recording alone (20 steps into dropped encoders): forward {:.1} us, backward {:.1} us per call (medians)",
+        median(&mut forward_only),
+        median(&mut backward_only)
+    );
+    println!(
+        "  step device time {:.3} ms; copying every layer's activations once {:.3} ms; step / copies {:.2}",
+        median(&mut step_ms),
+        median(&mut copy_ms),
+        median(&mut ratios.clone())
+    );
+    Ok(())
+}
+
+/// `--plot`: the copy ratios of `rows` as an SVG bar chart.
+fn plot(rows: &[Row], path: &str, ctx: &Context) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.op.starts_with("train") || r.op.starts_with("eval"))
+        .collect();
+    // Bars in groups of one shape; series are (op, layout, epilogue, dtype).
+    let mut shapes: Vec<&[usize]> = Vec::new();
+    let mut series: Vec<String> = Vec::new();
+    for r in &rows {
+        if !shapes.contains(&r.shape.as_slice()) {
+            shapes.push(&r.shape);
+        }
+        let name = format!("{} {} {} {}", r.op, r.layout, r.epilogue, r.dtype);
+        if !series.contains(&name) {
+            series.push(name);
+        }
+    }
+    let per_group = series.len().max(1) as f64 + 1.0;
+    let width = (shapes.len() as f64 * per_group).max(1.0);
+    // Room above the bars for the legend, below them for the shapes' names.
+    let top = rows.iter().map(|r| r.copy_ratio).fold(3.0f64, f64::max) * 1.6;
+    let bottom = -top * 0.05;
+    let root = SVGBackend::new(path, (1400, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "batch norm / copy kernel, {} ({})",
+        ctx.adapter().name,
+        ctx.profile()
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(10)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..width, bottom..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("time / copy time")
+        .draw()?;
+    chart.draw_series(shapes.iter().enumerate().map(|(g, s)| {
+        let name = s
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        let x = g as f64 * per_group + 0.5;
+        Text::new(name, (x, bottom * 0.3), ("sans-serif", 14))
+    }))?;
+    for (k, name) in series.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        let bars: Vec<_> = rows
+            .iter()
+            .filter(|r| &format!("{} {} {} {}", r.op, r.layout, r.epilogue, r.dtype) == name)
+            .filter_map(|r| {
+                let group = shapes.iter().position(|s| *s == r.shape.as_slice())?;
+                let x = group as f64 * per_group + k as f64 + 0.5;
+                Some(Rectangle::new(
+                    [(x, 0.0), (x + 0.9, r.copy_ratio)],
+                    color.filled(),
+                ))
+            })
+            .collect();
+        chart
+            .draw_series(bars)?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    for (limit, what) in [
+        (1.0, "eval limit (1 copy)"),
+        (1.5, "training forward limit"),
+        (2.5, "training backward limit"),
+    ] {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, limit), (width, limit)],
+                BLACK.stroke_width(1),
+            ))?
+            .label(what)
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }

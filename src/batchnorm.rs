@@ -8,7 +8,7 @@ use crate::context::block_on;
 use crate::context::{Context, Shared};
 use crate::error::{Error, Result};
 use crate::functional::{
-    BackwardArgs, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
+    BackwardArgs, FoldArgs, ForwardArgs, ForwardWork, Functional, RunningStats, SavedStats,
 };
 use crate::ops::Activation;
 use crate::tensor::{BatchCounter, Tensor};
@@ -579,7 +579,7 @@ impl BatchNorm {
         x: &Tensor,
         residual: Option<&Tensor>,
         y: &Tensor,
-        record: impl FnOnce(&mut Functional, &ForwardArgs<'_>) -> Result<()>,
+        record: impl FnOnce(&mut Functional, &ForwardArgs<'_>, &ForwardWork) -> Result<()>,
     ) -> Result<Saved> {
         let epilogue = (self.activation, residual);
         self.check_input(x)?;
@@ -589,7 +589,7 @@ impl BatchNorm {
         let probe = self
             .state
             .forward_args(&self.options, self.training, x, y, None, epilogue);
-        self.functional.check(&probe)?;
+        let work = self.functional.check(&probe)?;
         // Release this module's own references first, so steady-state calls reuse buffers;
         // `previous` remembers them, to be put back if recording fails.
         let previous = self.release_last(batch_stats);
@@ -612,7 +612,7 @@ impl BatchNorm {
             batch.as_deref(),
             epilogue,
         );
-        if let Err(e) = record(&mut self.functional, &args) {
+        if let Err(e) = record(&mut self.functional, &args, &work) {
             // Nothing was submitted: the previous forward's statistics are intact.
             self.restore_last(previous);
             return Err(e);
@@ -656,7 +656,9 @@ impl BatchNorm {
         x: &Tensor,
         y: &Tensor,
     ) -> Result<Saved> {
-        self.run_forward(x, None, y, |f, args| f.encode_forward(encoder, args))
+        self.run_forward(x, None, y, |f, args, work| {
+            f.encode_checked_forward(encoder, args, work)
+        })
     }
 
     /// Like [`BatchNorm::encode_forward_saved`], adding `residual` (same shape and memory
@@ -668,8 +670,8 @@ impl BatchNorm {
         residual: &Tensor,
         y: &Tensor,
     ) -> Result<Saved> {
-        self.run_forward(x, Some(residual), y, |f, args| {
-            f.encode_forward(encoder, args)
+        self.run_forward(x, Some(residual), y, |f, args, work| {
+            f.encode_checked_forward(encoder, args, work)
         })
     }
 
@@ -884,8 +886,9 @@ impl BatchNorm {
         let mut recorded = false;
         let saved = ctx
             .run_async(|encoder| {
-                let saved =
-                    self.run_forward(x, residual, y, |f, args| f.encode_forward(encoder, args))?;
+                let saved = self.run_forward(x, residual, y, |f, args, work| {
+                    f.encode_checked_forward(encoder, args, work)
+                })?;
                 recorded = true;
                 Ok(saved)
             })

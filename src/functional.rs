@@ -270,7 +270,8 @@ enum SingleForward {
     WithUpdate(ForwardSingleUpdateBindings),
 }
 
-struct ForwardWork {
+/// A forward that passed every check: what recording it needs to know.
+pub(crate) struct ForwardWork {
     c: u32,
     /// None for an empty input.
     geometry: Option<Geometry>,
@@ -540,9 +541,10 @@ impl Functional {
         Ok(work)
     }
 
-    /// Runs every check of a forward without recording anything.
-    pub(crate) fn check(&self, args: &ForwardArgs<'_>) -> Result<()> {
-        self.check_forward(args).map(|_| ())
+    /// Runs every check of a forward without recording anything; what it returns lets
+    /// [`Functional::encode_checked_forward`] record the call without checking it again.
+    pub(crate) fn check(&self, args: &ForwardArgs<'_>) -> Result<ForwardWork> {
+        self.check_forward(args)
     }
 
     /// Every scratch buffer a call will need fits the device.
@@ -852,10 +854,22 @@ impl Functional {
         args: &ForwardArgs<'_>,
     ) -> Result<()> {
         let work = self.check_forward(args)?;
+        self.encode_checked_forward(encoder, args, &work)
+    }
+
+    /// [`Functional::encode_forward`] of a call `work` says passed the checks (the module
+    /// checks once, before it picks its statistics buffers; those do not change the checks'
+    /// outcome).
+    pub(crate) fn encode_checked_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &ForwardArgs<'_>,
+        work: &ForwardWork,
+    ) -> Result<()> {
         // f32, and f16 where the adapter has SHADER_F16: the kernels load and store the
         // tensors' own type (f16 widened exactly on load, rounded once on store).
         if args.input.dtype() == DType::F32 || self.ctx.adapter().shader_f16 {
-            self.record_forward(encoder, args, &work);
+            self.record_forward(encoder, args, work);
             return Ok(());
         }
         // f16: the f32 kernels on f32 copies, converted at the edges (statistics in f32, one
@@ -1416,6 +1430,14 @@ impl Functional {
     #[doc(hidden)]
     pub fn buffers_created(&self) -> usize {
         self.ws.buffers_created()
+    }
+
+    /// Dispatches (and their workgroups) recorded so far: tests hold
+    /// [`crate::Context::plan_call`]'s descriptions against what is recorded.
+    #[doc(hidden)]
+    pub fn dispatches_recorded(&self) -> (u64, u64) {
+        let t = self.ws.tally();
+        (t.dispatches, t.workgroups)
     }
 }
 

@@ -13,8 +13,8 @@
 //! | eval forward | `forward_single` | `normalize` |
 //! | backward | `backward_single` | `channel_affine` (through an activation), `backward_reduce`, `backward_finalize`, `backward_input` |
 //!
-//! f16 tensors on a device without SHADER_F16 add a `convert` dispatch per f16 tensor read
-//! or written.
+//! f16 tensors on a device without SHADER_F16 (and in a multi-pass backward through an
+//! epilogue) add a `convert` dispatch per f16 tensor read or written.
 
 use crate::ops::forward_single::{single_pass, PassPlan};
 use crate::ops::{ChannelTensor, ItemWidth, KernelLimits, Plan, Target, Walk};
@@ -224,8 +224,6 @@ pub fn plan_call(
     let (n, c, s) = desc.geometry;
     let elements = desc.elements();
     let mut dispatches = Vec::new();
-    // f16 through f32 copies: a conversion per f16 tensor on each side of the call.
-    let copies = desc.dtype == DType::F16 && !caps.shader_f16;
     let convert = |elements: u64| Dispatch {
         kernel: "convert",
         invocations: elements.div_ceil(2).div_ceil(256) * 256,
@@ -235,15 +233,24 @@ pub fn plan_call(
         reads_activation: true,
         elements,
     };
-    let inputs = match desc.kind {
-        CallKind::Backward => 2 + usize::from(desc.residual && desc.activation),
-        _ => 1 + usize::from(desc.residual),
+    // f16 tensors read and written: x (and dy) and the residual in, y (or grad_input and
+    // grad_residual) out.
+    let residual = usize::from(desc.residual);
+    let (inputs, outputs) = match desc.kind {
+        CallKind::Backward => (2 + residual, 1 + residual),
+        _ => (1 + residual, 1),
     };
     let single = if elements == 0 {
         None
     } else {
         single_dispatch(desc, profile, caps, forced)
     };
+    // f16 through f32 copies, converted at the call's edges: on a device without SHADER_F16,
+    // and for a multi-pass backward through an epilogue, which passes dz between its passes
+    // in f32.
+    let copies = desc.dtype == DType::F16
+        && (!caps.shader_f16
+            || (desc.kind == CallKind::Backward && desc.epilogue() && single.is_none()));
     let fused_update = single.is_some()
         && desc.kind == CallKind::TrainingForward
         && desc.running
@@ -370,7 +377,7 @@ pub fn plan_call(
         dispatches.push(update);
     }
     if elements > 0 && copies {
-        dispatches.push(convert(elements));
+        dispatches.extend((0..outputs).map(|_| convert(elements)));
     }
     plan.dispatches = dispatches;
     plan

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use crate::context::{Context, Shared};
 use crate::error::{Error, Result};
 use crate::ops::update_running::UpdateParams;
-use crate::ops::{BindCache, Binding, ChannelParams, Plan, PreparedPlan, Recorder, Walk};
+use crate::ops::{
+    BindCache, Binding, ChannelParams, DispatchTally, Plan, PreparedPlan, Recorder, Walk,
+};
 use crate::tensor::DType;
 
 /// Everything that fixes a plan: the (N, C, S) shape and whether vec4 reads are allowed.
@@ -39,6 +41,8 @@ pub(crate) struct Workspace {
     binds: BindCache,
     /// GPU buffers this workspace has created (params, partials, scratch).
     buffers_created: usize,
+    /// Dispatches recorded so far.
+    tally: DispatchTally,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -87,6 +91,7 @@ impl Workspace {
             scratch: HashMap::new(),
             binds: BindCache::default(),
             buffers_created: 0,
+            tally: DispatchTally::default(),
         }
     }
 
@@ -247,8 +252,14 @@ impl Workspace {
             pipelines: self.ctx.pipelines(),
             binds: &mut self.binds,
             pass: &mut pass,
+            tally: &mut self.tally,
         };
         f(&mut rec);
+    }
+
+    /// Dispatches recorded so far (tests hold the planner's descriptions against them).
+    pub fn tally(&self) -> DispatchTally {
+        self.tally
     }
 
     /// Number of cached bind groups (for steady-state checks).

@@ -1040,6 +1040,18 @@ pub(crate) struct Recorder<'a, 'p> {
     pub pipelines: &'a Pipelines,
     pub binds: &'a mut BindCache,
     pub pass: &'a mut wgpu::ComputePass<'p>,
+    /// Dispatches and workgroups recorded so far by the workspace (tests compare them with
+    /// the planner's description of a call).
+    pub tally: &'a mut DispatchTally,
+}
+
+/// What a workspace has recorded: dispatches and their workgroups (two adds per dispatch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchTally {
+    /// Dispatches recorded.
+    pub dispatches: u64,
+    /// Workgroups they launch.
+    pub workgroups: u64,
 }
 
 impl Recorder<'_, '_> {
@@ -1068,6 +1080,7 @@ impl Recorder<'_, '_> {
             self.pass.set_bind_group(0, &group, &[]);
             self.pass
                 .dispatch_workgroups(block.grid[0], block.grid[1], 1);
+            self.tally.add(block.grid);
         }
     }
 
@@ -1089,6 +1102,14 @@ impl Recorder<'_, '_> {
         self.pass.set_pipeline(&pipeline);
         self.pass.set_bind_group(0, &group, &[]);
         self.pass.dispatch_workgroups(grid[0], grid[1], 1);
+        self.tally.add(grid);
+    }
+}
+
+impl DispatchTally {
+    fn add(&mut self, grid: [u32; 2]) {
+        self.dispatches += 1;
+        self.workgroups += u64::from(grid[0]) * u64::from(grid[1]);
     }
 }
 
