@@ -51,7 +51,7 @@ use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::convert::{ConvertBindings, ConvertNativeBindings, Direction};
 use crate::ops::finalize_stats::FinalizeStatsBindings;
 use crate::ops::forward_single::{
-    fuses_update, ForwardSingleBindings, ForwardSingleUpdateBindings, SingleParams,
+    ForwardSingleBindings, ForwardSingleUpdateBindings, SingleParams,
 };
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
@@ -588,11 +588,17 @@ impl Functional {
             _ => (save_mean.clone(), save_invstd.clone()),
         };
         // A training forward on the single plan updates the running statistics in its own
-        // dispatch where it can (`forward_single::fuses_update`).
+        // dispatch where it can (`planner::fuses_update`).
+        let caps = self.ctx.caps();
         let fused_update = match (&single, w.update, &a.running) {
             (Some(_), Some(params), Some(r))
                 if w.statistics == Statistics::Batch
-                    && fuses_update(&params, self.ctx.pipelines()) =>
+                    && planner::fuses_update(
+                        true,
+                        params.cumulative == 0,
+                        params.update_stats != 0,
+                        &caps,
+                    ) =>
             {
                 Some((params, r))
             }
@@ -868,7 +874,14 @@ impl Functional {
     ) -> Result<()> {
         // f32, and f16 where the adapter has SHADER_F16: the kernels load and store the
         // tensors' own type (f16 widened exactly on load, rounded once on store).
-        if args.input.dtype() == DType::F32 || self.ctx.adapter().shader_f16 {
+        let epilogue = args.activation != Activation::Identity || args.residual.is_some();
+        let kind = if args.training {
+            CallKind::TrainingForward
+        } else {
+            CallKind::EvalForward
+        };
+        let copies = planner::f16_through_copies(kind, epilogue, false, &self.ctx.caps());
+        if args.input.dtype() == DType::F32 || !copies {
             self.record_forward(encoder, args, work);
             return Ok(());
         }
@@ -1196,12 +1209,15 @@ impl Functional {
         args: &BackwardArgs<'_>,
     ) -> Result<()> {
         let work = self.check_backward(args)?;
-        // As in the forward; but through an epilogue the multi-pass plan passes dz from the
-        // reduction to grad_input in memory, which must stay f32, so f16 then takes the copies
-        // path. The one-dispatch backward keeps dz in registers: f16 stays in-kernel there.
-        let native = self.ctx.adapter().shader_f16
-            && (!work.through_epilogue || self.single_backward_plan(args, &work).is_some());
-        if args.x.dtype() == DType::F32 || native {
+        // As in the forward, but see `planner::f16_through_copies` for the epilogue.
+        let copies = args.x.dtype() == DType::F16
+            && planner::f16_through_copies(
+                CallKind::Backward,
+                work.through_epilogue,
+                self.single_backward_plan(args, &work).is_some(),
+                &self.ctx.caps(),
+            );
+        if !copies {
             self.record_backward(encoder, args, &work);
             return Ok(());
         }

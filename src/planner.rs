@@ -199,6 +199,27 @@ pub(crate) fn single_dispatch(
     single_pass(desc.geometry, desc.dtype, profile, forced)
 }
 
+/// Whether a training forward on the single-dispatch plan updates the running statistics in
+/// its own dispatch: with a momentum (the cumulative average's division by the count stays in
+/// `update_running.wgsl`), a non-empty batch, and a device with the kernel's 10 storage
+/// buffers per stage.
+pub(crate) fn fuses_update(single: bool, momentum: bool, nonempty: bool, caps: &Caps) -> bool {
+    single && momentum && nonempty && caps.fused_update
+}
+
+/// Whether a call's f16 tensors go through f32 copies converted at the call's edges: on a
+/// device without SHADER_F16, and for a multi-pass backward through an epilogue, whose dz
+/// passes from the reduction to grad_input in memory, in f32 (the one-dispatch backward keeps
+/// dz in registers, so f16 stays in-kernel there).
+pub(crate) fn f16_through_copies(
+    kind: CallKind,
+    epilogue: bool,
+    single: bool,
+    caps: &Caps,
+) -> bool {
+    !caps.shader_f16 || (kind == CallKind::Backward && epilogue && !single)
+}
+
 fn item_name(item: ItemWidth) -> &'static str {
     match item {
         ItemWidth::Scalar => "scalar",
@@ -245,17 +266,11 @@ pub fn plan_call(
     } else {
         single_dispatch(desc, profile, caps, forced)
     };
-    // f16 through f32 copies, converted at the call's edges: on a device without SHADER_F16,
-    // and for a multi-pass backward through an epilogue, which passes dz between its passes
-    // in f32.
     let copies = desc.dtype == DType::F16
-        && (!caps.shader_f16
-            || (desc.kind == CallKind::Backward && desc.epilogue() && single.is_none()));
-    let fused_update = single.is_some()
-        && desc.kind == CallKind::TrainingForward
+        && f16_through_copies(desc.kind, desc.epilogue(), single.is_some(), caps);
+    let fused_update = desc.kind == CallKind::TrainingForward
         && desc.running
-        && desc.momentum
-        && caps.fused_update;
+        && fuses_update(single.is_some(), desc.momentum, elements > 0, caps);
     let mut plan = CallPlan {
         desc: *desc,
         profile: *profile,

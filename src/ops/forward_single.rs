@@ -6,7 +6,6 @@
 //! [`crate::reference::welford_partials`] and [`crate::reference::normalize`]; the planner that
 //! picks it is [`single_pass`].
 
-use super::update_running::UpdateParams;
 use super::{
     bindings, Assembly, ChannelTensor, Epilogue, ItemWidth, Kernel, KernelSpec, Recorder,
     Specialize, Statistics,
@@ -254,7 +253,7 @@ impl ForwardSingleBindings {
 
 impl ForwardSingleUpdateBindings {
     /// Records the training forward with its running update for `channels` channels, per
-    /// `how` (the caller checks [`fuses_update`] first).
+    /// `how` (the caller checks `planner::fuses_update` first).
     pub fn encode(
         &self,
         rec: &mut Recorder<'_, '_>,
@@ -275,14 +274,6 @@ impl ForwardSingleUpdateBindings {
             max_grid,
         );
     }
-}
-
-/// Whether a training forward on the single-dispatch plan can update the running statistics
-/// in its own dispatch: a momentum (not the cumulative average, see
-/// `forward_single_update.wgsl`), a non-empty batch, and a device with the kernel's 10
-/// storage buffers per stage.
-pub(crate) fn fuses_update(update: &UpdateParams, pipelines: &super::Pipelines) -> bool {
-    update.cumulative == 0 && update.update_stats != 0 && pipelines.has(Kernel::ForwardSingleUpdate)
 }
 
 /// One single-dispatch forward: one workgroup per channel (item lane group) or one invocation
