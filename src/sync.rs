@@ -16,19 +16,8 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::functional::GlobalStats;
+pub use crate::functional::LocalStats;
 use crate::tensor::Tensor;
-
-/// One device's share of a batch: values per channel, and per channel the mean and M2 (sum of
-/// squared deviations from that mean).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LocalStats {
-    /// Values per channel on this device (N * spatial).
-    pub count: u64,
-    /// `[C]`.
-    pub mean: Vec<f32>,
-    /// `[C]`.
-    pub m2: Vec<f32>,
-}
 
 /// The statistics of the whole batch, as every device uses them.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,0 +1,62 @@
+//! The eval fold: batch norm as a per-channel affine map.
+
+#[cfg(not(target_arch = "wasm32"))]
+use crate::context::block_on;
+use crate::error::Result;
+use crate::ops::channel_affine::ChannelAffineBindings;
+use crate::ops::Statistics;
+use crate::tensor::Tensor;
+
+use super::*;
+
+impl Functional {
+    fn record_fold(&mut self, encoder: &mut wgpu::CommandEncoder, a: &FoldArgs<'_>, c: u32) {
+        if c == 0 {
+            return;
+        }
+        let ws = &mut self.ws;
+        let op = ChannelAffineBindings {
+            chan: ws.channel_params(c, 1, 0, a.eps as f32),
+            mean: a.running_mean.slot(),
+            spread: a.running_var.slot(),
+            weight: a.weight.map(Tensor::slot),
+            bias: a.bias.map(Tensor::slot),
+            affine: None,
+            fold_scale: Some(a.scale.slot()),
+            fold_shift: Some(a.shift.slot()),
+        };
+        ws.record(encoder, "batchnorm eval fold", |rec| {
+            op.encode(rec, Statistics::Running)
+        });
+    }
+
+    /// Records the eval fold into `encoder`: no submit, no wait.
+    pub fn encode_fold(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &FoldArgs<'_>,
+    ) -> Result<()> {
+        let c = self.check_fold(args)?;
+        self.record_fold(encoder, args, c);
+        Ok(())
+    }
+
+    /// The eval fold, waiting for it: `scale = weight / sqrt(running_var + eps)`, `shift =
+    /// bias - running_mean * scale`, so that eval batch norm is `x * scale + shift` per channel
+    /// (see [`crate::fold::fuse_conv_bn_weights`] to fold it into a convolution). Native only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn fold(&mut self, args: &FoldArgs<'_>) -> Result<()> {
+        block_on(self.fold_async(args))
+    }
+
+    /// Async form of [`Functional::fold`].
+    pub async fn fold_async(&mut self, args: &FoldArgs<'_>) -> Result<()> {
+        let c = self.check_fold(args)?;
+        let ctx = self.ctx.clone();
+        ctx.run_async(|encoder| {
+            self.record_fold(encoder, args, c);
+            Ok(())
+        })
+        .await
+    }
+}

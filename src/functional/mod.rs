@@ -1,0 +1,125 @@
+//! The functional layer: batch norm on caller-owned tensors, like
+//! `torch.nn.functional.batch_norm` and aten's `native_batch_norm` /
+//! `native_batch_norm_backward`. [`crate::BatchNorm`] is built on it; a framework author can
+//! build their own module the same way.
+//!
+//! [`Functional`] holds the scratch space and caches (create one per stream of calls and reuse
+//! it). Each operation has an encode-only form that records into the caller's
+//! `wgpu::CommandEncoder` and waits on nothing, and a blocking convenience that submits and
+//! waits.
+//!
+//! ```no_run
+//! use wgpu_batchnorm::{BackwardArgs, Context, ForwardArgs, Functional, RunningStats, SavedStats, Tensor};
+//! let ctx = Context::new()?;
+//! let x = Tensor::from_slice(&ctx, &[1., 2., 3., 4., 5., 6., 7., 8.], &[4, 2])?;
+//! let y = Tensor::empty(&ctx, &[4, 2])?;
+//! let (mean, invstd) = (Tensor::empty(&ctx, &[2])?, Tensor::empty(&ctx, &[2])?);
+//! let running_mean = Tensor::from_slice(&ctx, &[0.0; 2], &[2])?;
+//! let running_var = Tensor::from_slice(&ctx, &[1.0; 2], &[2])?;
+//! let mut f = Functional::new(&ctx);
+//! // F.batch_norm(x, running_mean, running_var, training=True): no weight, no bias.
+//! f.forward(&ForwardArgs {
+//!     running: Some(RunningStats { mean: &running_mean, var: &running_var, num_batches_tracked: None }),
+//!     save_mean: Some(&mean),
+//!     save_invstd: Some(&invstd),
+//!     ..ForwardArgs::new(&x, &y)
+//! })?;
+//! let dy = Tensor::from_slice(&ctx, &[1.0; 8], &[4, 2])?;
+//! let dx = Tensor::empty(&ctx, &[4, 2])?;
+//! f.backward(&BackwardArgs {
+//!     stats: SavedStats::Batch { save_mean: &mean, save_invstd: &invstd },
+//!     grad_input: Some(&dx),
+//!     ..BackwardArgs::new(&x, &dy)
+//! })?;
+//! # Ok::<(), wgpu_batchnorm::Error>(())
+//! ```
+//!
+//! Encode-only calls do not open error scopes (popping one would wait on the host): a wgpu
+//! validation error in them surfaces where the caller submits, through the device's
+//! uncaptured-error handler. Every check this crate makes happens before anything is
+//! recorded, and a rejected call records nothing.
+
+mod args;
+mod backward;
+mod f16;
+mod fold;
+mod forward;
+mod stats;
+mod validate;
+
+pub use args::{BackwardArgs, FoldArgs, ForwardArgs, GlobalStats, RunningStats, SavedStats};
+pub use stats::LocalStats;
+pub(crate) use validate::ForwardWork;
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::workspace::Workspace;
+
+/// Batch norm on caller-owned tensors, with its own scratch space and caches.
+#[derive(Debug)]
+pub struct Functional {
+    ctx: Context,
+    ws: Workspace,
+}
+
+impl Functional {
+    /// A functional runner for `ctx`.
+    pub fn new(ctx: &Context) -> Self {
+        Functional {
+            ctx: ctx.clone(),
+            ws: Workspace::new(ctx),
+        }
+    }
+
+    /// The context this runner records for.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Cached bind groups (steady-state checks).
+    #[doc(hidden)]
+    pub fn cached_bind_groups(&self) -> usize {
+        self.ws.cached_bind_groups()
+    }
+
+    /// GPU buffers created so far (steady-state checks).
+    #[doc(hidden)]
+    pub fn buffers_created(&self) -> usize {
+        self.ws.buffers_created()
+    }
+
+    /// Dispatches (and their workgroups) recorded so far: tests hold
+    /// [`crate::Context::plan_call`]'s descriptions against what is recorded.
+    #[doc(hidden)]
+    pub fn dispatches_recorded(&self) -> (u64, u64) {
+        let t = self.ws.tally();
+        (t.dispatches, t.workgroups)
+    }
+}
+
+/// The functional backward under its earlier name: [`Functional::encode_backward`] and
+/// [`Functional::backward`] as `encode` and `run`.
+#[derive(Debug)]
+pub struct BatchNormBackward(Functional);
+
+impl BatchNormBackward {
+    /// A backward runner for `ctx`.
+    pub fn new(ctx: &Context) -> Self {
+        BatchNormBackward(Functional::new(ctx))
+    }
+
+    /// Records the backward into `encoder` (no submit, no wait).
+    pub fn encode(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &BackwardArgs<'_>,
+    ) -> Result<()> {
+        self.0.encode_backward(encoder, args)
+    }
+
+    /// Runs the backward and waits for it. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
+        self.0.backward(args)
+    }
+}
