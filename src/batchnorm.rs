@@ -804,29 +804,6 @@ impl BatchNorm {
         self.state.running_var_biased
     }
 
-    /// Loads this module's keys under `prefix` from a safetensors checkpoint, like
-    /// `module.load_state_dict(sd, strict)`; see [`crate::state_dict::load`].
-    pub fn load_state_dict(
-        &mut self,
-        safetensors: &[u8],
-        prefix: &str,
-        strict: bool,
-    ) -> Result<Vec<String>> {
-        crate::state_dict::load(self, safetensors, prefix, strict)
-    }
-
-    /// This module's state as a safetensors file, its keys under `prefix`, like
-    /// `safetensors.torch.save_file(module.state_dict())`; see [`crate::state_dict::save`].
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn state_dict(&self, prefix: &str) -> Result<Vec<u8>> {
-        crate::state_dict::save(&[(prefix, self)])
-    }
-
-    /// Async form of [`BatchNorm::state_dict`].
-    pub async fn state_dict_async(&self, prefix: &str) -> Result<Vec<u8>> {
-        crate::state_dict::save_async(&[(prefix, self)]).await
-    }
-
     /// The eval-mode module as a per-channel affine map, new `[C]` tensors `(scale, shift)`:
     /// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`, so
     /// that eval batch norm is `x * scale + shift`. Blocks until done; read them with

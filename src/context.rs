@@ -386,37 +386,6 @@ impl Context {
         self.inner.force_pass_plan
     }
 
-    /// The walk the tensor kernels use for an input of `shape` bound from 16-byte aligned
-    /// offsets (tests pin the walk they exercise with it).
-    #[doc(hidden)]
-    pub fn planned_walk(&self, shape: &[usize]) -> Option<Walk> {
-        let n = u32::try_from(*shape.first()?).ok()?;
-        let c = u32::try_from(*shape.get(1)?).ok()?;
-        let s = u32::try_from(shape[2..].iter().product::<usize>()).ok()?;
-        (n > 0 && c > 0 && s > 0).then(|| crate::workspace::planned_walk(self, n, c, s, true))
-    }
-
-    /// The pass plan a training forward (and its backward without an epilogue) of a
-    /// contiguous f32 tensor of `shape`, bound whole, takes (tests pin the plan they exercise
-    /// with it).
-    #[doc(hidden)]
-    pub fn planned_pass_plan(&self, shape: &[usize]) -> Option<PassPlan> {
-        let n = u32::try_from(*shape.first()?).ok()?;
-        let c = u32::try_from(*shape.get(1)?).ok()?;
-        let s = u32::try_from(shape[2..].iter().product::<usize>()).ok()?;
-        let how = crate::ops::forward_single::single_pass(
-            (n, c, s),
-            crate::tensor::DType::F32,
-            self.profile(),
-            self.forced_pass_plan(),
-        );
-        Some(match how {
-            None => PassPlan::MultiPass,
-            Some(t) if t.own_channel => PassPlan::InvocationPerChannel,
-            Some(_) => PassPlan::WorkgroupPerChannel,
-        })
-    }
-
     pub(crate) fn limits(&self) -> &KernelLimits {
         &self.inner.limits
     }
@@ -424,28 +393,6 @@ impl Context {
     /// The planner's profile for this context's device.
     pub fn profile(&self) -> &DeviceProfile {
         &self.inner.report.profile
-    }
-
-    /// What this context's device can run beyond the base kernels.
-    pub(crate) fn caps(&self) -> crate::planner::Caps {
-        let pipelines = self.pipelines();
-        crate::planner::Caps {
-            fused_update: pipelines.has(crate::ops::Kernel::ForwardSingleUpdate),
-            epilogue_backward: pipelines.has(crate::ops::Kernel::BackwardSingleEpilogue),
-            shader_f16: self.inner.report.shader_f16,
-        }
-    }
-
-    /// The plan of `desc` on this context's device (profile, limits, kernels): what a call
-    /// of that description records, for printing (`bench --explain`) and tests.
-    pub fn plan_call(&self, desc: &crate::planner::CallDesc) -> crate::planner::CallPlan {
-        crate::planner::plan_call(
-            desc,
-            self.profile(),
-            &crate::planner::PlanLimits::from_kernel_limits(self.limits()),
-            &self.caps(),
-            self.forced_pass_plan(),
-        )
     }
 
     /// What this context's plans are made for.

@@ -48,6 +48,7 @@ mod batchnorm;
 #[cfg(all(feature = "bench", not(target_arch = "wasm32")))]
 pub mod bench;
 mod context;
+mod dtype;
 mod error;
 pub mod fold;
 pub mod functional;
@@ -67,6 +68,7 @@ pub use batchnorm::{
     Gradients, ModuleTensors, Saved,
 };
 pub use context::{AdapterReport, Context, ContextOptions, DEFAULT_WAIT_TIMEOUT};
+pub use dtype::{DType, MemoryFormat};
 pub use error::{Error, Result};
 pub use functional::{
     BackwardArgs, BatchNormBackward, FoldArgs, ForwardArgs, Functional, GlobalStats, RunningStats,
@@ -79,7 +81,7 @@ pub use ops::forward_single::PassPlan;
 pub use ops::Activation;
 #[doc(hidden)]
 pub use ops::Walk;
-pub use tensor::{BatchCounter, DType, MemoryFormat, Tensor, TENSOR_USAGE};
+pub use tensor::{BatchCounter, Tensor, TENSOR_USAGE};
 
 /// The README's code blocks, compiled as doc tests so that they stay true.
 #[cfg(doctest)]

@@ -318,3 +318,30 @@ pub async fn save_async(modules: &[(&str, &BatchNorm)]) -> Result<Vec<u8>> {
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, None).map_err(|e| bad("(file)", e.to_string()))
 }
+
+/// The module's PyTorch-named checkpoint calls, written here beside the format so that the
+/// module layer does not import this leaf.
+impl BatchNorm {
+    /// Loads this module's keys under `prefix` from a safetensors checkpoint, like
+    /// `module.load_state_dict(sd, strict)`; see [`crate::state_dict::load`].
+    pub fn load_state_dict(
+        &mut self,
+        safetensors: &[u8],
+        prefix: &str,
+        strict: bool,
+    ) -> Result<Vec<String>> {
+        load(self, safetensors, prefix, strict)
+    }
+
+    /// This module's state as a safetensors file, its keys under `prefix`, like
+    /// `safetensors.torch.save_file(module.state_dict())`; see [`crate::state_dict::save`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn state_dict(&self, prefix: &str) -> Result<Vec<u8>> {
+        save(&[(prefix, self)])
+    }
+
+    /// Async form of [`BatchNorm::state_dict`].
+    pub async fn state_dict_async(&self, prefix: &str) -> Result<Vec<u8>> {
+        save_async(&[(prefix, self)]).await
+    }
+}

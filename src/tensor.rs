@@ -8,45 +8,12 @@ use crate::error::{Error, Result};
 use crate::ops::Binding;
 use crate::transfer::{download, read_f32, upload};
 
+pub use crate::dtype::{DType, MemoryFormat};
+
 /// Usage flags of the buffers this crate creates for tensors.
 pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
-
-/// The element type of a tensor.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// IEEE binary32.
-    #[default]
-    F32,
-    /// IEEE binary16 (`half::f16`): activations in PyTorch's mixed mode. Statistics,
-    /// parameters and running buffers stay f32.
-    F16,
-}
-
-impl DType {
-    /// Bytes per element.
-    pub fn size(self) -> u64 {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
-    }
-}
-
-/// The memory order of a tensor's elements, like PyTorch's `torch.memory_format`. The shape is
-/// always the logical (N, C, *spatial).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum MemoryFormat {
-    /// Row-major (N, C, *spatial): `torch.contiguous_format`.
-    #[default]
-    Contiguous,
-    /// The channel axis last: (N, H, W, C) for 2d, (N, D, H, W, C) for 3d, (N, L, C) for 1d
-    /// on (N, C, L): `torch.channels_last` / `torch.channels_last_3d`. For (N, C), or any
-    /// shape whose spatial size is 1, both orders are the same and the tensor reports
-    /// `Contiguous`.
-    ChannelsLast,
-}
 
 /// A f32 tensor on the GPU with the channel axis at 1 of its shape, stored contiguous (NCHW) or
 /// channels-last (NHWC, see [`MemoryFormat`]).
