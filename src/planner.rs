@@ -618,7 +618,7 @@ mod tests {
         out
     }
 
-    /// A CPU port of `span_start` in `shaders/walk.wgsl`: the first item, stride and count of
+    /// A CPU port of `span_start` in `shaders/pieces/walk.wgsl`: the first item, stride and count of
     /// invocation `lid` of workgroup `g` in a block.
     fn span(p: &BlockParams, walk: Walk, wg: u32, lanes: u32, g: u32, lid: u32) -> (u32, u32, u32) {
         match walk {

@@ -70,7 +70,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "backward_single",
     source: concat!(
         include_str!("../../shaders/backward_single.wgsl"),
-        include_str!("../../shaders/backward_single_plain.wgsl")
+        include_str!("../../shaders/pieces/backward_single_plain.wgsl")
     ),
     bindings: BackwardSingleBindings::SPEC,
     assembly: Assembly::ChannelTensor,
@@ -86,7 +86,7 @@ pub(crate) const EPILOGUE_SPEC: KernelSpec = KernelSpec {
     name: "backward_single_epilogue",
     source: concat!(
         include_str!("../../shaders/backward_single.wgsl"),
-        include_str!("../../shaders/backward_single_epilogue.wgsl")
+        include_str!("../../shaders/pieces/backward_single_epilogue.wgsl")
     ),
     bindings: BackwardSingleEpilogueBindings::SPEC,
     assembly: Assembly::ChannelTensor,

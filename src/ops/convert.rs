@@ -33,7 +33,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "convert",
     prelude: "",
     source: concat!(
-        include_str!("../../shaders/convert_packed.wgsl"),
+        include_str!("../../shaders/pieces/convert_packed.wgsl"),
         include_str!("../../shaders/convert.wgsl")
     ),
     bindings: ConvertBindings::SPEC,
@@ -48,7 +48,7 @@ pub(crate) const NATIVE_SPEC: KernelSpec = KernelSpec {
     name: "convert_native",
     prelude: "enable f16;\n",
     source: concat!(
-        include_str!("../../shaders/convert_native.wgsl"),
+        include_str!("../../shaders/pieces/convert_native.wgsl"),
         include_str!("../../shaders/convert.wgsl")
     ),
     bindings: ConvertNativeBindings::SPEC,

@@ -73,7 +73,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec {
     name: "forward_single",
     source: concat!(
         include_str!("../../shaders/forward_single.wgsl"),
-        include_str!("../../shaders/forward_single_m2.wgsl")
+        include_str!("../../shaders/pieces/forward_single_m2.wgsl")
     ),
     bindings: ForwardSingleBindings::SPEC,
     assembly: Assembly::ChannelTensor,
@@ -89,7 +89,7 @@ pub(crate) const UPDATE_SPEC: KernelSpec = KernelSpec {
     name: "forward_single_update",
     source: concat!(
         include_str!("../../shaders/forward_single.wgsl"),
-        include_str!("../../shaders/forward_single_update.wgsl")
+        include_str!("../../shaders/pieces/forward_single_update.wgsl")
     ),
     bindings: ForwardSingleUpdateBindings::SPEC,
     assembly: Assembly::ChannelTensor,

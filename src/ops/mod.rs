@@ -51,15 +51,15 @@ use crate::tensor::DType;
 
 pub(crate) use plan::{KernelLimits, Plan, Target};
 
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
-const ITEM_VEC4: &str = include_str!("../../shaders/item_vec4.wgsl");
-const ITEM_SCALAR: &str = include_str!("../../shaders/item_scalar.wgsl");
-const ITEM_CHANNELS: &str = include_str!("../../shaders/item_channels.wgsl");
-const WALK: &str = include_str!("../../shaders/walk.wgsl");
-const WALK_REDUCE: &str = include_str!("../../shaders/walk_reduce.wgsl");
-const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
-const REDUCE_WORKGROUP: &str = include_str!("../../shaders/reduce_workgroup.wgsl");
-const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
+const COMMON: &str = include_str!("../../shaders/pieces/common.wgsl");
+const ITEM_VEC4: &str = include_str!("../../shaders/pieces/item_vec4.wgsl");
+const ITEM_SCALAR: &str = include_str!("../../shaders/pieces/item_scalar.wgsl");
+const ITEM_CHANNELS: &str = include_str!("../../shaders/pieces/item_channels.wgsl");
+const WALK: &str = include_str!("../../shaders/pieces/walk.wgsl");
+const WALK_REDUCE: &str = include_str!("../../shaders/pieces/walk_reduce.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../../shaders/pieces/reduce_subgroup.wgsl");
+const REDUCE_WORKGROUP: &str = include_str!("../../shaders/pieces/reduce_workgroup.wgsl");
+const EPILOGUE: &str = include_str!("../../shaders/pieces/epilogue.wgsl");
 
 /// The most bindings any kernel has.
 pub(crate) const MAX_BINDINGS: usize = 12;
@@ -142,7 +142,7 @@ impl Kernel {
     }
 }
 
-/// How a tensor kernel walks its block (`WALK` in `shaders/walk.wgsl`); see
+/// How a tensor kernel walks its block (`WALK` in `shaders/pieces/walk.wgsl`); see
 /// `plan::WalkGeometry` in `src/ops/plan.rs`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Walk {
@@ -230,7 +230,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// `ACT` in `shaders/epilogue.wgsl`.
+    /// `ACT` in `shaders/pieces/epilogue.wgsl`.
     fn code(self) -> u32 {
         match self {
             Activation::Identity => 0,
@@ -582,7 +582,7 @@ pub(crate) struct PreparedPlan {
     pub params: Vec<Binding>,
 }
 
-/// Per-channel totals and eps: `Channels` in `shaders/common.wgsl`.
+/// Per-channel totals and eps: `Channels` in `shaders/pieces/common.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct ChannelParams {

@@ -2,7 +2,7 @@
 //!
 //! 1. [`Windows`]: blocks of the tensor that each fit one storage binding (whole rows, whole
 //!    planes or plane pieces). Knows nothing about walks.
-//! 2. [`WalkGeometry`]: which walk (`shaders/walk.wgsl`) serves the shape, its workgroup size
+//! 2. [`WalkGeometry`]: which walk (`shaders/pieces/walk.wgsl`) serves the shape, its workgroup size
 //!    and task size, how many tasks (partials) a region has and how many workgroups cover it.
 //! 3. [`BlockParams`]: the per-dispatch uniform that tells a kernel its block and walk.
 //!
@@ -319,7 +319,7 @@ impl WalkGeometry {
 
 // ---- 3. per-dispatch parameters ---------------------------------------------------------------
 
-/// One dispatch's uniform: `Block` in `shaders/common.wgsl`, field for field.
+/// One dispatch's uniform: `Block` in `shaders/pieces/common.wgsl`, field for field.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct BlockParams {
