@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::activation::Activation;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::context::block_on;
 use crate::context::{Context, Shared};
@@ -10,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::functional::{
     BackwardArgs, FoldArgs, ForwardArgs, ForwardWork, Functional, RunningStats, SavedStats,
 };
-use crate::ops::Activation;
 use crate::tensor::{BatchCounter, Tensor};
 
 /// Which PyTorch module a [`BatchNorm`] mirrors; it fixes the accepted input ranks.

@@ -43,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+mod activation;
 mod batchnorm;
 // Native only: it times with `std::time::Instant`, which the browser target lacks.
 #[cfg(all(feature = "bench", not(target_arch = "wasm32")))]
@@ -63,6 +64,7 @@ mod tensor;
 mod transfer;
 mod workspace;
 
+pub use activation::Activation;
 pub use batchnorm::{
     BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, GradOutputs,
     Gradients, ModuleTensors, Saved,
@@ -78,7 +80,6 @@ pub use functional::{
 pub use half;
 #[doc(hidden)]
 pub use ops::forward_single::PassPlan;
-pub use ops::Activation;
 #[doc(hidden)]
 pub use ops::Walk;
 pub use tensor::{BatchCounter, Tensor, TENSOR_USAGE};

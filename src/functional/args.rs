@@ -1,7 +1,7 @@
 //! The call descriptions: what one forward, backward or fold reads and writes, like the
 //! arguments of `F.batch_norm`, `native_batch_norm_backward` and the eval fold.
 
-use crate::ops::Activation;
+use crate::activation::Activation;
 use crate::tensor::{BatchCounter, Tensor};
 
 /// The running buffers a training forward updates and an eval forward normalizes with.
