@@ -39,7 +39,7 @@ ROOT = root_reexports()
 def imports(path: pathlib.Path) -> set[str]:
     text = path.read_text()
     # Unit tests may reach anywhere; they are not part of the layering.
-    cut = re.search(r"#\[cfg\(test\)\]\s*mod tests", text)
+    cut = re.search(r"#\[cfg\(test\)\]\s*(pub(\(crate\))?\s+)?mod \w+", text)
     if cut:
         text = text[: cut.start()]
     found = set()

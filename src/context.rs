@@ -3,9 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::ops::forward_single::PassPlan;
-use crate::ops::{KernelLimits, Pipelines, Target, Walk};
-use crate::profile::{DeviceProfile, ProfileKind};
+use crate::ops::Pipelines;
+use crate::profile::{DeviceProfile, KernelLimits, PassPlan, ProfileKind, Target, Walk};
 
 /// How [`Context::with_options`] picks an adapter. [`ContextOptions::from_env`] (the default)
 /// reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` like wgpu's own examples.

@@ -79,9 +79,9 @@ pub use functional::{
 /// The `half` crate, whose `f16` type f16 tensors are uploaded from and read back as.
 pub use half;
 #[doc(hidden)]
-pub use ops::forward_single::PassPlan;
+pub use profile::PassPlan;
 #[doc(hidden)]
-pub use ops::Walk;
+pub use profile::Walk;
 pub use tensor::{BatchCounter, Tensor, TENSOR_USAGE};
 
 /// The README's code blocks, compiled as doc tests so that they stay true.

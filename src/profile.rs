@@ -191,6 +191,73 @@ impl std::fmt::Display for DeviceProfile {
     }
 }
 
+// ---- the vocabulary of plans, below the kernels that run them ------------------------------
+
+/// How a tensor kernel walks its block (`WALK` in `shaders/pieces/walk.wgsl`); see
+/// `plan::WalkGeometry` in `src/ops/plan.rs`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Walk {
+    /// One plane segment per workgroup (planes of at least 64 items).
+    Planes,
+    /// Eight invocations per plane (planes of 8 to 63 items).
+    Runs,
+    /// One item column per invocation, down the rows (planes of fewer than 8 items).
+    Columns,
+}
+
+impl Walk {
+    /// Every walk, for tests that cover them all.
+    pub const ALL: [Walk; 3] = [Walk::Planes, Walk::Runs, Walk::Columns];
+}
+
+/// How a training forward and backward run; `ContextOptions::force_pass_plan` pins it (tests
+/// cover each). The backward follows the forward's plan where it has no epilogue (identity, no
+/// residual) and uses this batch's statistics; otherwise it runs multi-pass.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum PassPlan {
+    /// The passes as separate dispatches through the tensor walks (the forward's statistics,
+    /// merge, normalize and running update; the backward's reduction, per-channel pass and
+    /// grad_input): any shape, tensors beyond one binding included.
+    MultiPass,
+    /// One dispatch with a workgroup per channel (plus the running update); only when forced
+    /// (see the planner, `single_pass`).
+    WorkgroupPerChannel,
+    /// One dispatch with an invocation per channel, over its planes in order (plus the running
+    /// update).
+    InvocationPerChannel,
+}
+
+impl PassPlan {
+    /// Every path, for tests that cover them all.
+    pub const ALL: [PassPlan; 3] = [
+        PassPlan::MultiPass,
+        PassPlan::WorkgroupPerChannel,
+        PassPlan::InvocationPerChannel,
+    ];
+}
+
+/// The limits the planner works within: the adapter's, or lower ones set through
+/// [`crate::ContextOptions`] (tests use them to exercise windows and folded grids cheaply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KernelLimits {
+    /// Workgroups per grid dimension (the x dimension; y takes the rest).
+    pub max_grid: u32,
+    /// Bytes per storage binding (a multiple of `align`).
+    pub max_binding: u64,
+    /// Storage-buffer offset alignment in bytes (at least 16).
+    pub align: u64,
+}
+
+/// What plans are made for: the device's limits, its profile (the tuning constants, see
+/// [`crate::profile`]) and the walk tests force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub limits: KernelLimits,
+    pub profile: DeviceProfile,
+    /// Pins the walk where it can serve the shape (tests).
+    pub force_walk: Option<Walk>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

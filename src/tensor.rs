@@ -5,7 +5,6 @@
 use crate::context::block_on;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ops::Binding;
 use crate::transfer::{download, read_f32, upload};
 
 pub use crate::dtype::{DType, MemoryFormat};
@@ -14,6 +13,24 @@ pub use crate::dtype::{DType, MemoryFormat};
 pub const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
+
+/// A buffer range bound to one binding; `size` 0 binds the rest of the buffer.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Binding {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Binding {
+    pub fn whole(buffer: &wgpu::Buffer) -> Self {
+        Binding {
+            buffer: buffer.clone(),
+            offset: 0,
+            size: 0,
+        }
+    }
+}
 
 /// A f32 tensor on the GPU with the channel axis at 1 of its shape, stored contiguous (NCHW) or
 /// channels-last (NHWC, see [`MemoryFormat`]).

@@ -11,6 +11,7 @@ use super::{
     Specialize, Statistics,
 };
 use crate::profile::DeviceProfile;
+pub use crate::profile::PassPlan;
 use crate::tensor::DType;
 
 bindings! {
@@ -138,32 +139,6 @@ impl SingleParams {
 // copies: (256, 1024) 3.1 against the multi-pass 5.5, 4x2048x7x7 2.9 against 6.8, channels-last
 // 4x2048x7x7 2.9 against 5.5; but 64x256x14x14 (12544 values per channel) 2.4 against 1.9, and
 // channels-last 7.3 against 4.1.
-
-/// How a training forward and backward run; `ContextOptions::force_pass_plan` pins it (tests
-/// cover each). The backward follows the forward's plan where it has no epilogue (identity, no
-/// residual) and uses this batch's statistics; otherwise it runs multi-pass.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum PassPlan {
-    /// The passes as separate dispatches through the tensor walks (the forward's statistics,
-    /// merge, normalize and running update; the backward's reduction, per-channel pass and
-    /// grad_input): any shape, tensors beyond one binding included.
-    MultiPass,
-    /// One dispatch with a workgroup per channel (plus the running update); only when forced
-    /// (see the planner, `single_pass`).
-    WorkgroupPerChannel,
-    /// One dispatch with an invocation per channel, over its planes in order (plus the running
-    /// update).
-    InvocationPerChannel,
-}
-
-impl PassPlan {
-    /// Every path, for tests that cover them all.
-    pub const ALL: [PassPlan; 3] = [
-        PassPlan::MultiPass,
-        PassPlan::WorkgroupPerChannel,
-        PassPlan::InvocationPerChannel,
-    ];
-}
 
 /// How the single dispatch covers a (rows, C, S) tensor on `profile`, or None where the
 /// multi-pass path is the better (or the only) choice; `forced` pins the path where it can

@@ -50,7 +50,10 @@ use std::sync::Mutex;
 use crate::tensor::DType;
 
 pub use crate::activation::Activation;
-pub(crate) use plan::{KernelLimits, Plan, Target};
+pub use crate::profile::Walk;
+pub(crate) use crate::profile::{KernelLimits, Target};
+pub(crate) use crate::tensor::Binding;
+pub(crate) use plan::Plan;
 
 const COMMON: &str = include_str!("../../shaders/pieces/common.wgsl");
 const ITEM_VEC4: &str = include_str!("../../shaders/pieces/item_vec4.wgsl");
@@ -143,23 +146,9 @@ impl Kernel {
     }
 }
 
-/// How a tensor kernel walks its block (`WALK` in `shaders/pieces/walk.wgsl`); see
-/// `plan::WalkGeometry` in `src/ops/plan.rs`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Walk {
-    /// One plane segment per workgroup (planes of at least 64 items).
-    Planes,
-    /// Eight invocations per plane (planes of 8 to 63 items).
-    Runs,
-    /// One item column per invocation, down the rows (planes of fewer than 8 items).
-    Columns,
-}
-
 impl Walk {
-    /// Every walk, for tests that cover them all.
-    pub const ALL: [Walk; 3] = [Walk::Planes, Walk::Runs, Walk::Columns];
-
-    fn constant(self) -> f64 {
+    /// `WALK` in `shaders/pieces/walk.wgsl`.
+    pub(crate) fn constant(self) -> f64 {
         match self {
             Walk::Planes => 0.0,
             Walk::Runs => 1.0,
@@ -478,23 +467,7 @@ macro_rules! bindings {
 }
 pub(crate) use bindings;
 
-/// A buffer range bound to one binding; `size` 0 binds the rest of the buffer.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub(crate) struct Binding {
-    pub buffer: wgpu::Buffer,
-    pub offset: u64,
-    pub size: u64,
-}
-
 impl Binding {
-    pub fn whole(buffer: &wgpu::Buffer) -> Self {
-        Binding {
-            buffer: buffer.clone(),
-            offset: 0,
-            size: 0,
-        }
-    }
-
     /// The part of this tensor binding that `block` of `plan` binds.
     pub fn window(&self, plan: &Plan, block: &plan::Block) -> Binding {
         let item = plan.item_bytes;

@@ -11,29 +11,8 @@
 
 use super::{ItemWidth, Walk};
 use crate::profile::DeviceProfile;
+use crate::profile::{KernelLimits, Target};
 use crate::tensor::DType;
-
-/// The limits the planner works within: the adapter's, or lower ones set through
-/// [`crate::ContextOptions`] (tests use them to exercise windows and folded grids cheaply).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct KernelLimits {
-    /// Workgroups per grid dimension (the x dimension; y takes the rest).
-    pub max_grid: u32,
-    /// Bytes per storage binding (a multiple of `align`).
-    pub max_binding: u64,
-    /// Storage-buffer offset alignment in bytes (at least 16).
-    pub align: u64,
-}
-
-/// What plans are made for: the device's limits, its profile (the tuning constants, see
-/// [`crate::profile`]) and the walk tests force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Target {
-    pub limits: KernelLimits,
-    pub profile: DeviceProfile,
-    /// Pins the walk where it can serve the shape (tests).
-    pub force_walk: Option<Walk>,
-}
 
 /// The length of the reciprocal table (`BlockParams::recip`): no invocation pushes more items
 /// than this into one Welford partial (keeps partial counts exact and the ratios looked up).
