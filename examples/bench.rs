@@ -735,6 +735,40 @@ fn explain_row(shape: &[usize], layout: &str, plan: &CallPlan, ctx: &Context) ->
     )
 }
 
+/// One batch-norm layer of the network step, with its activations and gradients.
+struct Layer {
+    bn: BatchNorm,
+    x: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+    gw: Tensor,
+    gb: Tensor,
+}
+
+impl Layer {
+    /// Records the training forward, as a training loop does.
+    fn forward(&mut self, encoder: &mut wgpu::CommandEncoder) -> wgpu_batchnorm::Result<Saved> {
+        self.bn.encode_forward_saved(encoder, &self.x, &self.y)
+    }
+
+    /// Records the backward of `saved` into the layer's gradients.
+    fn backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        saved: &Saved,
+    ) -> wgpu_batchnorm::Result<()> {
+        let outputs = GradOutputs {
+            grad_input: Some(&self.dx),
+            grad_weight: Some(&self.gw),
+            grad_bias: Some(&self.gb),
+            grad_residual: None,
+        };
+        self.bn
+            .encode_backward_into(encoder, saved, &self.dy, outputs)
+    }
+}
+
 /// `--network resnet50`: one training step of ResNet-50's 53 batch-norm layers at `batch`, as a
 /// training loop records it: every layer's training forward, then every backward in reverse,
 /// into one encoder. Reports the CPU cost of recording per call (median over the steps after
@@ -748,15 +782,6 @@ fn network(ctx: &Context, batch: usize, reps: usize) -> wgpu_batchnorm::Result<(
         "network: uploading {} layers at batch {batch}",
         shapes.len()
     );
-    struct Layer {
-        bn: BatchNorm,
-        x: Tensor,
-        y: Tensor,
-        dy: Tensor,
-        dx: Tensor,
-        gw: Tensor,
-        gb: Tensor,
-    }
     let mut layers = Vec::new();
     for (i, shape) in shapes.iter().enumerate() {
         let numel: usize = shape.iter().product();
@@ -783,22 +808,12 @@ fn network(ctx: &Context, batch: usize, reps: usize) -> wgpu_batchnorm::Result<(
             let mut saved = Vec::with_capacity(layers.len());
             for l in layers.iter_mut() {
                 let start = Instant::now();
-                saved.push(l.bn.encode_forward_saved(encoder, &l.x, &l.y)?);
+                saved.push(l.forward(encoder)?);
                 f_us.push(start.elapsed().as_secs_f64() * 1e6);
             }
             for (l, s) in layers.iter_mut().zip(&saved).rev() {
                 let start = Instant::now();
-                l.bn.encode_backward_into(
-                    encoder,
-                    s,
-                    &l.dy,
-                    GradOutputs {
-                        grad_input: Some(&l.dx),
-                        grad_weight: Some(&l.gw),
-                        grad_bias: Some(&l.gb),
-                        grad_residual: None,
-                    },
-                )?;
+                l.backward(encoder, s)?;
                 b_us.push(start.elapsed().as_secs_f64() * 1e6);
             }
             Ok(())
@@ -824,22 +839,12 @@ fn network(ctx: &Context, batch: usize, reps: usize) -> wgpu_batchnorm::Result<(
         let mut saved = Vec::with_capacity(layers.len());
         let start = Instant::now();
         for l in layers.iter_mut() {
-            saved.push(l.bn.encode_forward_saved(&mut encoder, &l.x, &l.y)?);
+            saved.push(l.forward(&mut encoder)?);
         }
         forward_only.push(start.elapsed().as_secs_f64() * 1e6 / layers.len() as f64);
         let start = Instant::now();
         for (l, s) in layers.iter_mut().zip(&saved).rev() {
-            l.bn.encode_backward_into(
-                &mut encoder,
-                s,
-                &l.dy,
-                GradOutputs {
-                    grad_input: Some(&l.dx),
-                    grad_weight: Some(&l.gw),
-                    grad_bias: Some(&l.gb),
-                    grad_residual: None,
-                },
-            )?;
+            l.backward(&mut encoder, s)?;
         }
         backward_only.push(start.elapsed().as_secs_f64() * 1e6 / layers.len() as f64);
     }
