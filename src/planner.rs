@@ -15,6 +15,21 @@
 //!
 //! f16 tensors on a device without SHADER_F16 (and in a multi-pass backward through an
 //! epilogue) add a `convert` dispatch per f16 tensor read or written.
+//!
+//! Planning needs no device:
+//!
+//! ```
+//! use wgpu_batchnorm::planner::{plan_call, CallDesc, CallKind, Caps, PlanLimits};
+//! use wgpu_batchnorm::profile::DeviceProfile;
+//! use wgpu_batchnorm::{DType, PassPlan};
+//! let desc = CallDesc::nchw(&[4, 2048, 7, 7], DType::F32, CallKind::TrainingForward);
+//! let gpu = plan_call(&desc, &DeviceProfile::gpu(32), &PlanLimits::DEFAULT, &Caps::ALL, None);
+//! println!("{gpu}"); // the plan and each dispatch
+//! assert_eq!(gpu.pass_plan, PassPlan::WorkgroupPerChannel);
+//! assert!(gpu.dispatches.iter().all(|d| d.invocations >= 25_088)); // E / 16
+//! let cpu = plan_call(&desc, &DeviceProfile::cpu(), &PlanLimits::DEFAULT, &Caps::ALL, None);
+//! assert_eq!(cpu.pass_plan, PassPlan::InvocationPerChannel);
+//! ```
 
 use crate::context::Context;
 use crate::ops::forward_single::{single_pass, PassPlan};
