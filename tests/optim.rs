@@ -148,6 +148,15 @@ fn sgd_misuse_is_a_typed_error() {
     ));
 }
 
+/// Momentum with dampening: the first step's rule (no dampening) shows in the result.
+const DAMPED: SgdOptions = SgdOptions {
+    lr: 0.1,
+    momentum: 0.9,
+    dampening: 0.5,
+    weight_decay: 0.0,
+    nesterov: false,
+};
+
 /// Gradients for a step, from host values.
 fn grads_of(ctx: &wgpu_batchnorm::Context, gw: &[f32], gb: &[f32]) -> Gradients {
     Gradients {
@@ -190,12 +199,7 @@ fn f16_gradients_are_refused() {
 #[test]
 fn one_optimizer_keeps_momentum_per_module() {
     let ctx = support::context();
-    let o = SgdOptions {
-        lr: 0.1,
-        momentum: 0.9,
-        dampening: 0.5,
-        ..Default::default()
-    };
+    let o = DAMPED;
     let c = 3;
     let mut shared = Sgd::new(&ctx, o).unwrap();
     let (mut a, mut b) = (
@@ -228,12 +232,7 @@ fn one_optimizer_keeps_momentum_per_module() {
 #[test]
 fn a_dropped_encoded_step_does_not_count() {
     let ctx = support::context();
-    let o = SgdOptions {
-        lr: 0.1,
-        momentum: 0.9,
-        dampening: 0.5,
-        ..Default::default()
-    };
+    let o = DAMPED;
     let c = 4;
     let g1 = [0.5, -1.0, 2.0, 0.25];
     let g2 = [1.0, 1.0, -1.0, 0.0];
