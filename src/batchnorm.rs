@@ -1,16 +1,16 @@
 //! The batch-norm module: PyTorch's `nn.BatchNorm1d/2d/3d`, a thin owner of parameters and
 //! buffers over the functional layer ([`crate::functional`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::activation::Activation;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::context::block_on;
-use crate::context::{Context, Shared};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::functional::{
     BackwardArgs, FoldArgs, ForwardArgs, ForwardWork, Functional, RunningStats, SavedStats,
 };
+use crate::module::{next_module_id, SavedBuffers, SavedState};
+pub use crate::module::{GradOutputs, Gradients, Saved};
 use crate::tensor::{BatchCounter, Tensor};
 
 /// Which PyTorch module a [`BatchNorm`] mirrors; it fixes the accepted input ranks.
@@ -154,71 +154,6 @@ struct State {
     running: Option<Running>,
 }
 
-/// A pair of `[C]` tensors for one forward's batch statistics, shared with the [`Saved`]
-/// handles that refer to it; reused once no handle does.
-#[derive(Debug)]
-struct SavedBuffers {
-    mean: Tensor,
-    invstd: Tensor,
-}
-
-/// The last forward's references, released while a new forward picks its buffers (see
-/// [`BatchNorm::release_last`]); the buffers are named by identity, not held.
-struct Previous {
-    forward: Option<Saved>,
-    forward_batch: Option<*const SavedBuffers>,
-    batch: Option<*const SavedBuffers>,
-}
-
-static NEXT_MODULE_ID: AtomicU64 = AtomicU64::new(1);
-
-/// What a module's backward needs from one forward, like autograd's saved tensors: returned by
-/// [`BatchNorm::forward_saved`] and [`BatchNorm::encode_forward_saved`], taken by
-/// [`BatchNorm::backward_saved`]. It keeps the forward's input and statistics alive, so one
-/// module applied twice in a step can differentiate both applications.
-#[derive(Clone, Debug)]
-pub struct Saved {
-    module: u64,
-    x: Tensor,
-    /// The batch statistics, or None when the forward used the running statistics.
-    batch: Option<Shared<SavedBuffers>>,
-    training: bool,
-    version: u64,
-    activation: Activation,
-    residual: Option<Tensor>,
-}
-
-/// Where a backward writes its gradients; every one is optional (see
-/// [`BatchNorm::encode_backward_into`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GradOutputs<'a> {
-    /// dL/dx, the shape and memory format of the forward's input.
-    pub grad_input: Option<&'a Tensor>,
-    /// dL/dweight, `[C]` (affine modules only).
-    pub grad_weight: Option<&'a Tensor>,
-    /// dL/dbias, `[C]` (affine modules only).
-    pub grad_bias: Option<&'a Tensor>,
-    /// dL/dresidual, like grad_input (forwards given a residual only).
-    pub grad_residual: Option<&'a Tensor>,
-}
-
-impl Saved {
-    /// The forward's batch mean (`save_mean`), if it used batch statistics.
-    pub fn save_mean(&self) -> Option<&Tensor> {
-        self.batch.as_ref().map(|b| &b.mean)
-    }
-
-    /// The forward's `save_invstd`, if it used batch statistics.
-    pub fn save_invstd(&self) -> Option<&Tensor> {
-        self.batch.as_ref().map(|b| &b.invstd)
-    }
-
-    /// The forward's input.
-    pub fn input(&self) -> &Tensor {
-        &self.x
-    }
-}
-
 /// Batch normalization over the channel axis (axis 1), like PyTorch's `nn.BatchNorm1d/2d/3d`.
 ///
 /// Build one with [`BatchNorm1d::new`], [`BatchNorm2d::new`], [`BatchNorm3d::new`] (or their
@@ -247,14 +182,10 @@ pub struct BatchNorm {
     training: bool,
     state: State,
     functional: Functional,
-    /// Statistics buffers of earlier forwards, reused when no [`Saved`] refers to them.
-    pool: Vec<Shared<SavedBuffers>>,
     /// Bumped by every setter, so that backward can tell the module changed since the forward.
     version: u64,
-    /// What `backward` (without a handle) differentiates.
-    last_forward: Option<Saved>,
-    /// The statistics of the last forward that used batch statistics (`save_mean()`).
-    last_batch: Option<Shared<SavedBuffers>>,
+    /// The statistics buffers, and what `backward` and `save_mean()` refer to.
+    saved: SavedState,
     /// Applied after the normalization (and the residual add), in the same pass.
     activation: Activation,
 }
@@ -388,7 +319,7 @@ impl BatchNorm {
         };
         Ok(BatchNorm {
             ctx: ctx.clone(),
-            id: NEXT_MODULE_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_module_id(),
             flavor,
             num_features: c,
             options,
@@ -400,10 +331,8 @@ impl BatchNorm {
                 running,
             },
             functional: Functional::new(ctx),
-            pool: Vec::new(),
             version: 0,
-            last_forward: None,
-            last_batch: None,
+            saved: SavedState::default(),
             activation: Activation::Identity,
         })
     }
@@ -519,59 +448,6 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// Statistics buffers no [`Saved`] refers to, or new ones.
-    fn saved_buffers(&mut self) -> Result<Shared<SavedBuffers>> {
-        if let Some(b) = self.pool.iter().find(|b| Shared::strong_count(b) == 1) {
-            return Ok(b.clone());
-        }
-        // Unscoped: this runs in encode-only calls too, which wait on nothing.
-        let c = self.num_features;
-        let b = Shared::new(SavedBuffers {
-            mean: Tensor::empty_unscoped(&self.ctx, &[c])?,
-            invstd: Tensor::empty_unscoped(&self.ctx, &[c])?,
-        });
-        self.pool.push(b.clone());
-        Ok(b)
-    }
-
-    /// Drops this module's references to the last forward (and, when `batch_stats`, to the
-    /// last batch statistics) so that their buffers can be reused, remembering them by
-    /// identity for [`BatchNorm::restore_last`].
-    fn release_last(&mut self, batch_stats: bool) -> Previous {
-        let ptr = |b: &Shared<SavedBuffers>| Shared::as_ptr(b);
-        let mut forward = self.last_forward.take();
-        let forward_batch = forward
-            .as_mut()
-            .and_then(|f| f.batch.take())
-            .map(|b| ptr(&b));
-        let batch = if batch_stats {
-            self.last_batch.take().map(|b| ptr(&b))
-        } else {
-            None
-        };
-        Previous {
-            forward,
-            forward_batch,
-            batch,
-        }
-    }
-
-    /// Undoes [`BatchNorm::release_last`] after a forward that recorded nothing: the pool
-    /// still owns the buffers, and nothing was submitted that could have written them.
-    fn restore_last(&mut self, previous: Previous) {
-        let find = |p: Option<*const SavedBuffers>| {
-            p.and_then(|p| self.pool.iter().find(|b| Shared::as_ptr(b) == p).cloned())
-        };
-        let forward_batch = find(previous.forward_batch);
-        if previous.batch.is_some() {
-            self.last_batch = find(previous.batch);
-        }
-        self.last_forward = previous.forward.map(|mut f| {
-            f.batch = forward_batch;
-            f
-        });
-    }
-
     /// Checks `x` and `y`, then records the forward with `record` (a submit or an encoder);
     /// returns the handle for its backward. Nothing changes if a check fails.
     fn run_forward(
@@ -592,12 +468,12 @@ impl BatchNorm {
         let work = self.functional.check(&probe)?;
         // Release this module's own references first, so steady-state calls reuse buffers;
         // `previous` remembers them, to be put back if recording fails.
-        let previous = self.release_last(batch_stats);
+        let previous = self.saved.release(batch_stats);
         let batch = if batch_stats {
-            match self.saved_buffers() {
+            match self.saved.buffers(&self.ctx, self.num_features) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    self.restore_last(previous);
+                    self.saved.restore(previous);
                     return Err(e);
                 }
             }
@@ -614,11 +490,11 @@ impl BatchNorm {
         );
         if let Err(e) = record(&mut self.functional, &args, &work) {
             // Nothing was submitted: the previous forward's statistics are intact.
-            self.restore_last(previous);
+            self.saved.restore(previous);
             return Err(e);
         }
         if batch.is_some() {
-            self.last_batch = batch.clone();
+            self.saved.last_batch = batch.clone();
         }
         let saved = Saved {
             module: self.id,
@@ -629,7 +505,7 @@ impl BatchNorm {
             activation: self.activation,
             residual: residual.cloned(),
         };
-        self.last_forward = Some(saved.clone());
+        self.saved.last_forward = Some(saved.clone());
         Ok(saved)
     }
 
@@ -871,8 +747,7 @@ impl BatchNorm {
             })
             .await;
         if saved.is_err() && recorded {
-            self.last_forward = None;
-            self.last_batch = None;
+            self.saved.forget();
         }
         saved
     }
@@ -912,7 +787,7 @@ impl BatchNorm {
     }
 
     fn last(&self) -> Result<Saved> {
-        self.last_forward.clone().ok_or_else(|| {
+        self.saved.last_forward.clone().ok_or_else(|| {
             Error::Backward("no forward to differentiate: call forward first".into())
         })
     }
@@ -1274,7 +1149,7 @@ impl BatchNorm {
 
     /// Async form of [`BatchNorm::save_mean`].
     pub async fn save_mean_async(&self) -> Result<Vec<f32>> {
-        match &self.last_batch {
+        match &self.saved.last_batch {
             Some(b) => b.mean.to_host_async().await,
             None => Ok(vec![0.0; self.num_features]),
         }
@@ -1289,7 +1164,7 @@ impl BatchNorm {
 
     /// Async form of [`BatchNorm::save_invstd`].
     pub async fn save_invstd_async(&self) -> Result<Vec<f32>> {
-        match &self.last_batch {
+        match &self.saved.last_batch {
             Some(b) => b.invstd.to_host_async().await,
             None => Ok(vec![0.0; self.num_features]),
         }
@@ -1306,8 +1181,8 @@ impl BatchNorm {
             running_mean: running.map(|r| &r.mean),
             running_var: running.map(|r| &r.var),
             num_batches_tracked: running.map(|r| &r.tracked),
-            save_mean: self.last_batch.as_ref().map(|b| &b.mean),
-            save_invstd: self.last_batch.as_ref().map(|b| &b.invstd),
+            save_mean: self.saved.last_batch.as_ref().map(|b| &b.mean),
+            save_invstd: self.saved.last_batch.as_ref().map(|b| &b.invstd),
         }
     }
 
@@ -1321,7 +1196,7 @@ impl BatchNorm {
     /// (steady-state checks: repeated calls on the same shapes create none).
     #[doc(hidden)]
     pub fn buffers_created(&self) -> usize {
-        self.functional.buffers_created() + self.pool.len() * 2
+        self.functional.buffers_created() + self.saved.buffers_made() * 2
     }
 }
 
@@ -1343,17 +1218,4 @@ pub struct ModuleTensors<'a> {
     pub save_mean: Option<&'a Tensor>,
     /// `save_invstd` of the last batch-statistics forward.
     pub save_invstd: Option<&'a Tensor>,
-}
-
-/// Gradients returned by [`BatchNorm::backward`].
-#[derive(Clone, Debug)]
-pub struct Gradients {
-    /// dL/dx, the shape of the forward input.
-    pub grad_input: Tensor,
-    /// dL/dweight, shape `[C]` (None when affine = false).
-    pub grad_weight: Option<Tensor>,
-    /// dL/dbias, shape `[C]` (None when affine = false).
-    pub grad_bias: Option<Tensor>,
-    /// dL/dresidual (None when the forward was given no residual).
-    pub grad_residual: Option<Tensor>,
 }

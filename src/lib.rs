@@ -53,6 +53,7 @@ mod dtype;
 mod error;
 pub mod fold;
 pub mod functional;
+mod module;
 mod ops;
 pub mod optim;
 pub mod planner;
