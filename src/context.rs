@@ -80,6 +80,25 @@ impl ContextOptions {
     }
 }
 
+/// Which thread raised an uncaptured error (the web has one).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type ThreadKey = std::thread::ThreadId;
+#[cfg(target_arch = "wasm32")]
+pub(crate) type ThreadKey = u8;
+
+#[cfg(not(target_arch = "wasm32"))]
+fn this_thread() -> ThreadKey {
+    std::thread::current().id()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn this_thread() -> ThreadKey {
+    0
+}
+
+/// Uncaptured errors kept at most, oldest dropped first.
+const MAX_UNCAPTURED: usize = 64;
+
 /// The default of [`ContextOptions::wait_timeout`]: far longer than any one call of this crate
 /// takes on a working device, software adapters and tensors of several GiB included.
 pub const DEFAULT_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -138,8 +157,9 @@ pub(crate) struct ContextInner {
     /// See [`ContextOptions::wait_timeout`] (a browser never blocks, so never times out).
     #[cfg(not(target_arch = "wasm32"))]
     pub wait_timeout: std::time::Duration,
-    /// Errors wgpu reported outside any error scope, when this crate owns the device.
-    pub uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Errors wgpu reported outside any error scope, when this crate owns the device, with
+    /// the thread whose call raised each.
+    pub uncaptured: Arc<Mutex<Vec<(ThreadKey, String)>>>,
     /// Staging buffers reused by uploads and readbacks (fresh staging memory per transfer
     /// costs several times the copy itself on some drivers).
     /// An async lock: on the web, two transfers of one context can be in flight in one thread.
@@ -262,9 +282,16 @@ impl Context {
         // Errors outside our error scopes must not panic in wgpu's default handler.
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
+        // wgpu calls the handler on the thread whose call raised the error, so each error is
+        // kept with that thread and reported to that thread's next call: a context shared by
+        // threads does not fail one thread's call for another's mistake.
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             if let Ok(mut list) = sink.lock() {
-                list.push(e.to_string());
+                // A thread that never calls again must not grow the list without bound.
+                if list.len() >= MAX_UNCAPTURED {
+                    list.remove(0);
+                }
+                list.push((this_thread(), e.to_string()));
             }
         }));
         Ok(Self::build(device, queue, &options, uncaptured))
@@ -292,7 +319,7 @@ impl Context {
         device: wgpu::Device,
         queue: wgpu::Queue,
         options: &ContextOptions,
-        uncaptured: Arc<Mutex<Vec<String>>>,
+        uncaptured: Arc<Mutex<Vec<(ThreadKey, String)>>>,
     ) -> Self {
         let info = device.adapter_info();
         let features = device.features();
@@ -437,20 +464,27 @@ impl Context {
         }
     }
 
-    /// Reports (once) errors that wgpu raised outside any scope on a device this crate opened.
+    /// Reports (once) errors that wgpu raised outside any scope on a device this crate opened,
+    /// in calls made by this thread.
     pub(crate) fn take_uncaptured(&self) -> Result<()> {
         let mut list = self
             .inner
             .uncaptured
             .lock()
             .map_err(|_| Error::Device("error list poisoned".into()))?;
-        if list.is_empty() {
-            Ok(())
-        } else {
-            let msg = list.join("; ");
-            list.clear();
-            Err(Error::Wgpu(msg))
+        let me = this_thread();
+        if !list.iter().any(|(t, _)| *t == me) {
+            return Ok(());
         }
+        let mut mine = Vec::new();
+        list.retain(|(t, e)| {
+            let theirs = *t != me;
+            if !theirs {
+                mine.push(e.clone());
+            }
+            theirs
+        });
+        Err(Error::Wgpu(mine.join("; ")))
     }
 
     /// Records with `f` into a new encoder and submits it inside error scopes, then waits

@@ -208,3 +208,54 @@ fn a_failed_transfer_leaves_staging_usable() {
         );
     }
 }
+
+/// An error wgpu raises outside any error scope (here: a command buffer that copies from a
+/// destroyed buffer, submitted by hand) is reported to the next call of the thread that raised
+/// it, not to another thread's call on the same context.
+#[test]
+fn an_uncaptured_error_is_reported_to_its_own_thread() {
+    let ctx = support::context();
+    let (raised, wait_raised) = std::sync::mpsc::channel();
+    let (checked, wait_checked) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let culprit = {
+            let ctx = ctx.clone();
+            s.spawn(move || {
+                let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+                let buffer = |label| {
+                    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: 64,
+                        usage,
+                        mapped_at_creation: false,
+                    })
+                };
+                let (gone, other) = (buffer("destroyed"), buffer("other"));
+                gone.destroy();
+                let mut encoder = ctx.device().create_command_encoder(&Default::default());
+                encoder.copy_buffer_to_buffer(&gone, 0, &other, 0, 64);
+                ctx.queue().submit(Some(encoder.finish()));
+                raised.send(()).unwrap();
+                // Bounded, so that a failing bystander cannot leave this thread waiting.
+                let _ = wait_checked.recv_timeout(Duration::from_secs(60));
+                // This thread's next call that waits reports it, once.
+                assert!(matches!(ctx.wait(), Err(wgpu_batchnorm::Error::Wgpu(_))));
+                ctx.wait().unwrap();
+            })
+        };
+        wait_raised.recv().unwrap();
+        let bystander = {
+            let ctx = ctx.clone();
+            s.spawn(move || {
+                let data = [1.0f32, 2.0, 3.0, 4.0];
+                let x = Tensor::from_slice(&ctx, &data, &[4]).unwrap();
+                assert_eq!(x.to_host().unwrap(), data);
+                ctx.wait().unwrap();
+            })
+        };
+        let bystander = bystander.join();
+        checked.send(()).unwrap();
+        culprit.join().unwrap();
+        assert!(bystander.is_ok(), "the other thread's call failed");
+    });
+}
