@@ -115,6 +115,11 @@ impl Sgd {
     /// Records one step on `module`'s weight and bias with `grads` (from its backward) into
     /// `encoder`, and marks the module changed ([`BatchNorm::params_changed`]). No submit, no
     /// wait. Checked in full before anything is recorded: on an error nothing changed.
+    ///
+    /// Dropping `encoder` unsubmitted leaves the parameters, the momentum buffers and the
+    /// first-step rule as they were (the next submitted step is still the first); what it
+    /// does change on the host is the step count ([`Sgd::steps`]) and the module's mark, so a
+    /// backward of a forward recorded before this call is refused, as after a real step.
     pub fn encode_step(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
