@@ -595,7 +595,9 @@ fn main() {
         None if args.only.is_some() => Vec::new(),
         None => SHAPES.to_vec(),
     };
-    for shape in shapes {
+    let total = shapes.len();
+    for (i, shape) in shapes.into_iter().enumerate() {
+        eprintln!("bench: shape {}/{total} {shape:?}", i + 1);
         match bench_shape(
             &ctx,
             &timer,

@@ -189,6 +189,30 @@ pub(crate) struct Staging {
 /// println!("running on {}", ctx.adapter());
 /// # Ok::<(), wgpu_batchnorm::Error>(())
 /// ```
+///
+/// One context, a module per thread:
+///
+/// ```no_run
+/// use wgpu_batchnorm::{BatchNorm1d, Context, Tensor};
+/// let ctx = Context::new()?;
+/// std::thread::scope(|s| {
+///     let runs: Vec<_> = (0..4)
+///         .map(|t| {
+///             let ctx = ctx.clone();
+///             s.spawn(move || {
+///                 let mut bn = BatchNorm1d::new(&ctx, 2)?;
+///                 let x = Tensor::from_slice(&ctx, &[t as f32, 1.0, 2.0, 3.0], &[2, 2])?;
+///                 bn.forward(&x)?.to_host()
+///             })
+///         })
+///         .collect();
+///     for run in runs {
+///         println!("{:?}", run.join().expect("the thread finished")?);
+///     }
+///     Ok::<(), wgpu_batchnorm::Error>(())
+/// })?;
+/// # Ok::<(), wgpu_batchnorm::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Context {
     pub(crate) inner: Shared<ContextInner>,
