@@ -225,16 +225,26 @@ impl Functional {
         args: &BackwardArgs<'_>,
     ) -> Result<()> {
         let work = self.check_backward(args)?;
+        self.encode_checked_backward(encoder, args, &work)
+    }
+
+    /// [`Functional::encode_backward`] of a call `work` says passed the checks.
+    fn encode_checked_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &BackwardArgs<'_>,
+        work: &BackwardWork,
+    ) -> Result<()> {
         // As in the forward, but see `planner::f16_through_copies` for the epilogue.
         let copies = args.x.dtype() == DType::F16
             && planner::f16_through_copies(
                 CallKind::Backward,
                 work.through_epilogue,
-                self.single_backward_plan(args, &work).is_some(),
+                self.single_backward_plan(args, work).is_some(),
                 &self.ctx.caps(),
             );
         if !copies {
-            self.record_backward(encoder, args, &work);
+            self.record_backward(encoder, args, work);
             return Ok(());
         }
         // f16: as in the forward, f32 copies in, f16 gradients out.
@@ -278,9 +288,10 @@ impl Functional {
 
     /// Runs the backward and waits for it without blocking the thread.
     pub async fn backward_async(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
-        self.check_backward(args)?;
+        // Checked once, before any error scope opens; recorded without checking again.
+        let work = self.check_backward(args)?;
         let ctx = self.ctx.clone();
-        ctx.run_async(|encoder| self.encode_backward(encoder, args))
+        ctx.run_async(|encoder| self.encode_checked_backward(encoder, args, &work))
             .await
     }
 }

@@ -305,9 +305,10 @@ impl Functional {
     /// Runs the forward and waits for it without blocking the thread (the only form on the
     /// web).
     pub async fn forward_async(&mut self, args: &ForwardArgs<'_>) -> Result<()> {
-        self.check_forward(args)?;
+        // Checked once, before any error scope opens; recorded without checking again.
+        let work = self.check_forward(args)?;
         let ctx = self.ctx.clone();
-        ctx.run_async(|encoder| self.encode_forward(encoder, args))
+        ctx.run_async(|encoder| self.encode_checked_forward(encoder, args, &work))
             .await
     }
 }
