@@ -42,24 +42,16 @@
 use std::time::Instant;
 
 use wgpu_batchnorm::bench::{median, CopyKernel, GpuTimer, StreamKernel};
-use wgpu_batchnorm::planner::{resnet50_batchnorm_shapes, CallDesc, CallKind, CallPlan};
+use wgpu_batchnorm::planner::{
+    resnet50_batchnorm_shapes, CallDesc, CallKind, CallPlan, BENCH_SHAPES,
+};
 use wgpu_batchnorm::profile::ProfileKind;
 use wgpu_batchnorm::{
     Activation, BatchNorm, BatchNormOptions, Context, ContextOptions, DType, Flavor, GradOutputs,
     MemoryFormat, PassPlan, Saved, Tensor,
 };
 
-const SHAPES: &[&[usize]] = &[
-    &[32, 64, 56, 56],
-    &[64, 256, 14, 14],
-    &[256, 1024],
-    &[8, 32, 128, 128],
-    &[16, 3, 224, 224],
-    &[4, 2048, 7, 7],
-    &[16, 64, 256, 256],
-    // 64 MiB: the size the upload/readback target is stated for.
-    &[16, 64, 128, 128],
-];
+const SHAPES: &[&[usize]] = BENCH_SHAPES;
 
 /// The variants each shape runs (`--variant` picks one).
 const VARIANTS: &[&str] = &["nchw", "channels_last", "residual", "f16"];

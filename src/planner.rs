@@ -32,7 +32,8 @@
 //! ```
 
 use crate::context::Context;
-use crate::ops::forward_single::{single_pass, PassPlan};
+use crate::ops::forward_single::{self, single_pass, PassPlan};
+use crate::ops::{self, backward_single};
 use crate::ops::{ChannelTensor, ItemWidth, KernelLimits, Plan, Target, Walk};
 use crate::profile::DeviceProfile;
 use crate::tensor::DType;
@@ -261,14 +262,23 @@ pub fn plan_call(
     let (n, c, s) = desc.geometry;
     let elements = desc.elements();
     let mut dispatches = Vec::new();
-    let convert = |elements: u64| Dispatch {
-        kernel: "convert",
-        invocations: elements.div_ceil(2).div_ceil(256) * 256,
-        workgroup_size: 256,
-        items_per_invocation: 1,
-        values_per_item: 2,
-        reads_activation: true,
-        elements,
+    // One f16 tensor's conversion, window by window as `record_convert` dispatches it.
+    let convert_spec = if caps.shader_f16 {
+        &ops::convert::NATIVE_SPEC
+    } else {
+        &ops::convert::SPEC
+    };
+    let convert_wg = convert_spec.workgroup_size;
+    let convert = || {
+        ops::convert::windows(elements, &target.limits).map(move |(_, n, grid)| Dispatch {
+            kernel: "convert",
+            invocations: u64::from(grid[0]) * u64::from(grid[1]) * u64::from(convert_wg),
+            workgroup_size: convert_wg,
+            items_per_invocation: 1,
+            values_per_item: 2,
+            reads_activation: true,
+            elements: n,
+        })
     };
     // f16 tensors read and written: x (and dy) and the residual in, y (or grad_input and
     // grad_residual) out.
@@ -298,29 +308,32 @@ pub fn plan_call(
         dispatches: Vec::new(),
     };
     if elements > 0 && copies {
-        dispatches.extend((0..inputs).map(|_| convert(elements)));
+        dispatches.extend((0..inputs).flat_map(|_| convert()));
     }
-    // Per-channel passes: a workgroup of 64 per channel (finalize_stats,
-    // backward_finalize), or one workgroup of 256 looping over the channels (channel_affine).
-    let channel_pass = |kernel: &'static str| Dispatch {
-        kernel,
-        invocations: u64::from(c) * 64,
-        workgroup_size: 64,
+    // Per-channel passes, sized from their kernels' specs: a workgroup per channel over the
+    // channel grid (finalize_stats, backward_finalize), or one workgroup looping over the
+    // channels (channel_affine, update_running).
+    let channel_pass = |spec: &ops::KernelSpec, channel_grid: [u32; 2]| Dispatch {
+        kernel: spec.name,
+        invocations: u64::from(channel_grid[0])
+            * u64::from(channel_grid[1])
+            * u64::from(spec.workgroup_size),
+        workgroup_size: spec.workgroup_size,
         items_per_invocation: 1,
         values_per_item: 1,
         reads_activation: false,
         elements: 0,
     };
-    let channel_loop = |kernel: &'static str| Dispatch {
-        kernel,
-        invocations: 256,
-        workgroup_size: 256,
-        items_per_invocation: u64::from(c).div_ceil(256),
+    let channel_loop = |spec: &ops::KernelSpec| Dispatch {
+        kernel: spec.name,
+        invocations: u64::from(spec.workgroup_size),
+        workgroup_size: spec.workgroup_size,
+        items_per_invocation: u64::from(c).div_ceil(u64::from(spec.workgroup_size)),
         values_per_item: 1,
         reads_activation: false,
         elements: 0,
     };
-    let update = channel_loop("update_running");
+    let update = channel_loop(&ops::update_running::SPEC);
     if let Some(how) = single {
         plan.pass_plan = if how.own_channel {
             PassPlan::InvocationPerChannel
@@ -333,10 +346,10 @@ pub fn plan_call(
         // A workgroup per channel, or a channel per invocation in workgroups of `wg`.
         let invocations = u64::from(how.workgroups(c)) * wg;
         let kernel = match desc.kind {
-            CallKind::TrainingForward if fused_update => "forward_single_update",
-            CallKind::TrainingForward | CallKind::EvalForward => "forward_single",
-            CallKind::Backward if desc.epilogue() => "backward_single_epilogue",
-            CallKind::Backward => "backward_single",
+            CallKind::TrainingForward if fused_update => forward_single::UPDATE_SPEC.name,
+            CallKind::TrainingForward | CallKind::EvalForward => forward_single::SPEC.name,
+            CallKind::Backward if desc.epilogue() => backward_single::EPILOGUE_SPEC.name,
+            CallKind::Backward => backward_single::SPEC.name,
         };
         dispatches.push(Dispatch {
             kernel,
@@ -366,7 +379,8 @@ pub fn plan_call(
             Walk::Runs => g.task_items.div_ceil(g.lanes),
             Walk::Columns => g.task_rows,
         };
-        let pass = |kernel: &'static str| {
+        let pass = |spec: &'static ops::KernelSpec| {
+            let kernel = spec.name;
             walk_plan.blocks.iter().map(move |b| {
                 let p = &b.params;
                 let covered = u64::from(p.rows)
@@ -386,21 +400,27 @@ pub fn plan_call(
         };
         match desc.kind {
             CallKind::TrainingForward => {
-                dispatches.extend(pass("stats"));
-                dispatches.push(channel_pass("finalize_stats"));
-                dispatches.extend(pass("normalize"));
+                dispatches.extend(pass(&ops::stats::SPEC));
+                dispatches.push(channel_pass(
+                    &ops::finalize_stats::SPEC,
+                    walk_plan.channel_grid,
+                ));
+                dispatches.extend(pass(&ops::normalize::SPEC));
                 if desc.running {
                     dispatches.push(update);
                 }
             }
-            CallKind::EvalForward => dispatches.extend(pass("normalize")),
+            CallKind::EvalForward => dispatches.extend(pass(&ops::normalize::SPEC)),
             CallKind::Backward => {
                 if desc.activation {
-                    dispatches.push(channel_loop("channel_affine"));
+                    dispatches.push(channel_loop(&ops::channel_affine::SPEC));
                 }
-                dispatches.extend(pass("backward_reduce"));
-                dispatches.push(channel_pass("backward_finalize"));
-                dispatches.extend(pass("backward_input"));
+                dispatches.extend(pass(&ops::backward_reduce::SPEC));
+                dispatches.push(channel_pass(
+                    &ops::backward_finalize::SPEC,
+                    walk_plan.channel_grid,
+                ));
+                dispatches.extend(pass(&ops::backward_input::SPEC));
             }
         }
     } else if desc.kind == CallKind::TrainingForward && desc.running {
@@ -408,7 +428,7 @@ pub fn plan_call(
         dispatches.push(update);
     }
     if elements > 0 && copies {
-        dispatches.extend((0..outputs).map(|_| convert(elements)));
+        dispatches.extend((0..outputs).flat_map(|_| convert()));
     }
     plan.dispatches = dispatches;
     plan
@@ -548,6 +568,20 @@ impl Context {
     }
 }
 
+/// The shapes `examples/bench` runs (and the planner's tests hold to the GPU profile's
+/// invariants): ResNet stages, `(N, C)` after a linear layer, large planes, an image input.
+pub const BENCH_SHAPES: &[&[usize]] = &[
+    &[32, 64, 56, 56],
+    &[64, 256, 14, 14],
+    &[256, 1024],
+    &[8, 32, 128, 128],
+    &[16, 3, 224, 224],
+    &[4, 2048, 7, 7],
+    &[16, 64, 256, 256],
+    // 64 MiB: the size the upload/readback target is stated for.
+    &[16, 64, 128, 128],
+];
+
 /// The batch-norm layers of torchvision's ResNet-50 on 224 x 224 images, in forward order: the
 /// input shape of each of its 53 `BatchNorm2d`s at batch `batch` (the stem, then per
 /// bottleneck bn1, bn2, bn3 and, in each stage's first block, the downsample's).
@@ -575,18 +609,6 @@ pub fn resnet50_batchnorm_shapes(batch: usize) -> Vec<[usize; 4]> {
 mod tests {
     use super::*;
     use crate::ops::plan::BlockParams;
-
-    /// The shapes `examples/bench` runs.
-    const BENCH_SHAPES: &[&[usize]] = &[
-        &[32, 64, 56, 56],
-        &[64, 256, 14, 14],
-        &[256, 1024],
-        &[8, 32, 128, 128],
-        &[16, 3, 224, 224],
-        &[4, 2048, 7, 7],
-        &[16, 64, 256, 256],
-        &[16, 64, 128, 128],
-    ];
 
     fn shapes() -> Vec<Vec<usize>> {
         let mut all: Vec<Vec<usize>> = BENCH_SHAPES.iter().map(|s| s.to_vec()).collect();

@@ -56,7 +56,7 @@ impl ProfileKind {
             "llvmpipe",
             "lavapipe",
             "swiftshader",
-            "warp",
+            // WARP's adapter name ("warp" alone would also match unrelated names).
             "basic render driver",
         ];
         if device_type == wgpu::DeviceType::Cpu || software.iter().any(|s| name.contains(s)) {
@@ -109,22 +109,37 @@ pub struct DeviceProfile {
 }
 
 impl DeviceProfile {
-    /// The CPU profile: today's lavapipe plans (each constant's measurement is documented
-    /// where the planner uses it).
+    /// The CPU profile: the plans measured on lavapipe (BENCHMARKS.md).
     pub const fn cpu() -> DeviceProfile {
         DeviceProfile {
             kind: ProfileKind::Cpu,
+            // Lavapipe's SIMD width.
             run_width: 8,
             min_invocations: 0,
             values_per_invocation: 16,
             planes_workgroup_sizes: [256, 128, 64],
             tensor_workgroup_size: 256,
+            // Shorter planes take the runs walk (a run's steps within the reciprocal table),
+            // planes shorter than a run the columns walk.
             runs_below: 64,
             columns_below: 8,
+            // Items across channels, training forward + backward / eval in copies, scalar
+            // against Channels4: (12544, 64) 8.71 / 2.04 against 5.27 / 0.93, (12544, 128)
+            // 9.78 / 2.70 against 5.62 / 1.66, (1024, 1024) eval 2.07 against 1.09; but with
+            // more channels and many rows the Channels4 backward loses more than its forward
+            // gains: (12544, 256) 8.35 against 9.82, (6272, 512) 7.41 against 8.84, (50176,
+            // 256) 8.17 against 10.42 (channels-last 64x256x14x14 likewise; why is not known).
             channels4_any_rows: 128,
             channels4_max_rows: 1024,
+            // A channel per invocation, training forward in copies (`bench --pass-plan`):
+            // (256, 1024) 3.1 against the multi-pass 5.5, 4x2048x7x7 2.9 against 6.8,
+            // channels-last 4x2048x7x7 2.9 against 5.5; but 64x256x14x14 (12544 values per
+            // channel) 2.4 against 1.9, and channels-last 7.3 against 4.1.
             own_min_channels: 128,
             own_max_values: 1024,
+            // A workgroup per channel measured slower than the multi-pass walks on every
+            // shape (4x2048x7x7 8.2 copies against 7.2, 64x256x14x14 4.3 against 2.0), and
+            // not for its per-value division (without it: 8.4 and 3.9).
             workgroup_per_channel: false,
         }
     }
@@ -219,8 +234,8 @@ pub enum PassPlan {
     /// merge, normalize and running update; the backward's reduction, per-channel pass and
     /// grad_input): any shape, tensors beyond one binding included.
     MultiPass,
-    /// One dispatch with a workgroup per channel (plus the running update); only when forced
-    /// (see the planner, `single_pass`).
+    /// One dispatch with a workgroup per channel (plus the running update): the GPU
+    /// profile's where the channels alone fill the device (see `single_pass`).
     WorkgroupPerChannel,
     /// One dispatch with an invocation per channel, over its planes in order (plus the running
     /// update).

@@ -35,15 +35,10 @@ impl Functional {
         if count == 0 {
             return;
         }
-        // Windows of at most one binding of the f32 copy, starting at multiples of 128
-        // elements (256-byte offsets on both sides; f16 tensors start at offset 0).
         let limits = *self.ctx.limits();
-        let chunk = (limits.max_binding / 4 / 128 * 128).max(128);
         let native = self.ctx.adapter().shader_f16;
         let ws = &mut self.ws;
-        let mut start = 0u64;
-        while start < count {
-            let n = chunk.min(count - start);
+        for (start, n, grid) in crate::ops::convert::windows(count, &limits) {
             let chan = ws.channel_params(0, 0, n as u32, 0.0);
             let window = |t: &Tensor, size: u64| Binding {
                 buffer: t.buffer().clone(),
@@ -51,7 +46,6 @@ impl Functional {
                 size: (n * size).next_multiple_of(4),
             };
             let (h, f) = (window(half, 2), window(single, 4));
-            let grid = crate::ops::plan::grid(n.div_ceil(2).div_ceil(256), limits.max_grid);
             ws.record(encoder, "f16 conversion", |rec| {
                 if native {
                     let op = ConvertNativeBindings {
@@ -69,7 +63,6 @@ impl Functional {
                     op.encode(rec, direction, grid);
                 }
             });
-            start += n;
         }
     }
 }

@@ -59,6 +59,24 @@ pub(crate) const NATIVE_SPEC: KernelSpec = KernelSpec {
     workgroup_size: 256,
 };
 
+/// The conversion of `count` values, as dispatched: windows of at most one binding of the f32
+/// copy, starting at multiples of 128 values (256-byte offsets on both sides; f16 tensors start
+/// at offset 0), each as (first value, values, grid of one invocation per pair of values).
+/// The recorder and the planner both take it from here.
+pub(crate) fn windows(
+    count: u64,
+    limits: &super::KernelLimits,
+) -> impl Iterator<Item = (u64, u64, [u32; 2])> {
+    let chunk = (limits.max_binding / 4 / 128 * 128).max(128);
+    let max_grid = limits.max_grid;
+    (0..count.div_ceil(chunk)).map(move |k| {
+        let start = k * chunk;
+        let n = chunk.min(count - start);
+        let grid = super::plan::grid(n.div_ceil(2).div_ceil(SPEC.workgroup_size.into()), max_grid);
+        (start, n, grid)
+    })
+}
+
 /// Which way a conversion goes (`TO_F16`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Direction {

@@ -133,13 +133,6 @@ impl SingleParams {
     }
 }
 
-// When the CPU profile takes one invocation per channel (`DeviceProfile::own_min_channels`,
-// `own_max_values`): many channels, each short enough for one invocation to read twice.
-// Measured on lavapipe (`examples/bench --pass-plan`, see BENCHMARKS.md), training forward in
-// copies: (256, 1024) 3.1 against the multi-pass 5.5, 4x2048x7x7 2.9 against 6.8, channels-last
-// 4x2048x7x7 2.9 against 5.5; but 64x256x14x14 (12544 values per channel) 2.4 against 1.9, and
-// channels-last 7.3 against 4.1.
-
 /// How the single dispatch covers a (rows, C, S) tensor on `profile`, or None where the
 /// multi-pass path is the better (or the only) choice; `forced` pins the path where it can
 /// serve the shape.
@@ -182,10 +175,8 @@ pub(crate) fn single_pass(
         {
             PassPlan::WorkgroupPerChannel
         }
-        // One workgroup per channel is never the CPU profile's: on lavapipe it measured slower
-        // than the multi-pass walks on every shape (4x2048x7x7 8.2 copies against 7.2,
-        // 64x256x14x14 4.3 against 2.0), and not for its per-value division (without it: 8.4
-        // and 3.9).
+        // Otherwise the multi-pass walks (why never a workgroup per channel on the CPU
+        // profile: `DeviceProfile::cpu`).
         None => PassPlan::MultiPass,
     };
     let own_channel = match path {

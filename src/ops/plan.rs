@@ -17,18 +17,6 @@ use crate::tensor::DType;
 /// The length of the reciprocal table (`BlockParams::recip`): no invocation pushes more items
 /// than this into one Welford partial (keeps partial counts exact and the ratios looked up).
 const MAX_STEPS: u64 = 16;
-// The CPU profile's constants ([`DeviceProfile::cpu`]), as measured on lavapipe:
-// - planes shorter than `runs_below` (64) items use the runs walk (at most MAX_STEPS * LANES,
-//   so a run's steps fit the reciprocal table), or, below `columns_below` (a run's lanes), the
-//   columns walk;
-// - items across channels (`Channels4`) serve planes of one value with up to
-//   `channels4_any_rows` (128) channels, whatever the rows, or with up to `channels4_max_rows`
-//   (1024) rows. Training forward + backward / eval in copies, scalar against Channels4:
-//   (12544, 64) 8.71 / 2.04 against 5.27 / 0.93, (12544, 128) 9.78 / 2.70 against 5.62 / 1.66,
-//   (1024, 1024) eval 2.07 against 1.09; but with more channels and many rows the Channels4
-//   backward loses more than its forward gains: (12544, 256) 8.35 against 9.82, (6272, 512)
-//   7.41 against 8.84, (50176, 256) 8.17 against 10.42 (channels-last 64x256x14x14 likewise;
-//   why is not known).
 /// Columns walk: rows per invocation (at most MAX_STEPS).
 const MAX_ROWS_PER_TASK: u64 = MAX_STEPS;
 
