@@ -80,10 +80,22 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def test_only(path: pathlib.Path) -> bool:
+    """Whether the file is a module its parent declares under `#[cfg(test)]` (test helpers)."""
+    parent = path.parent / "mod.rs" if path.name != "mod.rs" else path.parent.parent / "mod.rs"
+    if path.parent == SRC or not parent.exists():
+        return False
+    name = path.stem if path.name != "mod.rs" else path.parent.name
+    pattern = r"#\[cfg\(test\)\]\s*(pub(\(crate\))?\s+)?mod " + name + ";"
+    return re.search(pattern, parent.read_text()) is not None
+
+
 def main() -> int:
     graph: dict[str, set[str]] = {}
     for path in sorted(SRC.rglob("*.rs")):
         if path.name == "lib.rs" and path.parent == SRC:
+            continue
+        if test_only(path):
             continue
         m = module_of(path)
         graph.setdefault(m, set()).update(imports(path) - {m})

@@ -3,8 +3,8 @@
 
 use crate::activation::Activation;
 #[cfg(not(target_arch = "wasm32"))]
-use crate::context::block_on;
-use crate::context::Context;
+use crate::device::block_on;
+use crate::device::Context;
 use crate::error::{Error, Result};
 use crate::functional::{
     BackwardArgs, FoldArgs, ForwardArgs, ForwardWork, Functional, RunningStats, SavedStats,

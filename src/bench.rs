@@ -4,13 +4,13 @@
 
 use std::time::Instant;
 
-use crate::context::block_on;
-use crate::context::Context;
+use crate::device::block_on;
+use crate::device::read_bytes;
+use crate::device::Context;
 use crate::error::{Error, Result};
 use crate::ops::plan::grid;
 use crate::ops::stream::StreamBindings;
 use crate::tensor::Tensor;
-use crate::transfer::read_bytes;
 use crate::workspace::{Geometry, Workspace};
 
 const COPY_WG: u32 = 256;
@@ -240,7 +240,7 @@ impl GpuTimer {
         }
         let start = Instant::now();
         let index = ctx.queue().submit(Some(encoder.finish()));
-        block_on(crate::transfer::submitted(ctx, index))?;
+        block_on(crate::device::submitted(ctx.waits(), ctx.queue(), index))?;
         let wall_ms = start.elapsed().as_secs_f64() * 1e3;
         match &self.queries {
             Some((_, resolve)) => {

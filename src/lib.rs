@@ -48,7 +48,7 @@ mod batchnorm;
 // Native only: it times with `std::time::Instant`, which the browser target lacks.
 #[cfg(all(feature = "bench", not(target_arch = "wasm32")))]
 pub mod bench;
-mod context;
+mod device;
 mod dtype;
 mod error;
 pub mod fold;
@@ -62,7 +62,6 @@ pub mod reference;
 pub mod state_dict;
 pub mod sync;
 mod tensor;
-mod transfer;
 mod workspace;
 
 pub use activation::Activation;
@@ -70,7 +69,7 @@ pub use batchnorm::{
     BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, GradOutputs,
     Gradients, ModuleTensors, Saved,
 };
-pub use context::{AdapterReport, Context, ContextOptions, DEFAULT_WAIT_TIMEOUT};
+pub use device::{AdapterReport, Context, ContextOptions, DEFAULT_WAIT_TIMEOUT};
 pub use dtype::{DType, MemoryFormat};
 pub use error::{Error, Result};
 pub use functional::{

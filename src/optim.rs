@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use crate::batchnorm::{BatchNorm, Gradients};
-use crate::context::Context;
+use crate::device::Context;
 use crate::error::{Error, Result};
 use crate::ops::sgd_step::{SgdParams, SgdStepBindings};
 use crate::tensor::{DType, Tensor};
@@ -190,7 +190,7 @@ impl Sgd {
     /// [`Sgd::encode_step`], submitted and blocked on. Native only.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn step(&mut self, module: &mut BatchNorm, grads: &Gradients) -> Result<()> {
-        crate::context::block_on(self.step_async(module, grads))
+        crate::device::block_on(self.step_async(module, grads))
     }
 
     /// [`Sgd::encode_step`], submitted and waited for without blocking the thread.

@@ -31,7 +31,7 @@
 //! assert_eq!(cpu.pass_plan, PassPlan::InvocationPerChannel);
 //! ```
 
-use crate::context::Context;
+use crate::device::Context;
 use crate::ops::forward_single::{self, single_pass, PassPlan};
 use crate::ops::{self, backward_single};
 use crate::ops::{ChannelTensor, ItemWidth, KernelLimits, Plan, Target, Walk};
@@ -547,7 +547,7 @@ impl Context {
 
     /// What this context's device can run beyond the base kernels.
     pub(crate) fn caps(&self) -> Caps {
-        let pipelines = self.pipelines();
+        let pipelines = ops::Pipelines::of(self);
         Caps {
             fused_update: pipelines.has(crate::ops::Kernel::ForwardSingleUpdate),
             epilogue_backward: pipelines.has(crate::ops::Kernel::BackwardSingleEpilogue),

@@ -267,7 +267,7 @@ struct Owned {
 /// buffers back (blocks; native only).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save(modules: &[(&str, &BatchNorm)]) -> Result<Vec<u8>> {
-    crate::context::block_on(save_async(modules))
+    crate::device::block_on(save_async(modules))
 }
 
 /// Async form of [`save`].

@@ -13,7 +13,7 @@
 //!    gradients of the whole batch), and [`backward_coefficients`] gives what
 //!    `BackwardArgs::global_coefficients` takes for `grad_input`.
 
-use crate::context::Context;
+use crate::device::Context;
 use crate::error::{Error, Result};
 use crate::functional::GlobalStats;
 pub use crate::functional::LocalStats;

@@ -2,10 +2,10 @@
 //! contiguous (NCHW) or channels-last (NHWC) memory order.
 
 #[cfg(not(target_arch = "wasm32"))]
-use crate::context::block_on;
-use crate::context::Context;
+use crate::device::block_on;
+use crate::device::Context;
+use crate::device::{download, read_f32, upload};
 use crate::error::{Error, Result};
-use crate::transfer::{download, read_f32, upload};
 
 pub use crate::dtype::{DType, MemoryFormat};
 

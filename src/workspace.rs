@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
-use crate::context::{Context, Shared};
+use crate::device::{Context, Shared};
 use crate::error::{Error, Result};
 use crate::ops::update_running::UpdateParams;
 use crate::ops::{
-    BindCache, Binding, ChannelParams, DispatchTally, Plan, PreparedPlan, Recorder, Walk,
+    BindCache, Binding, ChannelParams, DispatchTally, Pipelines, Plan, PreparedPlan, Recorder, Walk,
 };
 use crate::tensor::DType;
 
@@ -248,8 +248,7 @@ impl Workspace {
             timestamp_writes: None,
         });
         let mut rec = Recorder {
-            device: self.ctx.device(),
-            pipelines: self.ctx.pipelines(),
+            pipelines: Pipelines::of(&self.ctx),
             binds: &mut self.binds,
             pass: &mut pass,
             tally: &mut self.tally,

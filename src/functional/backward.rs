@@ -1,7 +1,7 @@
 //! The backward: the single-dispatch or multi-pass plan the planner picks, recorded.
 
 #[cfg(not(target_arch = "wasm32"))]
-use crate::context::block_on;
+use crate::device::block_on;
 use crate::error::Result;
 use crate::ops::backward_finalize::BackwardFinalizeBindings;
 use crate::ops::backward_input::BackwardInputBindings;

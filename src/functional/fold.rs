@@ -1,7 +1,7 @@
 //! The eval fold: batch norm as a per-channel affine map.
 
 #[cfg(not(target_arch = "wasm32"))]
-use crate::context::block_on;
+use crate::device::block_on;
 use crate::error::Result;
 use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::Statistics;

@@ -1,7 +1,7 @@
 //! The forward: the single-dispatch or multi-pass plan the planner picks, recorded.
 
 #[cfg(not(target_arch = "wasm32"))]
-use crate::context::block_on;
+use crate::device::block_on;
 use crate::error::Result;
 use crate::ops::convert::Direction;
 use crate::ops::finalize_stats::FinalizeStatsBindings;

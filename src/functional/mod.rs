@@ -51,7 +51,7 @@ pub use args::{BackwardArgs, FoldArgs, ForwardArgs, GlobalStats, RunningStats, S
 pub use stats::LocalStats;
 pub(crate) use validate::ForwardWork;
 
-use crate::context::Context;
+use crate::device::Context;
 use crate::error::Result;
 use crate::workspace::Workspace;
 

@@ -1,7 +1,7 @@
 //! SyncBN's statistics export: one device's per-channel count, mean and M2.
 
 #[cfg(not(target_arch = "wasm32"))]
-use crate::context::block_on;
+use crate::device::block_on;
 use crate::error::{Error, Result};
 use crate::ops::convert::Direction;
 use crate::ops::finalize_stats::FinalizeStatsBindings;

@@ -1,7 +1,7 @@
 //! Validation, in PyTorch's order: a call that passes comes back as the work its encoding
 //! takes, so nothing is checked twice; a call that fails records nothing.
 
-use crate::context::Context;
+use crate::device::Context;
 use crate::error::{Error, Result};
 use crate::ops::update_running::UpdateParams;
 use crate::ops::{Activation, Epilogue, Statistics};

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::activation::Activation;
-use crate::context::{Context, Shared};
+use crate::device::{Context, Shared};
 use crate::error::Result;
 use crate::tensor::Tensor;
 

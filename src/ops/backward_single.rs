@@ -309,7 +309,7 @@ mod epilogue_tests {
     #[test]
     fn backward_single_epilogue_matches_its_oracles() {
         let ctx = context(None);
-        assert!(ctx.pipelines().has(Kernel::BackwardSingleEpilogue));
+        assert!(crate::ops::Pipelines::of(&ctx).has(Kernel::BackwardSingleEpilogue));
         let acts = [
             Activation::Identity,
             Activation::Relu,

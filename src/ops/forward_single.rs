@@ -497,7 +497,7 @@ mod update_tests {
     #[test]
     fn forward_single_update_matches_the_separate_update() {
         let ctx = context(None);
-        assert!(ctx.pipelines().has(Kernel::ForwardSingleUpdate));
+        assert!(crate::ops::Pipelines::of(&ctx).has(Kernel::ForwardSingleUpdate));
         for (seed, &(n, c, s)) in [(5usize, 3usize, 77usize), (40, 260, 1), (7, 130, 1)]
             .iter()
             .enumerate()

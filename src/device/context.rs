@@ -2,8 +2,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::compiled::Compiled;
+use super::staging::Staging;
+#[cfg(not(target_arch = "wasm32"))]
+use super::wait::block_on;
+use super::wait::{submitted, Waits};
 use crate::error::{Error, Result};
-use crate::ops::Pipelines;
 use crate::profile::{DeviceProfile, KernelLimits, PassPlan, ProfileKind, Target, Walk};
 
 /// How [`Context::with_options`] picks an adapter. [`ContextOptions::from_env`] (the default)
@@ -150,7 +154,9 @@ pub(crate) struct ContextInner {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub report: AdapterReport,
-    pub pipelines: Pipelines,
+    /// The kernels' layouts and pipelines, compiled by the op layer on first use and kept
+    /// here so that every module, tensor and thread on this device shares them.
+    pub compiled: Compiled,
     pub limits: KernelLimits,
     pub force_walk: Option<Walk>,
     pub force_pass_plan: Option<PassPlan>,
@@ -164,15 +170,6 @@ pub(crate) struct ContextInner {
     /// costs several times the copy itself on some drivers).
     /// An async lock: on the web, two transfers of one context can be in flight in one thread.
     pub staging: futures_intrusive::sync::Mutex<Staging>,
-}
-
-/// Reused staging buffers, two per direction so that the host copy of one chunk overlaps the
-/// device copy of the next: `upload` (MAP_WRITE | COPY_SRC, kept mapped between uploads) and
-/// `download` (MAP_READ | COPY_DST).
-#[derive(Default)]
-pub(crate) struct Staging {
-    pub upload: Vec<crate::transfer::StagingSlot>,
-    pub download: Vec<crate::transfer::StagingSlot>,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels. Cheap to clone (shared).
@@ -382,13 +379,12 @@ impl Context {
                 info.subgroup_max_size,
             ),
         };
-        let pipelines = Pipelines::new(&device, subgroups, report.profile.run_width);
         Context {
             inner: Shared::new(ContextInner {
                 device,
                 queue,
                 report,
-                pipelines,
+                compiled: Compiled::default(),
                 limits,
                 force_walk: options.force_walk,
                 force_pass_plan: options.force_pass_plan,
@@ -419,11 +415,22 @@ impl Context {
     /// steady-state checks).
     #[doc(hidden)]
     pub fn pipelines_created(&self) -> usize {
-        self.inner.pipelines.created()
+        self.inner.compiled.created()
     }
 
-    pub(crate) fn pipelines(&self) -> &Pipelines {
-        &self.inner.pipelines
+    pub(crate) fn compiled(&self) -> &Compiled {
+        &self.inner.compiled
+    }
+
+    /// What this context's waits poll, and for how long.
+    pub(crate) fn waits(&self) -> Waits<'_> {
+        Waits {
+            device: &self.inner.device,
+            #[cfg(not(target_arch = "wasm32"))]
+            timeout: self.inner.wait_timeout,
+            #[cfg(target_arch = "wasm32")]
+            timeout: std::time::Duration::MAX,
+        }
     }
 
     /// Whether `other` is this context or a clone of it. Device handles cannot tell: devices of
@@ -528,7 +535,7 @@ impl Context {
                 Ok((value, self.inner.queue.submit(Some(encoder.finish()))))
             })
             .await?;
-        crate::transfer::submitted(self, index).await?;
+        submitted(self.waits(), self.queue(), index).await?;
         Ok(value)
     }
 
@@ -543,7 +550,7 @@ impl Context {
     /// Waits until all submitted work is done (without blocking the thread on the web).
     pub async fn wait_async(&self) -> Result<()> {
         let index = self.inner.queue.submit(std::iter::empty());
-        crate::transfer::submitted(self, index).await?;
+        submitted(self.waits(), self.queue(), index).await?;
         self.take_uncaptured()
     }
 
@@ -553,13 +560,6 @@ impl Context {
     pub fn wait(&self) -> Result<()> {
         block_on(self.wait_async())
     }
-}
-
-/// Runs a future to completion on this thread: the blocking forms of the async calls. Native
-/// only (a browser's thread cannot block).
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    pollster::block_on(future)
 }
 
 impl std::fmt::Debug for Context {
