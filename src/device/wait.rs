@@ -95,7 +95,7 @@ impl Signal {
             }
         }
         #[cfg(target_arch = "wasm32")]
-        let _ = (waits, index);
+        let _ = (waits.device, waits.timeout, index);
         self.event.wait().await;
         if self.failed.load(Ordering::SeqCst) {
             return Err(Error::Device(format!("{what} failed")));
