@@ -55,7 +55,7 @@ fn benches(c: &mut Criterion) {
         });
         group.bench_function("train_backward", |b| {
             bn.train();
-            bn.forward_into(&x, &y).unwrap();
+            bn.forward_with(&x).output(&y).run().map(drop).unwrap();
             b.iter_custom(|n| {
                 gpu_time(&ctx, &timer, n, |e| {
                     bn.encode_backward(e, &dy, &dx, None, None)

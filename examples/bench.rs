@@ -372,7 +372,10 @@ fn bench_shape(
                             grad_bias: Some(&gb),
                             grad_residual: fused.then_some(&gr),
                         };
-                        bn.encode_backward_into(e, &saved, &dy, outputs)
+                        bn.backward_with(&dy)
+                            .saved(&saved)
+                            .outputs(outputs)
+                            .encode(e)
                     })
                 })
             } else {
@@ -493,10 +496,12 @@ fn encode_forward(
     residual: Option<&Tensor>,
     y: &Tensor,
 ) -> wgpu_batchnorm::Result<Saved> {
-    match residual {
-        Some(r) => bn.encode_forward_residual(encoder, x, r, y),
-        None => bn.encode_forward_saved(encoder, x, y),
-    }
+    let (_, saved) = bn
+        .forward_with(x)
+        .residual(residual)
+        .output(y)
+        .encode(encoder)?;
+    Ok(saved)
 }
 
 fn json(rows: &[Row], latencies: &[Latency], ctx: &Context) -> String {
@@ -743,7 +748,8 @@ struct Layer {
 impl Layer {
     /// Records the training forward, as a training loop does.
     fn forward(&mut self, encoder: &mut wgpu::CommandEncoder) -> wgpu_batchnorm::Result<Saved> {
-        self.bn.encode_forward_saved(encoder, &self.x, &self.y)
+        let call = self.bn.forward_with(&self.x).output(&self.y);
+        Ok(call.encode(encoder)?.1)
     }
 
     /// Records the backward of `saved` into the layer's gradients.
@@ -759,7 +765,10 @@ impl Layer {
             grad_residual: None,
         };
         self.bn
-            .encode_backward_into(encoder, saved, &self.dy, outputs)
+            .backward_with(&self.dy)
+            .saved(saved)
+            .outputs(outputs)
+            .encode(encoder)
     }
 }
 

@@ -56,7 +56,7 @@ fn main() -> wgpu_batchnorm::Result<()> {
 
     let mut losses = Vec::new();
     for step in 0..300 {
-        let (residual_out, saved) = bn.forward_saved_residual(&xt, Some(&rt))?; // y - target
+        let (residual_out, saved) = bn.forward_with(&xt).residual(Some(&rt)).run()?; // y - target
         let grads = bn.backward_saved(&saved, &residual_out)?;
         if step % 25 == 0 || step == 299 {
             let d = residual_out.to_host()?;

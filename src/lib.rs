@@ -66,8 +66,7 @@ mod workspace;
 
 pub use activation::Activation;
 pub use batchnorm::{
-    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, GradOutputs,
-    Gradients, ModuleTensors, Saved,
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavor, ModuleTensors,
 };
 pub use device::{AdapterReport, Context, ContextOptions, DEFAULT_WAIT_TIMEOUT};
 pub use dtype::{DType, MemoryFormat};
@@ -78,6 +77,7 @@ pub use functional::{
 };
 /// The `half` crate, whose `f16` type f16 tensors are uploaded from and read back as.
 pub use half;
+pub use module::{BackwardCall, BackwardInto, ForwardCall, GradOutputs, Gradients, Saved};
 #[doc(hidden)]
 pub use profile::PassPlan;
 #[doc(hidden)]

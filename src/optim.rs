@@ -16,9 +16,10 @@
 
 use std::collections::HashMap;
 
-use crate::batchnorm::{BatchNorm, Gradients};
+use crate::batchnorm::BatchNorm;
 use crate::device::Context;
 use crate::error::{Error, Result};
+use crate::module::Gradients;
 use crate::ops::sgd_step::{SgdParams, SgdStepBindings};
 use crate::tensor::{DType, Tensor};
 use crate::workspace::Workspace;

@@ -297,7 +297,14 @@ fn misuse_of_backward_is_a_typed_error() {
     bn.backward(&dy).unwrap();
     // Outputs that alias inputs.
     assert!(matches!(
-        bn.backward_into(&dy, &dy, None, None),
+        bn.backward_with(&dy)
+            .outputs(wgpu_batchnorm::GradOutputs {
+                grad_input: Some(&dy),
+                grad_weight: None,
+                grad_bias: None,
+                grad_residual: None
+            })
+            .run(),
         Err(Error::Aliasing)
     ));
     // Parameter gradients of a module without parameters.
@@ -310,7 +317,15 @@ fn misuse_of_backward_is_a_typed_error() {
     let gx = Tensor::empty(&ctx, &shape).unwrap();
     let gw = Tensor::empty(&ctx, &[3]).unwrap();
     assert!(matches!(
-        plain.backward_into(&dy, &gx, Some(&gw), None),
+        plain
+            .backward_with(&dy)
+            .outputs(wgpu_batchnorm::GradOutputs {
+                grad_input: Some(&gx),
+                grad_weight: Some(&gw),
+                grad_bias: None,
+                grad_residual: None
+            })
+            .run(),
         Err(Error::NotAvailable(_))
     ));
     let grads = plain.backward(&dy).unwrap();
@@ -392,8 +407,16 @@ fn repeated_backward_creates_no_new_pipelines_or_bind_groups() {
     let mut bn = BatchNorm2d::new(&ctx, 4).unwrap();
     for training in [true, false] {
         bn.set_training(training);
-        bn.forward_into(&x, &y).unwrap();
-        bn.backward_into(&dy, &gx, None, None).unwrap();
+        bn.forward_with(&x).output(&y).run().map(drop).unwrap();
+        bn.backward_with(&dy)
+            .outputs(wgpu_batchnorm::GradOutputs {
+                grad_input: Some(&gx),
+                grad_weight: None,
+                grad_bias: None,
+                grad_residual: None,
+            })
+            .run()
+            .unwrap();
     }
     let pipelines = ctx.pipelines_created();
     let groups = bn.cached_bind_groups();
@@ -401,8 +424,16 @@ fn repeated_backward_creates_no_new_pipelines_or_bind_groups() {
     assert!(buffers > 0 && groups > 0);
     for i in 0..6 {
         bn.set_training(i % 2 == 0);
-        bn.forward_into(&x, &y).unwrap();
-        bn.backward_into(&dy, &gx, None, None).unwrap();
+        bn.forward_with(&x).output(&y).run().map(drop).unwrap();
+        bn.backward_with(&dy)
+            .outputs(wgpu_batchnorm::GradOutputs {
+                grad_input: Some(&gx),
+                grad_weight: None,
+                grad_bias: None,
+                grad_residual: None,
+            })
+            .run()
+            .unwrap();
     }
     assert_eq!(ctx.pipelines_created(), pipelines);
     assert_eq!(bn.cached_bind_groups(), groups);

@@ -172,7 +172,15 @@ fn empty_batches_count_but_change_no_statistics() {
         let gb = Tensor::from_slice(&ctx, &[1.0; 3], &[3]).unwrap();
         let empty = input(&ctx, &[0, 3, 5, 5]);
         let gx = Tensor::empty(&ctx, &[0, 3, 5, 5]).unwrap();
-        bn.backward_into(&empty, &gx, None, Some(&gb)).unwrap();
+        bn.backward_with(&empty)
+            .outputs(wgpu_batchnorm::GradOutputs {
+                grad_input: Some(&gx),
+                grad_weight: None,
+                grad_bias: Some(&gb),
+                grad_residual: None,
+            })
+            .run()
+            .unwrap();
         assert_eq!(gb.to_vec(&ctx).unwrap(), vec![0.0; 3]);
         // Eval on an empty batch changes nothing.
         bn.eval();
@@ -194,10 +202,13 @@ fn misuse_of_tensors_and_parameters_is_a_typed_error() {
     // Output of another shape, or the input itself.
     let y = Tensor::empty(&ctx, &[2, 3, 2, 3]).unwrap();
     assert!(matches!(
-        bn.forward_into(&x, &y),
+        bn.forward_with(&x).output(&y).run().map(drop),
         Err(Error::ShapeMismatch { .. })
     ));
-    assert!(matches!(bn.forward_into(&x, &x), Err(Error::Aliasing)));
+    assert!(matches!(
+        bn.forward_with(&x).output(&x).run().map(drop),
+        Err(Error::Aliasing)
+    ));
     assert_eq!(bn.num_batches_tracked().unwrap(), Some(0));
     // Host data of the wrong length.
     assert!(matches!(
@@ -333,7 +344,12 @@ fn mismatched_layouts_residuals_and_activations_are_typed_errors() {
 
     // An output in another memory order than the input.
     let y = Tensor::empty(&ctx, &shape).unwrap();
-    let err = bn.forward_into(&x_cl, &y).unwrap_err();
+    let err = bn
+        .forward_with(&x_cl)
+        .output(&y)
+        .run()
+        .map(drop)
+        .unwrap_err();
     assert!(matches!(err, Error::MemoryFormatMismatch { .. }), "{err}");
     assert_eq!(state(&bn), before);
 
@@ -363,15 +379,13 @@ fn mismatched_layouts_residuals_and_activations_are_typed_errors() {
     let gr = Tensor::empty(&ctx, &shape).unwrap();
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     let err = bn
-        .encode_backward_into(
-            &mut encoder,
-            &saved,
-            &x,
-            GradOutputs {
-                grad_residual: Some(&gr),
-                ..Default::default()
-            },
-        )
+        .backward_with(&x)
+        .saved(&saved)
+        .outputs(GradOutputs {
+            grad_residual: Some(&gr),
+            ..Default::default()
+        })
+        .encode(&mut encoder)
         .unwrap_err();
     assert!(matches!(err, Error::Backward(_)), "{err}");
 
@@ -427,7 +441,12 @@ fn mixed_dtypes_are_typed_errors() {
         "{err}"
     );
     assert_eq!(err.torch_kind(), Some("RuntimeError"));
-    let err = bn.forward_into(&x16, &x32).unwrap_err();
+    let err = bn
+        .forward_with(&x16)
+        .output(&x32)
+        .run()
+        .map(drop)
+        .unwrap_err();
     assert!(matches!(err, Error::DTypeMismatch { .. }), "{err}");
     assert_eq!(state(&bn), before, "a refused forward changed the module");
 
@@ -528,15 +547,15 @@ fn a_rejected_forward_keeps_the_last_forward() {
         ),
         (
             "output in another memory format",
-            Box::new(|bn| bn.forward_into(&x_cl, &y)),
+            Box::new(|bn| bn.forward_with(&x_cl).output(&y).run().map(drop)),
         ),
         (
             "output of another dtype",
-            Box::new(|bn| bn.forward_into(&x, &y16)),
+            Box::new(|bn| bn.forward_with(&x).output(&y16).run().map(drop)),
         ),
         (
             "output aliasing the input",
-            Box::new(|bn| bn.forward_into(&x, &x)),
+            Box::new(|bn| bn.forward_with(&x).output(&x).run().map(drop)),
         ),
         (
             "wrong channel count",
@@ -550,14 +569,25 @@ fn a_rejected_forward_keeps_the_last_forward() {
             "encode-only with a residual in another memory format",
             Box::new(|bn| {
                 encode(
-                    &|bn, e| bn.encode_forward_residual(e, &x, &x_cl, &y).map(drop),
+                    &|bn, e| {
+                        bn.forward_with(&x)
+                            .residual(&x_cl)
+                            .output(&y)
+                            .encode(e)
+                            .map(drop)
+                    },
                     bn,
                 )
             }),
         ),
         (
             "encode-only, output of another dtype",
-            Box::new(|bn| encode(&|bn, e| bn.encode_forward_saved(e, &x, &y16).map(drop), bn)),
+            Box::new(|bn| {
+                encode(
+                    &|bn, e| bn.forward_with(&x).output(&y16).encode(e).map(drop),
+                    bn,
+                )
+            }),
         ),
     ];
     for (what, call) in &calls {

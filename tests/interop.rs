@@ -108,9 +108,9 @@ fn repeated_forwards_create_no_new_pipelines_or_bind_groups() {
     let mut bn = BatchNorm2d::new(&ctx, 4).unwrap();
     let x = Tensor::from_slice(&ctx, &vec![0.5; 2 * 4 * 9], &[2, 4, 3, 3]).unwrap();
     let y = Tensor::empty(&ctx, &[2, 4, 3, 3]).unwrap();
-    bn.forward_into(&x, &y).unwrap();
+    bn.forward_with(&x).output(&y).run().map(drop).unwrap();
     bn.eval();
-    bn.forward_into(&x, &y).unwrap();
+    bn.forward_with(&x).output(&y).run().map(drop).unwrap();
     bn.train();
     let pipelines = ctx.pipelines_created();
     let bindings = bn.cached_bind_groups();
@@ -118,7 +118,7 @@ fn repeated_forwards_create_no_new_pipelines_or_bind_groups() {
     assert!(buffers > 0 && bindings > 0);
     for i in 0..10 {
         bn.set_training(i % 2 == 0);
-        bn.forward_into(&x, &y).unwrap();
+        bn.forward_with(&x).output(&y).run().map(drop).unwrap();
     }
     assert_eq!(ctx.pipelines_created(), pipelines);
     assert_eq!(bn.cached_bind_groups(), bindings);

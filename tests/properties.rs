@@ -435,7 +435,9 @@ fn check_epilogue(
     };
     let rt = upload(&r);
     let (y, saved) = gpu
-        .forward_saved_residual(&upload(&x), with_residual.then_some(&rt))
+        .forward_with(&upload(&x))
+        .residual(with_residual.then_some(&rt))
+        .run()
         .unwrap();
     let bn = cpu.forward(&x, shape).unwrap();
     let z: Vec<f64> = bn
@@ -532,7 +534,9 @@ fn check_f16(
             };
             let rt = t(&r);
             let (y, saved) = bn
-                .forward_saved_residual(&t(&x), with_residual.then_some(&rt))
+                .forward_with(&t(&x))
+                .residual(with_residual.then_some(&rt))
+                .run()
                 .unwrap();
             let grads = bn.backward_saved(&saved, &t(&dy)).unwrap();
             let host = |t: &Tensor| t.to_host().unwrap();

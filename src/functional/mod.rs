@@ -49,7 +49,6 @@ mod validate;
 
 pub use args::{BackwardArgs, FoldArgs, ForwardArgs, GlobalStats, RunningStats, SavedStats};
 pub use stats::LocalStats;
-pub(crate) use validate::ForwardWork;
 
 use crate::device::Context;
 use crate::error::Result;

@@ -1,9 +1,15 @@
 //! What every module needs apart from its own options and checks: the handle of one forward
 //! for its backward ([`Saved`]), the statistics buffers reused across forwards
 //! ([`SavedState`]), where a backward writes ([`GradOutputs`]) and what it returns
-//! ([`Gradients`]).
+//! ([`Gradients`]), and the call descriptions with their submitting and blocking forms
+//! (`call`: [`ForwardCall`], [`BackwardCall`]).
+
+mod call;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) use call::{blocking, Recordable};
+pub use call::{BackwardCall, BackwardInto, ForwardCall};
 
 use crate::activation::Activation;
 use crate::device::{Context, Shared};
@@ -27,9 +33,10 @@ pub(crate) struct SavedBuffers {
 }
 
 /// What a module's backward needs from one forward, like autograd's saved tensors: returned by
-/// [`BatchNorm::forward_saved`](crate::BatchNorm::forward_saved) and [`BatchNorm::encode_forward_saved`](crate::BatchNorm::encode_forward_saved), taken by
-/// [`BatchNorm::backward_saved`](crate::BatchNorm::backward_saved). It keeps the forward's input and statistics alive, so one
-/// module applied twice in a step can differentiate both applications.
+/// every forward call ([`ForwardCall`], [`BatchNorm::forward_saved`](crate::BatchNorm::forward_saved)),
+/// taken by [`BackwardCall::saved`] and [`BatchNorm::backward_saved`](crate::BatchNorm::backward_saved).
+/// It keeps the forward's input and statistics alive, so one module applied twice in a step
+/// can differentiate both applications.
 #[derive(Clone, Debug)]
 pub struct Saved {
     pub(crate) module: u64,
@@ -60,7 +67,7 @@ impl Saved {
 }
 
 /// Where a backward writes its gradients; every one is optional (see
-/// [`BatchNorm::encode_backward_into`](crate::BatchNorm::encode_backward_into)).
+/// [`BackwardCall::outputs`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GradOutputs<'a> {
     /// dL/dx, the shape and memory format of the forward's input.
@@ -84,6 +91,18 @@ pub struct Gradients {
     pub grad_bias: Option<Tensor>,
     /// dL/dresidual (None when the forward was given no residual).
     pub grad_residual: Option<Tensor>,
+}
+
+impl Gradients {
+    /// These tensors as where a backward writes.
+    pub(crate) fn as_outputs(&self) -> GradOutputs<'_> {
+        GradOutputs {
+            grad_input: Some(&self.grad_input),
+            grad_weight: self.grad_weight.as_ref(),
+            grad_bias: self.grad_bias.as_ref(),
+            grad_residual: self.grad_residual.as_ref(),
+        }
+    }
 }
 
 /// The last forward's references, released while a new forward picks its buffers (see

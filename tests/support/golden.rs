@@ -240,7 +240,9 @@ async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> R
             None
         };
         let (y, _) = bn
-            .forward_saved_residual_async(&x, residual.as_ref())
+            .forward_with(&x)
+            .residual(residual.as_ref())
+            .run_async()
             .await
             .map_err(|e| format!("step {i}: forward failed: {e}"))?;
         let y = y.to_host_async().await.map_err(err)?;

@@ -1,16 +1,20 @@
 //! The batch-norm module: PyTorch's `nn.BatchNorm1d/2d/3d`, a thin owner of parameters and
 //! buffers over the functional layer ([`crate::functional`]).
 
+mod params;
+
+pub use params::ModuleTensors;
+
 use crate::activation::Activation;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::device::block_on;
 use crate::device::Context;
 use crate::error::{Error, Result};
 use crate::functional::{
-    BackwardArgs, FoldArgs, ForwardArgs, ForwardWork, Functional, RunningStats, SavedStats,
+    BackwardArgs, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
 };
-use crate::module::{next_module_id, SavedBuffers, SavedState};
-pub use crate::module::{GradOutputs, Gradients, Saved};
+use crate::module::{
+    blocking, next_module_id, BackwardCall, ForwardCall, GradOutputs, Gradients, Recordable, Saved,
+    SavedBuffers, SavedState,
+};
 use crate::tensor::{BatchCounter, Tensor};
 
 /// Which PyTorch module a [`BatchNorm`] mirrors; it fixes the accepted input ranks.
@@ -448,14 +452,14 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// Checks `x` and `y`, then records the forward with `record` (a submit or an encoder);
-    /// returns the handle for its backward. Nothing changes if a check fails.
+    /// Checks `x` and `y`, then records the forward into `encoder`; returns the handle for its
+    /// backward. Nothing changes if a check fails.
     fn run_forward(
         &mut self,
+        encoder: &mut wgpu::CommandEncoder,
         x: &Tensor,
         residual: Option<&Tensor>,
         y: &Tensor,
-        record: impl FnOnce(&mut Functional, &ForwardArgs<'_>, &ForwardWork) -> Result<()>,
     ) -> Result<Saved> {
         let epilogue = (self.activation, residual);
         self.check_input(x)?;
@@ -488,7 +492,10 @@ impl BatchNorm {
             batch.as_deref(),
             epilogue,
         );
-        if let Err(e) = record(&mut self.functional, &args, &work) {
+        if let Err(e) = self
+            .functional
+            .encode_checked_forward(encoder, &args, &work)
+        {
             // Nothing was submitted: the previous forward's statistics are intact.
             self.saved.restore(previous);
             return Err(e);
@@ -509,59 +516,40 @@ impl BatchNorm {
         Ok(saved)
     }
 
-    /// Records the forward into `encoder`, writing `y` (same shape as `x`, not overlapping it).
-    /// Nothing is submitted and nothing waits: the caller submits the encoder. In training mode
-    /// the recorded commands also update the running statistics.
-    ///
-    /// Parameter setters (`set_weight`, ...) write through the queue: they take effect before
-    /// the next submitted command buffer, including one recorded earlier.
-    pub fn encode_forward(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        y: &Tensor,
-    ) -> Result<()> {
-        self.encode_forward_saved(encoder, x, y).map(|_| ())
-    }
+    // ----- calls -------------------------------------------------------------------------
 
-    /// Like [`BatchNorm::encode_forward`], returning the handle for
-    /// [`BatchNorm::encode_backward_saved`].
-    pub fn encode_forward_saved(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        y: &Tensor,
-    ) -> Result<Saved> {
-        self.run_forward(x, None, y, |f, args, work| {
-            f.encode_checked_forward(encoder, args, work)
-        })
-    }
-
-    /// Like [`BatchNorm::encode_forward_saved`], adding `residual` (same shape and memory
-    /// format as `x`) before the module's activation: `y = act(bn(x) + residual)`.
-    pub fn encode_forward_residual(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        residual: &Tensor,
-        y: &Tensor,
-    ) -> Result<Saved> {
-        self.run_forward(x, Some(residual), y, |f, args, work| {
-            f.encode_checked_forward(encoder, args, work)
-        })
-    }
-
-    /// Runs the forward on `x` and returns a new output tensor; blocks until the GPU is done.
+    /// Describes a forward of `x`: add `.residual(&r)` and `.output(&y)` as needed, then
+    /// `.run()`, `.run_async()` or `.encode(&mut encoder)`; each returns the output and the
+    /// [`Saved`] handle for its backward. Every forward below is this one.
     ///
     /// Training mode (or `track_running_stats = false`) normalizes with the batch statistics
-    /// (biased variance) and, in training mode, updates the running statistics;
-    /// eval mode normalizes with the running statistics.
+    /// (biased variance) and, in training mode, updates the running statistics; eval mode
+    /// normalizes with the running statistics.
+    pub fn forward_with<'m, 'a>(&'m mut self, x: &'a Tensor) -> ForwardCall<'m, 'a> {
+        ForwardCall::new(self, x)
+    }
+
+    /// Describes the backward for `grad_output` (PyTorch's `y.backward(grad_output)`) of the
+    /// last forward: add `.saved(&saved)` for another one and `.outputs(..)` to write given
+    /// tensors, then `.run()`, `.run_async()` or `.encode(&mut encoder)`. Every backward
+    /// below is this one.
     ///
-    /// Every call that waits for the GPU has an async form (`forward_async`, ...) that waits
-    /// without blocking the thread; the blocking forms are native only.
+    /// Training mode, or eval without running stats, differentiates through the batch
+    /// statistics; eval mode with running stats gives `grad_input = dy * weight /
+    /// sqrt(running_var + eps)`. The forward's input tensor must not have been modified since.
+    /// `grad_weight` and `grad_bias` are `None` when `affine = false`.
+    pub fn backward_with<'m, 'a>(&'m mut self, grad_output: &'a Tensor) -> BackwardCall<'m, 'a> {
+        BackwardCall::new(self, grad_output)
+    }
+
+    /// `bn(x)`: the forward into a new tensor; blocks until the GPU is done.
+    ///
+    /// Every call that waits for the GPU has an async form that waits without blocking the
+    /// thread (here [`BatchNorm::forward_async`]; in general `forward_with(..).run_async()`);
+    /// the blocking forms are native only.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        block_on(self.forward_async(x))
+        Ok(self.forward_with(x).run()?.0)
     }
 
     /// Async form of [`BatchNorm::forward`] (the only form on the web).
@@ -577,19 +565,14 @@ impl BatchNorm {
     /// # Ok(()) }
     /// ```
     pub async fn forward_async(&mut self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_saved_residual_async(x, None).await?.0)
+        Ok(self.forward_with(x).run_async().await?.0)
     }
 
     /// Like [`BatchNorm::forward`], also returning the handle for [`BatchNorm::backward_saved`]
     /// (for a module applied more than once before its backward).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_saved(&mut self, x: &Tensor) -> Result<(Tensor, Saved)> {
-        block_on(self.forward_saved_residual_async(x, None))
-    }
-
-    /// Async form of [`BatchNorm::forward_saved`].
-    pub async fn forward_saved_async(&mut self, x: &Tensor) -> Result<(Tensor, Saved)> {
-        self.forward_saved_residual_async(x, None).await
+        self.forward_with(x).run()
     }
 
     /// The fused ResNet tail, `act(bn(x) + residual)` with the module's activation, in one
@@ -609,42 +592,61 @@ impl BatchNorm {
     /// ```
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_residual(&mut self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        block_on(self.forward_residual_async(x, residual))
+        Ok(self.forward_with(x).residual(residual).run()?.0)
     }
 
-    /// Async form of [`BatchNorm::forward_residual`].
-    pub async fn forward_residual_async(
+    /// Records the forward into `encoder`, writing `y` (same shape as `x`, not overlapping it).
+    /// Nothing is submitted and nothing waits: the caller submits the encoder. In training mode
+    /// the recorded commands also update the running statistics.
+    ///
+    /// Parameter setters (`set_weight`, ...) write through the queue: they take effect before
+    /// the next submitted command buffer, including one recorded earlier.
+    pub fn encode_forward(
         &mut self,
+        encoder: &mut wgpu::CommandEncoder,
         x: &Tensor,
-        residual: &Tensor,
-    ) -> Result<Tensor> {
-        Ok(self
-            .forward_saved_residual_async(x, Some(residual))
-            .await?
-            .0)
+        y: &Tensor,
+    ) -> Result<()> {
+        self.forward_with(x).output(y).encode(encoder).map(drop)
     }
 
-    /// Like [`BatchNorm::forward_residual`] (residual optional), also returning the handle for
-    /// [`BatchNorm::backward_saved`].
+    /// Gradients of the last forward for `grad_output`, in new tensors; blocks until the GPU
+    /// is done (see [`BatchNorm::backward_with`]).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn forward_saved_residual(
-        &mut self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-    ) -> Result<(Tensor, Saved)> {
-        block_on(self.forward_saved_residual_async(x, residual))
+    pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
+        self.backward_with(grad_output).run()
     }
 
-    /// Async form of [`BatchNorm::forward_saved_residual`]; every other forward is this one.
-    pub async fn forward_saved_residual_async(
+    /// Async form of [`BatchNorm::backward`].
+    pub async fn backward_async(&mut self, grad_output: &Tensor) -> Result<Gradients> {
+        self.backward_with(grad_output).run_async().await
+    }
+
+    /// Gradients of the forward that returned `saved`; blocks until the GPU is done.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward_saved(&mut self, saved: &Saved, grad_output: &Tensor) -> Result<Gradients> {
+        self.backward_with(grad_output).saved(saved).run()
+    }
+
+    /// Records the backward of the last forward into `encoder` (no submit, no wait), writing
+    /// `grad_input` and, where given, `grad_weight` and `grad_bias` (`[C]`).
+    pub fn encode_backward(
         &mut self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-    ) -> Result<(Tensor, Saved)> {
-        self.check_input(x)?;
-        let y = Tensor::empty_of(&self.ctx, x.shape(), x.dtype(), x.memory_format())?;
-        let saved = self.submit_forward(x, residual, &y).await?;
-        Ok((y, saved))
+        encoder: &mut wgpu::CommandEncoder,
+        grad_output: &Tensor,
+        grad_input: &Tensor,
+        grad_weight: Option<&Tensor>,
+        grad_bias: Option<&Tensor>,
+    ) -> Result<()> {
+        let outputs = GradOutputs {
+            grad_input: Some(grad_input),
+            grad_weight,
+            grad_bias,
+            grad_residual: None,
+        };
+        self.backward_with(grad_output)
+            .outputs(outputs)
+            .encode(encoder)
     }
 
     /// The activation applied after the normalization (default Identity), like following the
@@ -680,14 +682,13 @@ impl BatchNorm {
         self.state.running_var_biased
     }
 
-    /// The eval-mode module as a per-channel affine map, new `[C]` tensors `(scale, shift)`:
-    /// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`, so
-    /// that eval batch norm is `x * scale + shift`. Blocks until done; read them with
-    /// [`Tensor::to_host`], or fold them into the convolution before the module with
-    /// [`crate::fold::fuse_conv_bn_weights`]. Needs `track_running_stats`. Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn eval_fold(&mut self) -> Result<(Tensor, Tensor)> {
-        block_on(self.eval_fold_async())
+    blocking! {
+        /// The eval-mode module as a per-channel affine map, new `[C]` tensors `(scale, shift)`:
+        /// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`, so
+        /// that eval batch norm is `x * scale + shift`. Blocks until done; read them with
+        /// [`Tensor::to_host`], or fold them into the convolution before the module with
+        /// [`crate::fold::fuse_conv_bn_weights`]. Needs `track_running_stats`. Native only.
+        pub fn eval_fold(&mut self) -> Result<(Tensor, Tensor)> = eval_fold_async;
     }
 
     /// Async form of [`BatchNorm::eval_fold`].
@@ -713,46 +714,6 @@ impl BatchNorm {
             .await?;
         Ok((scale, shift))
     }
-
-    /// Like [`BatchNorm::forward`], writing into a caller-given output; blocks until done.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn forward_into(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        block_on(self.forward_into_async(x, y))
-    }
-
-    /// Async form of [`BatchNorm::forward_into`].
-    pub async fn forward_into_async(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
-        self.submit_forward(x, None, y).await.map(|_| ())
-    }
-
-    /// Records the forward, submits it and waits. A rejected call (an error before anything
-    /// was recorded) changes nothing; a forward the device failed to run (a wgpu error, a
-    /// failed wait) leaves nothing for `backward` or `save_mean` to use, since its statistics
-    /// buffers may hold a partial result.
-    async fn submit_forward(
-        &mut self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        y: &Tensor,
-    ) -> Result<Saved> {
-        let ctx = self.ctx.clone();
-        let mut recorded = false;
-        let saved = ctx
-            .run_async(|encoder| {
-                let saved = self.run_forward(x, residual, y, |f, args, work| {
-                    f.encode_checked_forward(encoder, args, work)
-                })?;
-                recorded = true;
-                Ok(saved)
-            })
-            .await;
-        if saved.is_err() && recorded {
-            self.saved.forget();
-        }
-        saved
-    }
-
-    // ----- backward ----------------------------------------------------------------------
 
     /// Checks that backward can run on `saved`.
     fn check_saved(
@@ -786,96 +747,14 @@ impl BatchNorm {
         Ok(())
     }
 
-    fn last(&self) -> Result<Saved> {
-        self.saved.last_forward.clone().ok_or_else(|| {
-            Error::Backward("no forward to differentiate: call forward first".into())
-        })
-    }
-
-    /// Gradients of the last forward for `grad_output` (PyTorch's `y.backward(grad_output)`),
-    /// in new tensors; blocks until the GPU is done. `grad_weight` and `grad_bias` are `None`
-    /// when `affine = false`.
-    ///
-    /// Training mode, or eval without running stats, differentiates through the batch
-    /// statistics; eval mode with running stats gives `grad_input = dy * weight /
-    /// sqrt(running_var + eps)`. The forward's input tensor must not have been modified since.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
-        block_on(self.backward_async(grad_output))
-    }
-
-    /// Async form of [`BatchNorm::backward`].
-    pub async fn backward_async(&mut self, grad_output: &Tensor) -> Result<Gradients> {
-        let saved = self.last()?;
-        self.backward_saved_async(&saved, grad_output).await
-    }
-
-    /// Gradients of the forward that returned `saved`; blocks until the GPU is done.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn backward_saved(&mut self, saved: &Saved, grad_output: &Tensor) -> Result<Gradients> {
-        block_on(self.backward_saved_async(saved, grad_output))
-    }
-
-    /// Async form of [`BatchNorm::backward_saved`]; every other backward is this one.
-    pub async fn backward_saved_async(
-        &mut self,
-        saved: &Saved,
-        grad_output: &Tensor,
-    ) -> Result<Gradients> {
-        self.check_saved(saved, None, None)?;
-        let grad_input = Tensor::empty_of(
-            &self.ctx,
-            saved.x.shape(),
-            saved.x.dtype(),
-            saved.x.memory_format(),
-        )?;
-        let (grad_weight, grad_bias) = if self.options.affine {
-            (
-                Some(Tensor::empty(&self.ctx, &[self.num_features])?),
-                Some(Tensor::empty(&self.ctx, &[self.num_features])?),
-            )
-        } else {
-            (None, None)
-        };
-        let grad_residual = match &saved.residual {
-            Some(r) => Some(Tensor::empty_of(
-                &self.ctx,
-                r.shape(),
-                r.dtype(),
-                r.memory_format(),
-            )?),
-            None => None,
-        };
-        let outputs = GradOutputs {
-            grad_input: Some(&grad_input),
-            grad_weight: grad_weight.as_ref(),
-            grad_bias: grad_bias.as_ref(),
-            grad_residual: grad_residual.as_ref(),
-        };
-        let ctx = self.ctx.clone();
-        ctx.run_async(|encoder| {
-            self.run_backward(saved, grad_output, outputs, |f, args| {
-                f.encode_backward(encoder, args)
-            })
-        })
-        .await?;
-        Ok(Gradients {
-            grad_input,
-            grad_weight,
-            grad_bias,
-            grad_residual,
-        })
-    }
-
-    /// Checks the backward of `saved` (into `outputs`: grad_input, grad_weight, grad_bias),
-    /// then records it with `record` (a submit or an encoder). Nothing changes if a check
-    /// fails.
+    /// Checks the backward of `saved` (into `outputs`), then records it into `encoder`.
+    /// Nothing changes if a check fails.
     fn run_backward(
         &mut self,
+        encoder: &mut wgpu::CommandEncoder,
         saved: &Saved,
         grad_output: &Tensor,
         outputs: GradOutputs<'_>,
-        record: impl FnOnce(&mut Functional, &BackwardArgs<'_>) -> Result<()>,
     ) -> Result<()> {
         self.check_saved(saved, outputs.grad_weight, outputs.grad_bias)?;
         if outputs.grad_residual.is_some() && saved.residual.is_none() {
@@ -890,332 +769,64 @@ impl BatchNorm {
         let args = self
             .state
             .backward_args(self.options.eps, saved, grad_output, outputs)?;
-        record(&mut self.functional, &args)
+        self.functional.encode_backward(encoder, &args)
+    }
+}
+
+impl Recordable for BatchNorm {
+    fn context(&self) -> &Context {
+        &self.ctx
     }
 
-    /// Like [`BatchNorm::backward`], into caller-given tensors (`grad_weight` / `grad_bias` of
-    /// shape `[C]`, each optional); blocks until done.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn backward_into(
-        &mut self,
-        grad_output: &Tensor,
-        grad_input: &Tensor,
-        grad_weight: Option<&Tensor>,
-        grad_bias: Option<&Tensor>,
-    ) -> Result<()> {
-        block_on(self.backward_into_async(grad_output, grad_input, grad_weight, grad_bias))
+    fn forward_output(&self, x: &Tensor) -> Result<Tensor> {
+        Tensor::empty_of(&self.ctx, x.shape(), x.dtype(), x.memory_format())
     }
 
-    /// Async form of [`BatchNorm::backward_into`].
-    pub async fn backward_into_async(
+    fn record_forward(
         &mut self,
-        grad_output: &Tensor,
-        grad_input: &Tensor,
-        grad_weight: Option<&Tensor>,
-        grad_bias: Option<&Tensor>,
-    ) -> Result<()> {
-        let saved = self.last()?;
-        let outputs = GradOutputs {
-            grad_input: Some(grad_input),
-            grad_weight,
-            grad_bias,
-            grad_residual: None,
-        };
-        let ctx = self.ctx.clone();
-        ctx.run_async(|encoder| {
-            self.run_backward(&saved, grad_output, outputs, |f, args| {
-                f.encode_backward(encoder, args)
-            })
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<Saved> {
+        self.run_forward(encoder, x, residual, y)
+    }
+
+    fn forget_forward(&mut self) {
+        self.saved.forget();
+    }
+
+    fn last_forward(&self) -> Result<Saved> {
+        self.saved.last_forward.clone().ok_or_else(|| {
+            Error::Backward("no forward to differentiate: call forward first".into())
         })
-        .await
     }
 
-    /// Records the backward of the last forward into `encoder` (no submit, no wait).
-    pub fn encode_backward(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        grad_output: &Tensor,
-        grad_input: &Tensor,
-        grad_weight: Option<&Tensor>,
-        grad_bias: Option<&Tensor>,
-    ) -> Result<()> {
-        let saved = self.last()?;
-        self.encode_backward_saved(
-            encoder,
-            &saved,
-            grad_output,
-            Some(grad_input),
-            grad_weight,
-            grad_bias,
-        )
-    }
-
-    /// Records the backward of the forward that returned `saved` into `encoder` (no submit, no
-    /// wait); every output is optional.
-    pub fn encode_backward_saved(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        saved: &Saved,
-        grad_output: &Tensor,
-        grad_input: Option<&Tensor>,
-        grad_weight: Option<&Tensor>,
-        grad_bias: Option<&Tensor>,
-    ) -> Result<()> {
-        let outputs = GradOutputs {
-            grad_input,
-            grad_weight,
-            grad_bias,
-            grad_residual: None,
+    fn backward_outputs(&self, saved: &Saved) -> Result<Gradients> {
+        let like =
+            |t: &Tensor| Tensor::empty_of(&self.ctx, t.shape(), t.dtype(), t.memory_format());
+        let c = self.num_features;
+        let param = || {
+            self.options
+                .affine
+                .then(|| Tensor::empty(&self.ctx, &[c]))
+                .transpose()
         };
-        self.encode_backward_into(encoder, saved, grad_output, outputs)
+        Ok(Gradients {
+            grad_input: like(&saved.x)?,
+            grad_weight: param()?,
+            grad_bias: param()?,
+            grad_residual: saved.residual.as_ref().map(like).transpose()?,
+        })
     }
 
-    /// Records the backward of the forward that returned `saved` into `encoder` (no submit, no
-    /// wait), writing the gradients `outputs` names (`grad_residual` for a forward given a
-    /// residual).
-    pub fn encode_backward_into(
+    fn record_backward(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         saved: &Saved,
         grad_output: &Tensor,
         outputs: GradOutputs<'_>,
     ) -> Result<()> {
-        self.run_backward(saved, grad_output, outputs, |f, args| {
-            f.encode_backward(encoder, args)
-        })
+        self.run_backward(encoder, saved, grad_output, outputs)
     }
-
-    // ----- parameters and buffers -------------------------------------------------------
-
-    fn write_channels(
-        &mut self,
-        what: &str,
-        t: Option<&Tensor>,
-        option: &str,
-        values: &[f32],
-    ) -> Result<()> {
-        let t = t.ok_or_else(|| {
-            Error::NotAvailable(format!("{what}: the module has {option} = false"))
-        })?;
-        let c = self.num_features;
-        if values.len() != c {
-            return Err(Error::ShapeMismatch {
-                what: what.to_string(),
-                expected: vec![c],
-                got: vec![values.len()],
-            });
-        }
-        // Through the queue: ordered before the next submitted command buffer, including
-        // one recorded earlier.
-        if c > 0 {
-            self.ctx.scoped(|| {
-                self.ctx
-                    .queue()
-                    .write_buffer(t.buffer(), t.offset(), bytemuck::cast_slice(values));
-                Ok(())
-            })?;
-        }
-        self.version += 1;
-        Ok(())
-    }
-
-    async fn read(t: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
-        match t {
-            Some(t) => Ok(Some(t.to_host_async().await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// `module.weight` (None when `affine = false`).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn weight(&self) -> Result<Option<Vec<f32>>> {
-        block_on(self.weight_async())
-    }
-
-    /// Async form of [`BatchNorm::weight`].
-    pub async fn weight_async(&self) -> Result<Option<Vec<f32>>> {
-        Self::read(self.state.weight.as_ref()).await
-    }
-
-    /// `module.bias` (None when `affine = false`).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn bias(&self) -> Result<Option<Vec<f32>>> {
-        block_on(self.bias_async())
-    }
-
-    /// Async form of [`BatchNorm::bias`].
-    pub async fn bias_async(&self) -> Result<Option<Vec<f32>>> {
-        Self::read(self.state.bias.as_ref()).await
-    }
-
-    /// Sets `module.weight` (C values).
-    pub fn set_weight(&mut self, values: &[f32]) -> Result<()> {
-        let t = self.state.weight.clone();
-        self.write_channels("weight", t.as_ref(), "affine", values)
-    }
-
-    /// Sets `module.bias` (C values).
-    pub fn set_bias(&mut self, values: &[f32]) -> Result<()> {
-        let t = self.state.bias.clone();
-        self.write_channels("bias", t.as_ref(), "affine", values)
-    }
-
-    /// `module.running_mean` (None when `track_running_stats = false`).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn running_mean(&self) -> Result<Option<Vec<f32>>> {
-        block_on(self.running_mean_async())
-    }
-
-    /// Async form of [`BatchNorm::running_mean`].
-    pub async fn running_mean_async(&self) -> Result<Option<Vec<f32>>> {
-        Self::read(self.state.running.as_ref().map(|r| &r.mean)).await
-    }
-
-    /// `module.running_var` (None when `track_running_stats = false`).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn running_var(&self) -> Result<Option<Vec<f32>>> {
-        block_on(self.running_var_async())
-    }
-
-    /// Async form of [`BatchNorm::running_var`].
-    pub async fn running_var_async(&self) -> Result<Option<Vec<f32>>> {
-        Self::read(self.state.running.as_ref().map(|r| &r.var)).await
-    }
-
-    /// Sets `module.running_mean` (C values).
-    pub fn set_running_mean(&mut self, values: &[f32]) -> Result<()> {
-        let t = self.state.running.as_ref().map(|r| r.mean.clone());
-        self.write_channels("running_mean", t.as_ref(), "track_running_stats", values)
-    }
-
-    /// Sets `module.running_var` (C values).
-    pub fn set_running_var(&mut self, values: &[f32]) -> Result<()> {
-        let t = self.state.running.as_ref().map(|r| r.var.clone());
-        self.write_channels("running_var", t.as_ref(), "track_running_stats", values)
-    }
-
-    /// `module.num_batches_tracked` (None when `track_running_stats = false`).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn num_batches_tracked(&self) -> Result<Option<u64>> {
-        block_on(self.num_batches_tracked_async())
-    }
-
-    /// Async form of [`BatchNorm::num_batches_tracked`].
-    pub async fn num_batches_tracked_async(&self) -> Result<Option<u64>> {
-        match &self.state.running {
-            Some(r) => Ok(Some(r.tracked.get_async().await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Sets `module.num_batches_tracked`.
-    pub fn set_num_batches_tracked(&mut self, value: u64) -> Result<()> {
-        match &self.state.running {
-            Some(r) => r.tracked.set(value),
-            None => Err(Error::NotAvailable(
-                "num_batches_tracked: the module has track_running_stats = false".into(),
-            )),
-        }
-    }
-
-    /// `module.reset_running_stats()`: running_mean 0, running_var 1, num_batches_tracked 0.
-    pub fn reset_running_stats(&mut self) -> Result<()> {
-        if self.state.running.is_none() {
-            return Ok(());
-        }
-        let c = self.num_features;
-        self.set_running_mean(&vec![0.0; c])?;
-        self.set_running_var(&vec![1.0; c])?;
-        self.set_num_batches_tracked(0)
-    }
-
-    /// `module.reset_parameters()`: running stats reset, weight 1, bias 0.
-    pub fn reset_parameters(&mut self) -> Result<()> {
-        self.reset_running_stats()?;
-        if self.options.affine {
-            let c = self.num_features;
-            self.set_weight(&vec![1.0; c])?;
-            self.set_bias(&vec![0.0; c])?;
-        }
-        Ok(())
-    }
-
-    /// The batch mean of the last forward that used batch statistics (PyTorch's `save_mean`;
-    /// zeros before any).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn save_mean(&self) -> Result<Vec<f32>> {
-        block_on(self.save_mean_async())
-    }
-
-    /// Async form of [`BatchNorm::save_mean`].
-    pub async fn save_mean_async(&self) -> Result<Vec<f32>> {
-        match &self.saved.last_batch {
-            Some(b) => b.mean.to_host_async().await,
-            None => Ok(vec![0.0; self.num_features]),
-        }
-    }
-
-    /// `1 / sqrt(biased batch variance + eps)` of the last forward that used batch statistics
-    /// (PyTorch's `save_invstd`; zeros before any).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn save_invstd(&self) -> Result<Vec<f32>> {
-        block_on(self.save_invstd_async())
-    }
-
-    /// Async form of [`BatchNorm::save_invstd`].
-    pub async fn save_invstd_async(&self) -> Result<Vec<f32>> {
-        match &self.saved.last_batch {
-            Some(b) => b.invstd.to_host_async().await,
-            None => Ok(vec![0.0; self.num_features]),
-        }
-    }
-
-    /// The GPU tensors of the parameters, buffers and last saved statistics, for use in the
-    /// caller's own kernels or with the functional API. Writing them directly bypasses the
-    /// module's change tracking: call forward again before backward.
-    pub fn tensors(&self) -> ModuleTensors<'_> {
-        let running = self.state.running.as_ref();
-        ModuleTensors {
-            weight: self.state.weight.as_ref(),
-            bias: self.state.bias.as_ref(),
-            running_mean: running.map(|r| &r.mean),
-            running_var: running.map(|r| &r.var),
-            num_batches_tracked: running.map(|r| &r.tracked),
-            save_mean: self.saved.last_batch.as_ref().map(|b| &b.mean),
-            save_invstd: self.saved.last_batch.as_ref().map(|b| &b.invstd),
-        }
-    }
-
-    /// How many bind groups the module keeps cached (steady-state checks).
-    #[doc(hidden)]
-    pub fn cached_bind_groups(&self) -> usize {
-        self.functional.cached_bind_groups()
-    }
-
-    /// How many GPU buffers the module has created since it was built, parameters excluded
-    /// (steady-state checks: repeated calls on the same shapes create none).
-    #[doc(hidden)]
-    pub fn buffers_created(&self) -> usize {
-        self.functional.buffers_created() + self.saved.buffers_made() * 2
-    }
-}
-
-/// The module's parameters, buffers and saved statistics as GPU tensors; see
-/// [`BatchNorm::tensors`]. Each is None where PyTorch has None.
-#[derive(Clone, Copy, Debug)]
-pub struct ModuleTensors<'a> {
-    /// `weight` (affine).
-    pub weight: Option<&'a Tensor>,
-    /// `bias` (affine).
-    pub bias: Option<&'a Tensor>,
-    /// `running_mean` (track_running_stats).
-    pub running_mean: Option<&'a Tensor>,
-    /// `running_var` (track_running_stats).
-    pub running_var: Option<&'a Tensor>,
-    /// `num_batches_tracked` (track_running_stats).
-    pub num_batches_tracked: Option<&'a BatchCounter>,
-    /// `save_mean` of the last batch-statistics forward.
-    pub save_mean: Option<&'a Tensor>,
-    /// `save_invstd` of the last batch-statistics forward.
-    pub save_invstd: Option<&'a Tensor>,
 }
