@@ -147,7 +147,7 @@ fn parse_args() -> Result<Args, String> {
             }
             // Pins the training forward's path (the default picks per shape), to compare them.
             "--pass-plan" => {
-                args.options.force_pass_plan = Some(match value("--pass-plan")?.as_str() {
+                args.options.forced.pass_plan = Some(match value("--pass-plan")?.as_str() {
                     "multi" => PassPlan::MultiPass,
                     "workgroup" => PassPlan::WorkgroupPerChannel,
                     "invocation" => PassPlan::InvocationPerChannel,

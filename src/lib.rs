@@ -62,6 +62,7 @@ pub mod reference;
 pub mod state_dict;
 pub mod sync;
 mod tensor;
+pub mod testing;
 mod workspace;
 
 pub use activation::Activation;

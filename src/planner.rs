@@ -514,37 +514,6 @@ impl std::fmt::Display for CallPlan {
 
 /// The planning queries of a context: its device's capabilities and the plans of calls on it.
 impl Context {
-    /// The walk the tensor kernels use for an input of `shape` bound from 16-byte aligned
-    /// offsets (tests pin the walk they exercise with it).
-    #[doc(hidden)]
-    pub fn planned_walk(&self, shape: &[usize]) -> Option<Walk> {
-        let n = u32::try_from(*shape.first()?).ok()?;
-        let c = u32::try_from(*shape.get(1)?).ok()?;
-        let s = u32::try_from(shape[2..].iter().product::<usize>()).ok()?;
-        (n > 0 && c > 0 && s > 0).then(|| crate::workspace::planned_walk(self, n, c, s, true))
-    }
-
-    /// The pass plan a training forward (and its backward without an epilogue) of a
-    /// contiguous f32 tensor of `shape`, bound whole, takes (tests pin the plan they exercise
-    /// with it).
-    #[doc(hidden)]
-    pub fn planned_pass_plan(&self, shape: &[usize]) -> Option<PassPlan> {
-        let n = u32::try_from(*shape.first()?).ok()?;
-        let c = u32::try_from(*shape.get(1)?).ok()?;
-        let s = u32::try_from(shape[2..].iter().product::<usize>()).ok()?;
-        let how = single_pass(
-            (n, c, s),
-            DType::F32,
-            self.profile(),
-            self.forced_pass_plan(),
-        );
-        Some(match how {
-            None => PassPlan::MultiPass,
-            Some(t) if t.own_channel => PassPlan::InvocationPerChannel,
-            Some(_) => PassPlan::WorkgroupPerChannel,
-        })
-    }
-
     /// What this context's device can run beyond the base kernels.
     pub(crate) fn caps(&self) -> Caps {
         let pipelines = ops::Pipelines::of(self);

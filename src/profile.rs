@@ -263,6 +263,16 @@ pub(crate) struct KernelLimits {
     pub align: u64,
 }
 
+/// What tests pin instead of the planner's choice (through [`crate::ContextOptions::forced`];
+/// see [`crate::testing`]): each applies where it can serve the shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forced {
+    /// The tensor kernels' walk (tests cover every walk on every kernel).
+    pub walk: Option<Walk>,
+    /// The training forward's and backward's pass plan (tests cover each).
+    pub pass_plan: Option<PassPlan>,
+}
+
 /// What plans are made for: the device's limits, its profile (the tuning constants, see
 /// [`crate::profile`]) and the walk tests force.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod support;
 use support::checks::{flavor_for, gradient_ratio, module_pair, set_running};
 use support::Rng;
 use wgpu_batchnorm::reference::ReferenceBatchNorm;
+use wgpu_batchnorm::testing::{Counters, Probes};
 use wgpu_batchnorm::{
     BackwardArgs, BatchNorm, BatchNorm2d, BatchNormBackward, BatchNormOptions, Context, Error,
     SavedStats, Tensor,

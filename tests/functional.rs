@@ -6,6 +6,7 @@ mod support;
 
 use support::Rng;
 use wgpu_batchnorm::reference::ReferenceBatchNorm;
+use wgpu_batchnorm::testing::{Counters, Probes};
 use wgpu_batchnorm::{
     BackwardArgs, BatchCounter, BatchNorm1d, BatchNorm2d, BatchNormOptions, Error, ForwardArgs,
     Functional, RunningStats, SavedStats, Tensor,

@@ -6,6 +6,7 @@ mod support;
 use support::golden::rel_l2_ratio;
 use support::Rng;
 use wgpu_batchnorm::reference::{self, ReferenceBatchNorm};
+use wgpu_batchnorm::testing::{Counters, Probes};
 use wgpu_batchnorm::{BatchNorm2d, BatchNormOptions, Context, Tensor};
 
 fn own_device() -> (wgpu::Device, wgpu::Queue) {

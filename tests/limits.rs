@@ -76,7 +76,10 @@ fn forward_and_backward_match_the_reference_within_default_limits() {
     // One invocation per channel within 8 storage buffers: the running update stays its own
     // dispatch (the fused kernel needs 10).
     let single = ContextOptions {
-        force_pass_plan: Some(PassPlan::InvocationPerChannel),
+        forced: wgpu_batchnorm::testing::Forced {
+            pass_plan: Some(PassPlan::InvocationPerChannel),
+            ..Default::default()
+        },
         ..Default::default()
     };
     for options in [ContextOptions::default(), windowed, single] {

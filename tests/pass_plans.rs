@@ -6,6 +6,7 @@
 mod support;
 
 use std::path::Path;
+use wgpu_batchnorm::testing::Probes;
 
 use support::checks::check_forward_backward;
 use support::golden;
@@ -13,7 +14,10 @@ use wgpu_batchnorm::{Context, ContextOptions, PassPlan};
 
 fn context(path: PassPlan, disable_subgroups: bool) -> Context {
     Context::with_options(ContextOptions {
-        force_pass_plan: Some(path),
+        forced: wgpu_batchnorm::testing::Forced {
+            pass_plan: Some(path),
+            ..Default::default()
+        },
         disable_subgroups,
         ..ContextOptions::from_env()
     })
@@ -61,7 +65,10 @@ fn every_pass_plan_passes_the_golden_cases() {
     files.extend(golden::collect(&root.join("extended")));
     let f16_words = |path| {
         Context::with_options(ContextOptions {
-            force_pass_plan: Some(path),
+            forced: wgpu_batchnorm::testing::Forced {
+                pass_plan: Some(path),
+                ..Default::default()
+            },
             disable_f16: true,
             ..ContextOptions::from_env()
         })

@@ -9,6 +9,7 @@ mod support;
 use support::Rng;
 use wgpu_batchnorm::planner::{CallDesc, CallKind};
 use wgpu_batchnorm::profile::ProfileKind;
+use wgpu_batchnorm::testing::Counters;
 use wgpu_batchnorm::{
     Activation, BackwardArgs, BatchCounter, Context, ContextOptions, DType, ForwardArgs,
     Functional, MemoryFormat, RunningStats, SavedStats, Tensor,

@@ -585,13 +585,19 @@ fn f16_calls_are_f32_calls_rounded_once_on_both_f16_paths() {
         // would then differ by their paths, not by their dtype.
         Context::with_options(wgpu_batchnorm::ContextOptions {
             max_binding_window: Some(4096),
-            force_pass_plan: Some(PassPlan::MultiPass),
+            forced: wgpu_batchnorm::testing::Forced {
+                pass_plan: Some(PassPlan::MultiPass),
+                ..Default::default()
+            },
             ..wgpu_batchnorm::ContextOptions::from_env()
         })
         .unwrap(),
         // Every training forward in one dispatch where the shape allows.
         Context::with_options(wgpu_batchnorm::ContextOptions {
-            force_pass_plan: Some(PassPlan::InvocationPerChannel),
+            forced: wgpu_batchnorm::testing::Forced {
+                pass_plan: Some(PassPlan::InvocationPerChannel),
+                ..Default::default()
+            },
             ..wgpu_batchnorm::ContextOptions::from_env()
         })
         .unwrap(),

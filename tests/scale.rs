@@ -6,6 +6,7 @@
 mod support;
 
 use support::checks::check_forward_backward;
+use wgpu_batchnorm::testing::Probes;
 use wgpu_batchnorm::{Context, ContextOptions};
 
 fn lowered(disable_subgroups: bool) -> Context {

@@ -7,6 +7,7 @@
 mod support;
 
 use support::checks::check_forward_backward;
+use wgpu_batchnorm::testing::Probes;
 use wgpu_batchnorm::Walk;
 
 /// Shapes every walk can serve (planes of at most 128 items, so the runs walk fits), with

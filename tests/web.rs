@@ -190,7 +190,10 @@ async fn forward_and_backward_match_the_reference() {
         ..Default::default()
     };
     let forced = |path| ContextOptions {
-        force_pass_plan: Some(path),
+        forced: wgpu_batchnorm::testing::Forced {
+            pass_plan: Some(path),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let contexts = [

@@ -182,17 +182,14 @@ impl BatchNorm {
         }
     }
 
-    /// How many bind groups the module keeps cached (steady-state checks).
-    #[doc(hidden)]
-    pub fn cached_bind_groups(&self) -> usize {
-        self.functional.cached_bind_groups()
+    /// How many GPU buffers the module has created since it was built, parameters excluded.
+    pub(crate) fn buffers_made(&self) -> usize {
+        self.functional.workspace().buffers_created() + self.saved.buffers_made() * 2
     }
 
-    /// How many GPU buffers the module has created since it was built, parameters excluded
-    /// (steady-state checks: repeated calls on the same shapes create none).
-    #[doc(hidden)]
-    pub fn buffers_created(&self) -> usize {
-        self.functional.buffers_created() + self.saved.buffers_made() * 2
+    /// The functional layer under the module.
+    pub(crate) fn functional(&self) -> &crate::functional::Functional {
+        &self.functional
     }
 }
 

@@ -8,7 +8,7 @@ use super::staging::Staging;
 use super::wait::block_on;
 use super::wait::{submitted, Waits};
 use crate::error::{Error, Result};
-use crate::profile::{DeviceProfile, KernelLimits, PassPlan, ProfileKind, Target, Walk};
+use crate::profile::{DeviceProfile, Forced, KernelLimits, PassPlan, ProfileKind, Target};
 
 /// How [`Context::with_options`] picks an adapter. [`ContextOptions::from_env`] (the default)
 /// reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` like wgpu's own examples.
@@ -42,14 +42,10 @@ pub struct ContextOptions {
     /// software adapters, GPU otherwise), or what `WGPU_BATCHNORM_PROFILE` says
     /// ([`ContextOptions::from_env`]).
     pub profile: Option<ProfileKind>,
-    /// Forces the tensor kernels' walk where it can serve the shape (tests use it to cover
-    /// every walk on every kernel; the default picks the fastest per shape).
+    /// What tests pin instead of the planner's choice (the walk, the pass plan); see
+    /// [`crate::testing`]. Default: nothing.
     #[doc(hidden)]
-    pub force_walk: Option<Walk>,
-    /// Forces the training forward's and backward's pass plan where it can serve the shape
-    /// (tests cover each; the default picks per shape).
-    #[doc(hidden)]
-    pub force_pass_plan: Option<PassPlan>,
+    pub forced: Forced,
 }
 
 impl ContextOptions {
@@ -158,8 +154,7 @@ pub(crate) struct ContextInner {
     /// here so that every module, tensor and thread on this device shares them.
     pub compiled: Compiled,
     pub limits: KernelLimits,
-    pub force_walk: Option<Walk>,
-    pub force_pass_plan: Option<PassPlan>,
+    pub forced: Forced,
     /// See [`ContextOptions::wait_timeout`] (a browser never blocks, so never times out).
     #[cfg(not(target_arch = "wasm32"))]
     pub wait_timeout: std::time::Duration,
@@ -386,8 +381,7 @@ impl Context {
                 report,
                 compiled: Compiled::default(),
                 limits,
-                force_walk: options.force_walk,
-                force_pass_plan: options.force_pass_plan,
+                forced: options.forced,
                 #[cfg(not(target_arch = "wasm32"))]
                 wait_timeout: options.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
                 uncaptured,
@@ -409,13 +403,6 @@ impl Context {
     /// The adapter this context runs on.
     pub fn adapter(&self) -> &AdapterReport {
         &self.inner.report
-    }
-
-    /// How many compute pipelines this context has compiled so far (each kernel variant once;
-    /// steady-state checks).
-    #[doc(hidden)]
-    pub fn pipelines_created(&self) -> usize {
-        self.inner.compiled.created()
     }
 
     pub(crate) fn compiled(&self) -> &Compiled {
@@ -440,7 +427,7 @@ impl Context {
     }
 
     pub(crate) fn forced_pass_plan(&self) -> Option<PassPlan> {
-        self.inner.force_pass_plan
+        self.inner.forced.pass_plan
     }
 
     pub(crate) fn limits(&self) -> &KernelLimits {
@@ -457,7 +444,7 @@ impl Context {
         Target {
             limits: self.inner.limits,
             profile: self.inner.report.profile,
-            force_walk: self.inner.force_walk,
+            force_walk: self.inner.forced.walk,
         }
     }
 

@@ -75,24 +75,9 @@ impl Functional {
         &self.ctx
     }
 
-    /// Cached bind groups (steady-state checks).
-    #[doc(hidden)]
-    pub fn cached_bind_groups(&self) -> usize {
-        self.ws.cached_bind_groups()
-    }
-
-    /// GPU buffers created so far (steady-state checks).
-    #[doc(hidden)]
-    pub fn buffers_created(&self) -> usize {
-        self.ws.buffers_created()
-    }
-
-    /// Dispatches (and their workgroups) recorded so far: tests hold
-    /// [`crate::Context::plan_call`]'s descriptions against what is recorded.
-    #[doc(hidden)]
-    pub fn dispatches_recorded(&self) -> (u64, u64) {
-        let t = self.ws.tally();
-        (t.dispatches, t.workgroups)
+    /// The scratch space and caches (the testing counters read them).
+    pub(crate) fn workspace(&self) -> &Workspace {
+        &self.ws
     }
 }
 

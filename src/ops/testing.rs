@@ -17,7 +17,10 @@ pub fn channel_items(c: usize, s: usize) -> Vec<ItemWidth> {
 /// A context whose tensor kernels use `walk` where it can serve.
 pub fn context(walk: Option<Walk>) -> Context {
     Context::with_options(ContextOptions {
-        force_walk: walk,
+        forced: crate::profile::Forced {
+            walk,
+            ..Default::default()
+        },
         ..ContextOptions::from_env()
     })
     .expect("a GPU adapter (on Linux without a GPU: apt-get install mesa-vulkan-drivers)")

@@ -30,9 +30,9 @@ pub fn context_without_subgroups() -> Context {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn context_with_walk(walk: wgpu_batchnorm::Walk, disable_subgroups: bool) -> Context {
     let mut options = ContextOptions::from_env();
-    options.force_walk = Some(walk);
+    options.forced.walk = Some(walk);
     // The walks are those of the multi-pass path.
-    options.force_pass_plan = Some(wgpu_batchnorm::PassPlan::MultiPass);
+    options.forced.pass_plan = Some(wgpu_batchnorm::PassPlan::MultiPass);
     options.disable_subgroups = disable_subgroups;
     Context::with_options(options).expect("a GPU adapter")
 }
