@@ -59,7 +59,7 @@ fn main() -> wgpu_batchnorm::Result<()> {
     for d in &mut shards {
         let up = merged.upload(&d.ctx)?;
         let y = Tensor::empty(&d.ctx, d.x.shape())?;
-        d.f.forward(&ForwardArgs {
+        d.f.run(&ForwardArgs {
             global_stats: Some(up.global()),
             ..ForwardArgs::new(&d.x, &y)
         })?;
@@ -69,7 +69,7 @@ fn main() -> wgpu_batchnorm::Result<()> {
             save_mean: up.mean(),
             save_invstd: up.invstd(),
         };
-        d.f.backward(&BackwardArgs {
+        d.f.run(&BackwardArgs {
             stats,
             grad_weight: Some(&gw),
             grad_bias: Some(&gb),
@@ -84,7 +84,7 @@ fn main() -> wgpu_batchnorm::Result<()> {
     for (d, up) in shards.iter_mut().zip(&ups) {
         let k = Tensor::from_slice(&d.ctx, &coef, &[2 * c])?;
         let dx = Tensor::empty(&d.ctx, d.x.shape())?;
-        d.f.backward(&BackwardArgs {
+        d.f.run(&BackwardArgs {
             stats: SavedStats::Batch {
                 save_mean: up.mean(),
                 save_invstd: up.invstd(),
@@ -108,7 +108,7 @@ fn main() -> wgpu_batchnorm::Result<()> {
         Tensor::empty(ctx, &[c])?,
         Tensor::empty(ctx, &[c])?,
     );
-    f.forward(&ForwardArgs {
+    f.run(&ForwardArgs {
         save_mean: Some(&mean),
         save_invstd: Some(&invstd),
         ..ForwardArgs::new(&xt, &y)
@@ -118,7 +118,7 @@ fn main() -> wgpu_batchnorm::Result<()> {
         Tensor::empty(ctx, &[c])?,
         Tensor::empty(ctx, &[c])?,
     );
-    f.backward(&BackwardArgs {
+    f.run(&BackwardArgs {
         stats: SavedStats::Batch {
             save_mean: &mean,
             save_invstd: &invstd,

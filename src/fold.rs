@@ -1,6 +1,6 @@
 //! Folding an eval-mode batch norm into the convolution before it, on the host, like
 //! `torch.nn.utils.fusion.fuse_conv_bn_weights`: with the per-channel `scale` and `shift` of
-//! [`crate::BatchNorm::eval_fold`] (or [`crate::Functional::fold`]),
+//! [`crate::BatchNorm::eval_fold`] (or [`crate::Functional::run`] with [`crate::FoldArgs`]),
 //! `conv_weight'[o, ...] = conv_weight[o, ...] * scale[o]` and
 //! `conv_bias'[o] = conv_bias[o] * scale[o] + shift[o]`, which equals torch's
 //! `(conv_bias - running_mean) * weight / sqrt(running_var + eps) + bias`.

@@ -73,7 +73,7 @@ pub use device::{AdapterReport, Context, ContextOptions, DEFAULT_WAIT_TIMEOUT};
 pub use dtype::{DType, MemoryFormat};
 pub use error::{Error, Result};
 pub use functional::{
-    BackwardArgs, BatchNormBackward, FoldArgs, ForwardArgs, Functional, GlobalStats, RunningStats,
+    BackwardArgs, FoldArgs, ForwardArgs, Functional, GlobalStats, LocalStatsArgs, RunningStats,
     SavedStats,
 };
 /// The `half` crate, whose `f16` type f16 tensors are uploaded from and read back as.

@@ -8,8 +8,8 @@ use support::Rng;
 use wgpu_batchnorm::reference::ReferenceBatchNorm;
 use wgpu_batchnorm::testing::{Counters, Probes};
 use wgpu_batchnorm::{
-    BackwardArgs, BatchNorm, BatchNorm2d, BatchNormBackward, BatchNormOptions, Context, Error,
-    SavedStats, Tensor,
+    BackwardArgs, BatchNorm, BatchNorm2d, BatchNormOptions, Context, Error, Functional, SavedStats,
+    Tensor,
 };
 
 /// Runs the GPU backward for `dy` and compares it with the reference's.
@@ -344,7 +344,7 @@ fn the_functional_form_and_the_encoder_path_match_the_module() {
     let dyt = Tensor::from_slice(&ctx, &dy, &shape).unwrap();
     let mut bn = BatchNorm2d::new(&ctx, 3).unwrap();
     bn.set_weight(&[0.5, -1.0, 2.0]).unwrap();
-    let mut functional = BatchNormBackward::new(&ctx);
+    let mut functional = Functional::new(&ctx);
     for training in [true, false] {
         bn.set_training(training);
         bn.forward(&xt).unwrap();

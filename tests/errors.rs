@@ -356,7 +356,7 @@ fn mismatched_layouts_residuals_and_activations_are_typed_errors() {
     // A residual that is also the output.
     let mut f = Functional::new(&ctx);
     let err = f
-        .forward(&ForwardArgs {
+        .run(&ForwardArgs {
             residual: Some(&y),
             ..ForwardArgs::new(&x, &y)
         })
@@ -455,7 +455,7 @@ fn mixed_dtypes_are_typed_errors() {
     let w16 = Tensor::from_f32_as_f16(&ctx, &[1.0; 3], &[3]).unwrap();
     let y16 = Tensor::empty_of(&ctx, &shape, DType::F16, MemoryFormat::Contiguous).unwrap();
     let err = f
-        .forward(&ForwardArgs {
+        .run(&ForwardArgs {
             weight: Some(&w16),
             ..ForwardArgs::new(&x16, &y16)
         })

@@ -64,7 +64,7 @@ fn the_functional_api_alone_runs_forward_and_backward_against_the_reference() {
         };
         // Training forward and backward recorded into one encoder of ours.
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        f.encode_forward(
+        f.encode(
             &mut encoder,
             &ForwardArgs {
                 weight: Some(&weight),
@@ -77,7 +77,7 @@ fn the_functional_api_alone_runs_forward_and_backward_against_the_reference() {
             },
         )
         .unwrap();
-        f.encode_backward(
+        f.encode(
             &mut encoder,
             &BackwardArgs {
                 weight: Some(&weight),
@@ -109,7 +109,7 @@ fn the_functional_api_alone_runs_forward_and_backward_against_the_reference() {
 
         // Eval forward and backward with the running statistics, blocking forms.
         cpu.training = false;
-        f.forward(&ForwardArgs {
+        f.run(&ForwardArgs {
             weight: Some(&weight),
             running: Some(running),
             training: false,
@@ -119,7 +119,7 @@ fn the_functional_api_alone_runs_forward_and_backward_against_the_reference() {
         cpu.bias = vec![0.0; c];
         let want_y = cpu.forward(&x, shape).unwrap();
         assert_close("eval y", &y.to_host().unwrap(), &want_y);
-        f.backward(&BackwardArgs {
+        f.run(&BackwardArgs {
             weight: Some(&weight),
             stats: SavedStats::Running {
                 running_mean: &rm,
@@ -134,7 +134,7 @@ fn the_functional_api_alone_runs_forward_and_backward_against_the_reference() {
         assert_close("eval grad_input", &dx.to_host().unwrap(), &want.grad_input);
         // Eval without running statistics is PyTorch's RuntimeError, and records nothing.
         let err = f
-            .forward(&ForwardArgs {
+            .run(&ForwardArgs {
                 training: false,
                 ..ForwardArgs::new(&xt, &y)
             })
@@ -221,7 +221,7 @@ fn a_tensor_from_another_device_is_a_typed_error_and_changes_nothing() {
     let y = Tensor::empty(&ctx, &[4, 3]).unwrap();
     let foreign_weight = Tensor::from_slice(&other, &[1.0; 3], &[3]).unwrap();
     let err = f
-        .forward(&ForwardArgs {
+        .run(&ForwardArgs {
             weight: Some(&foreign_weight),
             ..ForwardArgs::new(&mine, &y)
         })

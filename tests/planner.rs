@@ -58,7 +58,7 @@ fn recorded(
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     match kind {
         CallKind::TrainingForward | CallKind::EvalForward => f
-            .encode_forward(
+            .encode(
                 &mut encoder,
                 &ForwardArgs {
                     weight: Some(&weight),
@@ -79,7 +79,7 @@ fn recorded(
             )
             .unwrap(),
         CallKind::Backward => f
-            .encode_backward(
+            .encode(
                 &mut encoder,
                 &BackwardArgs {
                     weight: Some(&weight),

@@ -253,7 +253,7 @@ fn check_functional(
     cpu.num_batches_tracked = 2;
 
     let mut f = Functional::new(ctx);
-    let result = f.forward(&ForwardArgs {
+    let result = f.run(&ForwardArgs {
         weight: p.weight.then_some(&weight),
         bias: p.bias.then_some(&bias),
         running: p.running.then_some(RunningStats {
@@ -321,7 +321,7 @@ fn check_functional(
         return;
     };
     let grads_wanted = p.weight && p.bias;
-    f.backward(&BackwardArgs {
+    f.run(&BackwardArgs {
         weight: p.weight.then_some(&weight),
         stats,
         grad_input: Some(&dx),

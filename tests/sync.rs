@@ -80,7 +80,7 @@ fn a_batch_split_across_two_devices_matches_the_whole_batch() {
     for d in &mut devices {
         let up = merged.upload(&d.ctx).unwrap();
         let y = Tensor::empty(&d.ctx, d.x.shape()).unwrap();
-        d.f.forward(&ForwardArgs {
+        d.f.run(&ForwardArgs {
             weight: Some(&d.weight),
             bias: Some(&d.bias),
             running: Some(RunningStats {
@@ -97,7 +97,7 @@ fn a_batch_split_across_two_devices_matches_the_whole_batch() {
             Tensor::empty(&d.ctx, &[c]).unwrap(),
             Tensor::empty(&d.ctx, &[c]).unwrap(),
         );
-        d.f.backward(&BackwardArgs {
+        d.f.run(&BackwardArgs {
             weight: Some(&d.weight),
             stats: SavedStats::Batch {
                 save_mean: up.mean(),
@@ -117,7 +117,7 @@ fn a_batch_split_across_two_devices_matches_the_whole_batch() {
     for (d, up) in devices.iter_mut().zip(&uploads) {
         let k = Tensor::from_slice(&d.ctx, &coef, &[2 * c]).unwrap();
         let dx = Tensor::empty(&d.ctx, d.x.shape()).unwrap();
-        d.f.backward(&BackwardArgs {
+        d.f.run(&BackwardArgs {
             weight: Some(&d.weight),
             stats: SavedStats::Batch {
                 save_mean: up.mean(),
@@ -240,7 +240,7 @@ fn bad_partials_are_typed_errors() {
     let y = Tensor::empty(&ctx, &[1, 2]).unwrap();
     let t = Tensor::from_slice(&ctx, &[0.0, 0.0], &[2]).unwrap();
     let err = Functional::new(&ctx)
-        .forward(&ForwardArgs {
+        .run(&ForwardArgs {
             global_stats: Some(wgpu_batchnorm::GlobalStats {
                 mean: &t,
                 invstd: &t,

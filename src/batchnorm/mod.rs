@@ -449,7 +449,7 @@ impl BatchNorm {
             Tensor::empty(&self.ctx, &[c])?,
         );
         self.functional
-            .fold_async(&FoldArgs {
+            .run_async(&FoldArgs {
                 running_mean: &running.mean,
                 running_var: &running.var,
                 weight: self.state.weight.as_ref(),

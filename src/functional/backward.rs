@@ -1,7 +1,5 @@
 //! The backward: the single-dispatch or multi-pass plan the planner picks, recorded.
 
-#[cfg(not(target_arch = "wasm32"))]
-use crate::device::block_on;
 use crate::error::Result;
 use crate::ops::backward_finalize::BackwardFinalizeBindings;
 use crate::ops::backward_input::BackwardInputBindings;
@@ -218,8 +216,8 @@ impl Functional {
         });
     }
 
-    /// Records the backward into `encoder`: no submit, no wait.
-    pub fn encode_backward(
+    /// Checks the backward and records it into `encoder`: no submit, no wait.
+    pub(crate) fn encode_backward(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         args: &BackwardArgs<'_>,
@@ -228,7 +226,7 @@ impl Functional {
         self.encode_checked_backward(encoder, args, &work)
     }
 
-    /// [`Functional::encode_backward`] of a call `work` says passed the checks.
+    /// The backward of a call `work` says passed the checks.
     fn encode_checked_backward(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
@@ -279,19 +277,10 @@ impl Functional {
         }
         Ok(())
     }
+}
 
-    /// Runs the backward and blocks until it is done. Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
-        block_on(self.backward_async(args))
-    }
-
-    /// Runs the backward and waits for it without blocking the thread.
-    pub async fn backward_async(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
-        // Checked once, before any error scope opens; recorded without checking again.
-        let work = self.check_backward(args)?;
-        let ctx = self.ctx.clone();
-        ctx.run_async(|encoder| self.encode_checked_backward(encoder, args, &work))
-            .await
+impl Call for BackwardArgs<'_> {
+    fn record(&self, f: &mut Functional, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        f.encode_backward(encoder, self)
     }
 }

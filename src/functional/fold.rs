@@ -1,7 +1,5 @@
 //! The eval fold: batch norm as a per-channel affine map.
 
-#[cfg(not(target_arch = "wasm32"))]
-use crate::device::block_on;
 use crate::error::Result;
 use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::Statistics;
@@ -29,34 +27,15 @@ impl Functional {
             op.encode(rec, Statistics::Running)
         });
     }
+}
 
-    /// Records the eval fold into `encoder`: no submit, no wait.
-    pub fn encode_fold(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        args: &FoldArgs<'_>,
-    ) -> Result<()> {
-        let c = self.check_fold(args)?;
-        self.record_fold(encoder, args, c);
+/// The eval fold: `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean *
+/// scale`, so that eval batch norm is `x * scale + shift` per channel (see
+/// [`crate::fold::fuse_conv_bn_weights`] to fold it into a convolution).
+impl Call for FoldArgs<'_> {
+    fn record(&self, f: &mut Functional, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        let c = f.check_fold(self)?;
+        f.record_fold(encoder, self, c);
         Ok(())
-    }
-
-    /// The eval fold, waiting for it: `scale = weight / sqrt(running_var + eps)`, `shift =
-    /// bias - running_mean * scale`, so that eval batch norm is `x * scale + shift` per channel
-    /// (see [`crate::fold::fuse_conv_bn_weights`] to fold it into a convolution). Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn fold(&mut self, args: &FoldArgs<'_>) -> Result<()> {
-        block_on(self.fold_async(args))
-    }
-
-    /// Async form of [`Functional::fold`].
-    pub async fn fold_async(&mut self, args: &FoldArgs<'_>) -> Result<()> {
-        let c = self.check_fold(args)?;
-        let ctx = self.ctx.clone();
-        ctx.run_async(|encoder| {
-            self.record_fold(encoder, args, c);
-            Ok(())
-        })
-        .await
     }
 }

@@ -1,7 +1,5 @@
 //! The forward: the single-dispatch or multi-pass plan the planner picks, recorded.
 
-#[cfg(not(target_arch = "wasm32"))]
-use crate::device::block_on;
 use crate::error::Result;
 use crate::ops::convert::Direction;
 use crate::ops::finalize_stats::FinalizeStatsBindings;
@@ -238,18 +236,7 @@ impl Functional {
         .map(|how| (how, g))
     }
 
-    /// Records the forward into `encoder`: no submit, no wait. See the module docs for when
-    /// validation errors surface.
-    pub fn encode_forward(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        args: &ForwardArgs<'_>,
-    ) -> Result<()> {
-        let work = self.check_forward(args)?;
-        self.encode_checked_forward(encoder, args, &work)
-    }
-
-    /// [`Functional::encode_forward`] of a call `work` says passed the checks (the module
+    /// The forward of a call `work` says passed the checks (the module
     /// checks once, before it picks its statistics buffers; those do not change the checks'
     /// outcome).
     pub(crate) fn encode_checked_forward(
@@ -295,20 +282,11 @@ impl Functional {
         self.record_convert(encoder, a.output, &y32, Direction::ToF16);
         Ok(())
     }
+}
 
-    /// Runs the forward and blocks until it is done. Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn forward(&mut self, args: &ForwardArgs<'_>) -> Result<()> {
-        block_on(self.forward_async(args))
-    }
-
-    /// Runs the forward and waits for it without blocking the thread (the only form on the
-    /// web).
-    pub async fn forward_async(&mut self, args: &ForwardArgs<'_>) -> Result<()> {
-        // Checked once, before any error scope opens; recorded without checking again.
-        let work = self.check_forward(args)?;
-        let ctx = self.ctx.clone();
-        ctx.run_async(|encoder| self.encode_checked_forward(encoder, args, &work))
-            .await
+impl Call for ForwardArgs<'_> {
+    fn record(&self, f: &mut Functional, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        let work = f.check_forward(self)?;
+        f.encode_checked_forward(encoder, self, &work)
     }
 }

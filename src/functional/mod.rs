@@ -4,9 +4,10 @@
 //! build their own module the same way.
 //!
 //! [`Functional`] holds the scratch space and caches (create one per stream of calls and reuse
-//! it). Each operation has an encode-only form that records into the caller's
-//! `wgpu::CommandEncoder` and waits on nothing, and a blocking convenience that submits and
-//! waits.
+//! it). A call is described by its arguments struct (a [`Call`]: [`ForwardArgs`],
+//! [`BackwardArgs`], [`FoldArgs`], [`LocalStatsArgs`]) and runs one of three ways:
+//! [`Functional::encode`] records into the caller's `wgpu::CommandEncoder` and waits on
+//! nothing, [`Functional::run_async`] submits and awaits, [`Functional::run`] blocks.
 //!
 //! ```no_run
 //! use wgpu_batchnorm::{BackwardArgs, Context, ForwardArgs, Functional, RunningStats, SavedStats, Tensor};
@@ -18,7 +19,7 @@
 //! let running_var = Tensor::from_slice(&ctx, &[1.0; 2], &[2])?;
 //! let mut f = Functional::new(&ctx);
 //! // F.batch_norm(x, running_mean, running_var, training=True): no weight, no bias.
-//! f.forward(&ForwardArgs {
+//! f.run(&ForwardArgs {
 //!     running: Some(RunningStats { mean: &running_mean, var: &running_var, num_batches_tracked: None }),
 //!     save_mean: Some(&mean),
 //!     save_invstd: Some(&invstd),
@@ -26,7 +27,7 @@
 //! })?;
 //! let dy = Tensor::from_slice(&ctx, &[1.0; 8], &[4, 2])?;
 //! let dx = Tensor::empty(&ctx, &[4, 2])?;
-//! f.backward(&BackwardArgs {
+//! f.run(&BackwardArgs {
 //!     stats: SavedStats::Batch { save_mean: &mean, save_invstd: &invstd },
 //!     grad_input: Some(&dx),
 //!     ..BackwardArgs::new(&x, &dy)
@@ -48,8 +49,10 @@ mod stats;
 mod validate;
 
 pub use args::{BackwardArgs, FoldArgs, ForwardArgs, GlobalStats, RunningStats, SavedStats};
-pub use stats::LocalStats;
+pub use stats::{LocalStats, LocalStatsArgs};
 
+#[cfg(not(target_arch = "wasm32"))]
+use crate::device::block_on;
 use crate::device::Context;
 use crate::error::Result;
 use crate::workspace::Workspace;
@@ -79,31 +82,43 @@ impl Functional {
     pub(crate) fn workspace(&self) -> &Workspace {
         &self.ws
     }
+
+    /// Checks `call` and records it into `encoder`: no submit, no wait. See the module docs
+    /// for when device errors surface.
+    pub fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, call: &impl Call) -> Result<()> {
+        call.record(self, encoder)
+    }
+
+    /// Checks `call`, records it, submits it and waits for it without blocking the thread
+    /// (the only form on the web).
+    pub async fn run_async(&mut self, call: &impl Call) -> Result<()> {
+        let ctx = self.ctx.clone();
+        ctx.run_async(|encoder| call.record(self, encoder)).await
+    }
+
+    /// [`Functional::run_async`], blocking until the device is done. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run(&mut self, call: &impl Call) -> Result<()> {
+        block_on(self.run_async(call))
+    }
 }
 
-/// The functional backward under its earlier name: [`Functional::encode_backward`] and
-/// [`Functional::backward`] as `encode` and `run`.
-#[derive(Debug)]
-pub struct BatchNormBackward(Functional);
+/// A functional call, described by its arguments: [`ForwardArgs`] (`F.batch_norm`),
+/// [`BackwardArgs`] (`native_batch_norm_backward`), [`FoldArgs`] (the eval fold) and
+/// [`LocalStatsArgs`] (a device's SyncBN statistics). [`Functional::encode`],
+/// [`Functional::run`] and [`Functional::run_async`] take any of them; each is checked once,
+/// before anything is recorded, and a rejected call records nothing.
+pub trait Call: sealed::Sealed {
+    /// Checks the call and records it.
+    #[doc(hidden)]
+    fn record(&self, f: &mut Functional, encoder: &mut wgpu::CommandEncoder) -> Result<()>;
+}
 
-impl BatchNormBackward {
-    /// A backward runner for `ctx`.
-    pub fn new(ctx: &Context) -> Self {
-        BatchNormBackward(Functional::new(ctx))
-    }
-
-    /// Records the backward into `encoder` (no submit, no wait).
-    pub fn encode(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        args: &BackwardArgs<'_>,
-    ) -> Result<()> {
-        self.0.encode_backward(encoder, args)
-    }
-
-    /// Runs the backward and waits for it. Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn run(&mut self, args: &BackwardArgs<'_>) -> Result<()> {
-        self.0.backward(args)
-    }
+mod sealed {
+    /// Only this crate's argument structs are calls.
+    pub trait Sealed {}
+    impl Sealed for super::ForwardArgs<'_> {}
+    impl Sealed for super::BackwardArgs<'_> {}
+    impl Sealed for super::FoldArgs<'_> {}
+    impl Sealed for super::LocalStatsArgs<'_> {}
 }

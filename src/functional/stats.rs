@@ -23,11 +23,27 @@ pub struct LocalStats {
     pub m2: Vec<f32>,
 }
 
+/// SyncBN, step 1: this device's per-channel batch mean and M2 (sum of squared deviations)
+/// of `input`, written to `mean` and `m2` (`[C]` f32), to be exchanged and merged with
+/// [`crate::sync::merge_stats`]. [`Functional::local_stats`] reads them back.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalStatsArgs<'a> {
+    /// (N, C, *): the device's share of the batch.
+    pub input: &'a Tensor,
+    /// `[C]` f32, written.
+    pub mean: &'a Tensor,
+    /// `[C]` f32, written.
+    pub m2: &'a Tensor,
+}
+
+impl Call for LocalStatsArgs<'_> {
+    fn record(&self, f: &mut Functional, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        f.encode_local_stats(encoder, self.input, self.mean, self.m2)
+    }
+}
+
 impl Functional {
-    /// SyncBN, step 1: this device's per-channel batch mean and M2 (sum of squared
-    /// deviations) of `input`, written to `mean` and `m2` (`[C]` f32), to be exchanged and
-    /// merged with [`crate::sync::merge_stats`]. Records only.
-    pub fn encode_local_stats(
+    fn encode_local_stats(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         input: &Tensor,
@@ -90,7 +106,7 @@ impl Functional {
         Ok(())
     }
 
-    /// [`Functional::encode_local_stats`], read back: this device's share of a SyncBN batch.
+    /// [`LocalStatsArgs`] into new tensors, read back: this device's share of a SyncBN batch.
     /// Blocks; native only.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn local_stats(&mut self, input: &Tensor) -> Result<LocalStats> {
