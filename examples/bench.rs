@@ -131,7 +131,7 @@ fn parse_args() -> Result<Args, String> {
             "--plot" => args.plot = Some(value("--plot")?),
             "--profile" => {
                 let v = value("--profile")?;
-                args.options.profile = Some(ProfileKind::parse(&v).map_err(|e| e.to_string())?);
+                args.options.profile = Some(v.parse::<ProfileKind>().map_err(|e| e.to_string())?);
             }
             "--network" => {
                 let v = value("--network")?;
@@ -728,7 +728,7 @@ fn explain_row(shape: &[usize], layout: &str, plan: &CallPlan, ctx: &Context) ->
     };
     format!(
         "  {{\"shape\": {shape:?}, \"layout\": {layout:?}, \"op\": {:?}, \"profile\": {profile:?}, \"pass_plan\": \"{:?}\", \"dispatches\": [{}]}}",
-        plan.desc.kind.name(),
+        plan.desc.kind.to_string(),
         plan.pass_plan,
         dispatches.join(", ")
     )

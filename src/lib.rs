@@ -62,6 +62,7 @@ pub mod reference;
 pub mod state_dict;
 pub mod sync;
 mod tensor;
+#[doc(hidden)]
 pub mod testing;
 mod workspace;
 

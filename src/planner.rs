@@ -56,14 +56,16 @@ impl CallKind {
         CallKind::Backward,
         CallKind::EvalForward,
     ];
+}
 
-    /// The name `bench --explain` prints.
-    pub fn name(self) -> &'static str {
-        match self {
+/// The name `bench --explain` prints.
+impl std::fmt::Display for CallKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
             CallKind::TrainingForward => "training forward",
             CallKind::EvalForward => "eval forward",
             CallKind::Backward => "training backward",
-        }
+        })
     }
 }
 
@@ -123,7 +125,7 @@ impl CallDesc {
     }
 
     /// Values in the tensor.
-    pub fn elements(&self) -> u64 {
+    pub(crate) fn elements(&self) -> u64 {
         let (n, c, s) = self.geometry;
         u64::from(n) * u64::from(c) * u64::from(s)
     }
@@ -477,10 +479,7 @@ impl std::fmt::Display for CallPlan {
         write!(
             f,
             "{} of ({n}, {c}, {s}) {:?} on the {}: {:?}",
-            self.desc.kind.name(),
-            self.desc.dtype,
-            self.profile,
-            self.pass_plan
+            self.desc.kind, self.desc.dtype, self.profile, self.pass_plan
         )?;
         if let Some(w) = self.walk {
             write!(f, ", {w:?} walk, {} window(s)", self.windows)?;

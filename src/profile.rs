@@ -28,8 +28,8 @@ impl ProfileKind {
     /// The environment variable that forces a profile.
     pub const ENV: &'static str = "WGPU_BATCHNORM_PROFILE";
 
-    /// Parses `cpu` or `gpu` (any case).
-    pub fn parse(s: &str) -> Result<ProfileKind> {
+    /// Parses `cpu` or `gpu` (any case); `str::parse` does the same.
+    pub(crate) fn parse(s: &str) -> Result<ProfileKind> {
         match s.trim().to_ascii_lowercase().as_str() {
             "cpu" => Ok(ProfileKind::Cpu),
             "gpu" => Ok(ProfileKind::Gpu),
@@ -41,7 +41,7 @@ impl ProfileKind {
     }
 
     /// The profile `WGPU_BATCHNORM_PROFILE` names, None when it is unset or empty.
-    pub fn from_env() -> Result<Option<ProfileKind>> {
+    pub(crate) fn from_env() -> Result<Option<ProfileKind>> {
         match std::env::var(Self::ENV) {
             Ok(s) if !s.trim().is_empty() => Self::parse(&s).map(Some),
             _ => Ok(None),
@@ -170,7 +170,7 @@ impl DeviceProfile {
 
     /// The profile of `kind` for an adapter whose subgroups are `subgroup_max_size` wide (0 or
     /// out of range: 32).
-    pub fn of_kind(kind: ProfileKind, subgroup_max_size: u32) -> DeviceProfile {
+    pub(crate) fn of_kind(kind: ProfileKind, subgroup_max_size: u32) -> DeviceProfile {
         match kind {
             ProfileKind::Cpu => DeviceProfile::cpu(),
             ProfileKind::Gpu => {
@@ -190,6 +190,15 @@ impl DeviceProfile {
     /// The floor of invocations for a pass over `elements` values (0 on the CPU profile).
     pub fn invocation_floor(&self, elements: u64) -> u64 {
         (elements / self.values_per_invocation.max(1)).min(self.min_invocations)
+    }
+}
+
+impl std::str::FromStr for ProfileKind {
+    type Err = Error;
+
+    /// `cpu` or `gpu`, any case.
+    fn from_str(s: &str) -> Result<ProfileKind> {
+        ProfileKind::parse(s)
     }
 }
 

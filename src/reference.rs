@@ -14,7 +14,7 @@ use crate::batchnorm::BatchNormOptions;
 use crate::error::{Error, Result};
 
 /// (N, C, S) of a shape (N, C, *spatial); S = 1 for (N, C).
-pub fn split_shape(shape: &[usize]) -> Result<(usize, usize, usize)> {
+pub(crate) fn split_shape(shape: &[usize]) -> Result<(usize, usize, usize)> {
     if shape.len() < 2 {
         return Err(Error::ShapeMismatch {
             what: "reference input (needs at least (N, C))".into(),
@@ -287,7 +287,8 @@ pub fn backward(
 pub type Partial = (f64, f64, f64);
 
 /// `stats.wgsl` for one task: the (count, mean, M2) of `values`, computed in two passes.
-pub fn welford_partials(values: &[f32]) -> Partial {
+#[cfg(test)]
+pub(crate) fn welford_partials(values: &[f32]) -> Partial {
     let n = values.len() as f64;
     if values.is_empty() {
         return (0.0, 0.0, 0.0);
@@ -301,7 +302,7 @@ pub fn welford_partials(values: &[f32]) -> Partial {
 }
 
 /// Chan et al.'s merge of two partials (`welford_merge` in `common.wgsl`).
-pub fn merge(a: Partial, b: Partial) -> Partial {
+pub(crate) fn merge(a: Partial, b: Partial) -> Partial {
     let n = a.0 + b.0;
     if n == 0.0 {
         return (0.0, 0.0, 0.0);
@@ -340,7 +341,8 @@ pub fn update_running(
 }
 
 /// `backward_reduce.wgsl` merged over a channel: (sum(dy), sum(dy * (x - mean))).
-pub fn backward_sums(x: &[f32], dy: &[f32], mean: f64) -> (f64, f64) {
+#[cfg(test)]
+pub(crate) fn backward_sums(x: &[f32], dy: &[f32], mean: f64) -> (f64, f64) {
     x.iter().zip(dy).fold((0.0, 0.0), |(s, sx), (&x, &g)| {
         let g = f64::from(g);
         (s + g, sx + g * (f64::from(x) - mean))
@@ -386,7 +388,8 @@ pub fn backward_input(
 /// `channel_affine.wgsl` for one channel: `(scale, shift, fold_shift)` with `scale = invstd *
 /// weight`, `shift = bias` (the normalize pass's `z = (x - mean) * scale + shift`) and
 /// `fold_shift = bias - mean * scale` (the eval fold's `x * scale + fold_shift`).
-pub fn channel_affine(mean: f64, invstd: f64, weight: f64, bias: f64) -> (f64, f64, f64) {
+#[cfg(test)]
+pub(crate) fn channel_affine(mean: f64, invstd: f64, weight: f64, bias: f64) -> (f64, f64, f64) {
     let scale = invstd * weight;
     (scale, bias, bias - mean * scale)
 }
