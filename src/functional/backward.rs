@@ -4,7 +4,9 @@ use crate::error::Result;
 use crate::ops::backward_finalize::BackwardFinalizeBindings;
 use crate::ops::backward_input::BackwardInputBindings;
 use crate::ops::backward_reduce::BackwardReduceBindings;
-use crate::ops::backward_single::{BackwardSingleBindings, BackwardSingleEpilogueBindings};
+use crate::ops::backward_single::{
+    BackwardSingleBindings, BackwardSingleEpilogueBindings, BackwardSingleTensors,
+};
 use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::convert::Direction;
 use crate::ops::forward_single::SingleParams;
@@ -68,35 +70,28 @@ impl Functional {
         let shape = self
             .ws
             .single_params(SingleParams::new((g.n, g.c, g.s), w.count, w.eps, how));
+        let tensors = BackwardSingleTensors {
+            shape,
+            x: a.x.slot(),
+            dy: a.grad_output.slot(),
+            dx: a.grad_input.map(Tensor::slot),
+            mean: save_mean.slot(),
+            spread: save_invstd.slot(),
+            weight: a.weight.map(Tensor::slot),
+            grad_weight: a.grad_weight.map(Tensor::slot),
+            grad_bias: a.grad_bias.map(Tensor::slot),
+        };
         let op = if epilogue {
             // The pre-activation is rebuilt only where the activation needs it.
             let rebuild = a.activation != Activation::Identity;
-            SingleBackward::Epilogue(BackwardSingleEpilogueBindings {
-                shape,
-                x: a.x.slot(),
-                dy: a.grad_output.slot(),
-                dx: a.grad_input.map(Tensor::slot),
-                mean: save_mean.slot(),
-                spread: save_invstd.slot(),
-                weight: a.weight.map(Tensor::slot),
-                bias: a.bias.map(Tensor::slot),
-                residual: a.residual.filter(|_| rebuild).map(Tensor::slot),
-                grad_residual: a.grad_residual.map(Tensor::slot),
-                grad_weight: a.grad_weight.map(Tensor::slot),
-                grad_bias: a.grad_bias.map(Tensor::slot),
-            })
+            SingleBackward::Epilogue(BackwardSingleEpilogueBindings::new(
+                tensors,
+                a.bias.map(Tensor::slot),
+                a.residual.filter(|_| rebuild).map(Tensor::slot),
+                a.grad_residual.map(Tensor::slot),
+            ))
         } else {
-            SingleBackward::Plain(BackwardSingleBindings {
-                shape,
-                x: a.x.slot(),
-                dy: a.grad_output.slot(),
-                dx: a.grad_input.map(Tensor::slot),
-                mean: save_mean.slot(),
-                spread: save_invstd.slot(),
-                weight: a.weight.map(Tensor::slot),
-                grad_weight: a.grad_weight.map(Tensor::slot),
-                grad_bias: a.grad_bias.map(Tensor::slot),
-            })
+            SingleBackward::Plain(BackwardSingleBindings::new(tensors))
         };
         Some((op, how, g.c))
     }

@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::ops::convert::Direction;
 use crate::ops::finalize_stats::FinalizeStatsBindings;
 use crate::ops::forward_single::{
-    ForwardSingleBindings, ForwardSingleUpdateBindings, SingleParams,
+    ForwardSingleBindings, ForwardSingleTensors, ForwardSingleUpdateBindings, SingleParams,
 };
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
@@ -69,32 +69,25 @@ impl Functional {
         let single = single.map(|(how, g)| {
             let params = SingleParams::new((g.n, g.c, g.s), w.count, w.eps, how);
             let shape = ws.single_params(params);
+            let tensors = ForwardSingleTensors {
+                shape,
+                x: a.input.slot(),
+                y: a.output.slot(),
+                weight: a.weight.map(Tensor::slot),
+                bias: a.bias.map(Tensor::slot),
+                residual: a.residual.map(Tensor::slot),
+                mean: mean.clone(),
+                spread: spread.clone(),
+            };
             let op = match fused_update {
-                Some((update, r)) => SingleForward::WithUpdate(ForwardSingleUpdateBindings {
-                    shape,
-                    x: a.input.slot(),
-                    y: a.output.slot(),
-                    weight: a.weight.map(Tensor::slot),
-                    bias: a.bias.map(Tensor::slot),
-                    residual: a.residual.map(Tensor::slot),
-                    mean: mean.clone(),
-                    spread: spread.clone(),
-                    upd: ws.update_params(update),
-                    running_mean: r.mean.slot(),
-                    running_var: r.var.slot(),
-                    tracked: r.num_batches_tracked.map(|t| Binding::whole(t.buffer())),
-                }),
-                None => SingleForward::Plain(ForwardSingleBindings {
-                    shape,
-                    x: a.input.slot(),
-                    y: a.output.slot(),
-                    weight: a.weight.map(Tensor::slot),
-                    bias: a.bias.map(Tensor::slot),
-                    residual: a.residual.map(Tensor::slot),
-                    mean: mean.clone(),
-                    spread: spread.clone(),
-                    m2: m2.clone(),
-                }),
+                Some((update, r)) => SingleForward::WithUpdate(ForwardSingleUpdateBindings::new(
+                    tensors,
+                    ws.update_params(update),
+                    r.mean.slot(),
+                    r.var.slot(),
+                    r.num_batches_tracked.map(|t| Binding::whole(t.buffer())),
+                )),
+                None => SingleForward::Plain(ForwardSingleBindings::new(tensors, m2.clone())),
             };
             (op, how, g.c)
         });

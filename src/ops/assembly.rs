@@ -14,6 +14,7 @@ const WALK_REDUCE: &str = include_str!("../../shaders/pieces/walk_reduce.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/pieces/reduce_subgroup.wgsl");
 const REDUCE_WORKGROUP: &str = include_str!("../../shaders/pieces/reduce_workgroup.wgsl");
 const EPILOGUE: &str = include_str!("../../shaders/pieces/epilogue.wgsl");
+const SINGLE_CHANNEL: &str = include_str!("../../shaders/pieces/single_channel.wgsl");
 
 /// How a kernel is assembled and dispatched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub(crate) enum Assembly {
     /// One workgroup: common.
     Single,
     /// Whole tensors bound at once, a workgroup or an invocation per channel, reducing:
-    /// common, scalar items, reduction (the single-dispatch passes).
+    /// common, an item piece, reduction, the channel traversal `single_channel.wgsl` (the single-dispatch passes).
     ChannelTensor,
 }
 
@@ -132,7 +133,7 @@ pub(crate) fn source(v: &Variant) -> String {
         Assembly::TensorReduce => &[COMMON, item, WALK, reduce, WALK_REDUCE],
         Assembly::PerChannel => &[COMMON, reduce],
         Assembly::Single => &[COMMON],
-        Assembly::ChannelTensor => &[COMMON, item, reduce],
+        Assembly::ChannelTensor => &[COMMON, item, reduce, SINGLE_CHANNEL],
     };
     let mut src = String::with_capacity(16 * 1024);
     src.push_str(spec.prelude);

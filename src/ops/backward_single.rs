@@ -6,17 +6,19 @@
 //! epilogue's against the multi-pass kernels); the planner is
 //! [`super::forward_single::single_pass`].
 
-use super::{bindings, Assembly, Binding, ChannelTensor, Kernel, KernelSpec, Recorder, Specialize};
+use super::{
+    binding_family, Assembly, Binding, ChannelTensor, Kernel, KernelSpec, Recorder, Specialize,
+};
 use super::{Epilogue, Statistics, MAX_BINDINGS};
 
-bindings! {
-    /// The bindings of `backward_single.wgsl` + `backward_single_plain.wgsl`.
-    BackwardSingleBindings {
+binding_family! {
+    /// What both single-dispatch backwards bind, in this order, before their own bindings.
+    shared BackwardSingleTensors {
         /// The (rows, C, S) geometry and count (`SingleParams`).
         shape: Uniform Whole "Single",
         /// The forward's input, bound whole.
         x: Read Whole "array<Item>",
-        /// grad_output, same shape.
+        /// grad_output (at the epilogue's output, where there is one), same shape.
         dy: Read Whole "array<Item>",
         /// grad_input (written); absent: not computed.
         dx: ReadWrite Optional "array<Item>",
@@ -26,31 +28,18 @@ bindings! {
         spread: Read Whole "array<f32>",
         /// Per-channel scale; absent: 1 (affine = false).
         weight: Read Optional "array<f32>",
-        /// sum(dy * xhat) per channel (written).
+        /// sum(dz * xhat) per channel (written).
         grad_weight: ReadWrite Optional "array<f32>",
-        /// sum(dy) per channel (written).
+        /// sum(dz) per channel (written).
         grad_bias: ReadWrite Optional "array<f32>",
     }
-}
 
-bindings! {
+    /// The bindings of `backward_single.wgsl` + `backward_single_plain.wgsl` (dz = dy).
+    BackwardSingleBindings {}
+
     /// The bindings of `backward_single.wgsl` + `backward_single_epilogue.wgsl`: the backward
     /// through the epilogue (11 storage buffers).
     BackwardSingleEpilogueBindings {
-        /// The (rows, C, S) geometry and count (`SingleParams`).
-        shape: Uniform Whole "Single",
-        /// The forward's input, bound whole.
-        x: Read Whole "array<Item>",
-        /// grad_output (at the epilogue's output), same shape.
-        dy: Read Whole "array<Item>",
-        /// grad_input (written); absent: not computed.
-        dx: ReadWrite Optional "array<Item>",
-        /// save_mean per channel.
-        mean: Read Whole "array<f32>",
-        /// save_invstd per channel.
-        spread: Read Whole "array<f32>",
-        /// Per-channel scale; absent: 1 (affine = false).
-        weight: Read Optional "array<f32>",
         /// Per-channel shift; absent: 0.
         bias: Read Optional "array<f32>",
         /// The forward's residual, for the pre-activation; absent: none added (or not needed:
@@ -58,10 +47,6 @@ bindings! {
         residual: Read Optional "array<Item>",
         /// dz, the gradient of the residual (written); absent: not computed.
         grad_residual: ReadWrite Optional "array<Item>",
-        /// sum(dz * xhat) per channel (written).
-        grad_weight: ReadWrite Optional "array<f32>",
-        /// sum(dz) per channel (written).
-        grad_bias: ReadWrite Optional "array<f32>",
     }
 }
 

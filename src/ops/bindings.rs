@@ -159,6 +159,58 @@ macro_rules! bindings {
 }
 pub(crate) use bindings;
 
+/// Declares kernels whose bindings begin with the same fields, the shared ones written once:
+/// `shared NAME { fields }` gives a plain struct of those fields, then each `KERNEL { fields }`
+/// a bindings struct (as [`bindings!`]) of the shared fields followed by its own, with
+/// `KERNEL::new(shared, own fields..)`.
+macro_rules! binding_family {
+    (
+        $(#[$smeta:meta])*
+        shared $shared:ident {
+            $( $(#[$sfm:meta])* $sf:ident : $sa:ident $sr:ident $sw:literal ),* $(,)?
+        }
+        $($kernels:tt)*
+    ) => {
+        $(#[$smeta])*
+        #[derive(Clone, Debug)]
+        pub(crate) struct $shared {
+            $( $(#[$sfm])* pub $sf: <$crate::ops::$sr as $crate::ops::Role>::Field, )*
+        }
+        $crate::ops::binding_family!(
+            @kernels [$( $(#[$sfm])* $sf : $sa $sr $sw, )*] $shared $($kernels)*
+        );
+    };
+    (@kernels [$($shared_fields:tt)*] $shared:ident) => {};
+    (
+        @kernels [$($shared_fields:tt)*] $shared:ident
+        $(#[$meta:meta])*
+        $name:ident { $( $(#[$fm:meta])* $f:ident : $a:ident $r:ident $w:literal ),* $(,)? }
+        $($rest:tt)*
+    ) => {
+        $crate::ops::bindings! {
+            $(#[$meta])*
+            $name { $($shared_fields)* $( $(#[$fm])* $f : $a $r $w, )* }
+        }
+        $crate::ops::binding_family!(@new [$($shared_fields)*] $shared $name [$($f : $r),*]);
+        $crate::ops::binding_family!(@kernels [$($shared_fields)*] $shared $($rest)*);
+    };
+    (
+        @new [$( $(#[$sfm:meta])* $sf:ident : $sa:ident $sr:ident $sw:literal, )*]
+        $shared:ident $name:ident [$($f:ident : $r:ident),*]
+    ) => {
+        impl $name {
+            /// The shared bindings, then this kernel's own.
+            pub(crate) fn new(
+                shared: $shared
+                $(, $f: <$crate::ops::$r as $crate::ops::Role>::Field)*
+            ) -> Self {
+                $name { $( $sf: shared.$sf, )* $( $f, )* }
+            }
+        }
+    };
+}
+pub(crate) use binding_family;
+
 impl Binding {
     /// The part of this tensor binding that `block` of `plan` binds.
     pub fn window(&self, plan: &Plan, block: &plan::Block) -> Binding {

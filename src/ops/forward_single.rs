@@ -7,16 +7,16 @@
 //! picks it is [`single_pass`].
 
 use super::{
-    bindings, Assembly, ChannelTensor, Epilogue, ItemWidth, Kernel, KernelSpec, Recorder,
+    binding_family, Assembly, ChannelTensor, Epilogue, ItemWidth, Kernel, KernelSpec, Recorder,
     Specialize, Statistics,
 };
 use crate::profile::DeviceProfile;
 pub use crate::profile::PassPlan;
 use crate::tensor::DType;
 
-bindings! {
-    /// The bindings of `forward_single.wgsl`.
-    ForwardSingleBindings {
+binding_family! {
+    /// What both single-dispatch forwards bind, in this order, before their own bindings.
+    shared ForwardSingleTensors {
         /// The (rows, C, S) geometry, count and eps (`SingleParams`).
         shape: Uniform Whole "Single",
         /// The input, bound whole.
@@ -29,35 +29,21 @@ bindings! {
         bias: Read Optional "array<f32>",
         /// Added before the activation; absent: nothing added.
         residual: Read Optional "array<Item>",
-        /// save_mean (written); with running statistics running_mean (only read).
+        /// save_mean (written); with running statistics (eval) running_mean (only read).
         mean: ReadWrite Whole "array<f32>",
-        /// save_invstd (written); with running statistics running_var (only read).
+        /// save_invstd (written); with running statistics (eval) running_var (only read).
         spread: ReadWrite Whole "array<f32>",
+    }
+
+    /// The bindings of `forward_single.wgsl` + `forward_single_m2.wgsl`.
+    ForwardSingleBindings {
         /// M2 per channel, for the running-statistics update (written).
         m2: ReadWrite Whole "array<f32>",
     }
-}
 
-bindings! {
     /// The bindings of `forward_single.wgsl` + `forward_single_update.wgsl`: the training
     /// forward that also updates the running statistics (10 storage buffers).
     ForwardSingleUpdateBindings {
-        /// The (rows, C, S) geometry, count and eps (`SingleParams`).
-        shape: Uniform Whole "Single",
-        /// The input, bound whole.
-        x: Read Whole "array<Item>",
-        /// The output, same shape (written).
-        y: ReadWrite Whole "array<Item>",
-        /// Per-channel scale; absent: 1 (affine = false).
-        weight: Read Optional "array<f32>",
-        /// Per-channel shift; absent: 0.
-        bias: Read Optional "array<f32>",
-        /// Added before the activation; absent: nothing added.
-        residual: Read Optional "array<Item>",
-        /// save_mean (written).
-        mean: ReadWrite Whole "array<f32>",
-        /// save_invstd (written).
-        spread: ReadWrite Whole "array<f32>",
         /// Momentum, count, biased (`UpdateParams`).
         upd: Uniform Whole "Update",
         /// Updated in place.
