@@ -24,22 +24,9 @@ fn main(inv: Invocation, grid: Grid) {
     if c >= chan.channels {
         return;
     }
-    var acc = vec4<f32>(0.0);
-    for (var t = inv.lid; t < chan.total_tasks; t += WG) {
-        acc += partials[c * chan.total_tasks + t];
-    }
-    let total = reduce_workgroup(acc, inv, grid);
+    let total = channel_total(c, inv, grid);
     if inv.lid == 0u {
         let invstd = select(spread[c], 1.0 / sqrt(spread[c] + chan.eps), USE_RUNNING);
-        let sum_dy = total.x;
-        let sum_dy_xhat = total.y * invstd;
-        if HAS_GRAD_BIAS {
-            grad_bias[c] = sum_dy;
-        }
-        if HAS_GRAD_WEIGHT {
-            grad_weight[c] = sum_dy_xhat;
-        }
-        let n = f32(chan.count);
-        coef[c] = vec2<f32>(sum_dy / n, sum_dy_xhat / n);
+        coef[c] = param_grads(c, total.x, total.y, invstd) / f32(chan.count);
     }
 }

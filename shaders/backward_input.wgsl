@@ -35,12 +35,8 @@ fn main(cell: Cell) {
     if s.count == 0u {
         return;
     }
-    // Per channel lane of the items: the four coefficients (see common.wgsl).
-    var lanes: mat4x4<f32>;
-    for (var j = 0u; j < CHANNEL_LANES; j++) {
-        lanes[j] = coefficients(s.channel * CHANNEL_LANES + j);
-    }
-    let k = transpose(lanes);
+    // Per channel lane of the items: the four coefficients.
+    let k = lane_coefficients(s.channel);
     let a = item_channel(k[0]);
     let b = item_channel(k[1]);
     let m = item_channel(k[2]);

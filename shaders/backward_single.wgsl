@@ -75,14 +75,9 @@ fn item_mean(c: u32) -> Item {
 // grad_input's coefficients (backward_input.wgsl's `coefficients`).
 fn finish_channel(ch: u32, sums: vec4<f32>) -> vec4<f32> {
     let invstd = spread[ch];
-    let sum_dy = sums.x;
-    let sum_dy_xhat = sums.y * invstd;
-    if HAS_GRAD_BIAS {
-        grad_bias[ch] = sum_dy;
-    }
-    if HAS_GRAD_WEIGHT {
-        grad_weight[ch] = sum_dy_xhat;
-    }
+    let g = param_grads(ch, sums.x, sums.y, invstd);
+    let sum_dy = g.x;
+    let sum_dy_xhat = g.y;
     var gamma = 1.0;
     if HAS_WEIGHT {
         gamma = weight[ch];

@@ -17,12 +17,7 @@ fn main(inv: Invocation, grid: Grid) {
     if c >= chan.channels {
         return;
     }
-    var acc = vec4<f32>(0.0);
-    // A fixed order per invocation keeps the result independent of scheduling.
-    for (var t = inv.lid; t < chan.total_tasks; t += WG) {
-        acc = welford_merge(acc, partials[c * chan.total_tasks + t]);
-    }
-    let total = reduce_workgroup(acc, inv, grid);
+    let total = channel_total(c, inv, grid);
     if inv.lid == 0u {
         let var_biased = total.z / f32(chan.count);
         save_mean[c] = total.y;

@@ -14,8 +14,8 @@
 
 override USE_RUNNING: bool = false;
 
-// (mean, invstd * weight, bias) of channel ch.
-fn coefficients(ch: u32) -> vec3<f32> {
+// (mean, invstd * weight, bias, 0) of channel ch.
+fn coefficients(ch: u32) -> vec4<f32> {
     var scale = select(spread[ch], 1.0 / sqrt(spread[ch] + chan.eps), USE_RUNNING);
     if HAS_WEIGHT {
         scale *= weight[ch];
@@ -24,7 +24,7 @@ fn coefficients(ch: u32) -> vec3<f32> {
     if HAS_BIAS {
         shift = bias[ch];
     }
-    return vec3<f32>(mean[ch], scale, shift);
+    return vec4<f32>(mean[ch], scale, shift, 0.0);
 }
 
 @compute @workgroup_size(WG)
@@ -33,12 +33,8 @@ fn main(cell: Cell) {
     if s.count == 0u {
         return;
     }
-    // Per channel lane of the items: their mean, scale and shift (see common.wgsl).
-    var lanes: mat4x4<f32>;
-    for (var j = 0u; j < CHANNEL_LANES; j++) {
-        lanes[j] = vec4<f32>(coefficients(s.channel * CHANNEL_LANES + j), 0.0);
-    }
-    let k = transpose(lanes);
+    // Per channel lane of the items: their mean, scale and shift.
+    let k = lane_coefficients(s.channel);
     let m = item_channel(k[0]);
     let scale = item_channel(k[1]);
     let shift = item_channel(k[2]);

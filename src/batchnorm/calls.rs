@@ -1,10 +1,9 @@
-//! The module's calls: the two call descriptions, the README tour's conveniences over them,
-//! and what the module records for them ([`Recordable`]).
+//! The module's calls: the two call descriptions and the README tour's conveniences over them
+//! (what the module records for them is its `Recordable` implementation, in `mod.rs`).
 
 use super::BatchNorm;
-use crate::device::Context;
-use crate::error::{Error, Result};
-use crate::module::{BackwardCall, ForwardCall, GradOutputs, Gradients, Recordable, Saved};
+use crate::error::Result;
+use crate::module::{BackwardCall, ForwardCall, GradOutputs, Gradients, Saved};
 use crate::tensor::Tensor;
 
 impl BatchNorm {
@@ -139,63 +138,5 @@ impl BatchNorm {
         self.backward_with(grad_output)
             .outputs(outputs)
             .encode(encoder)
-    }
-}
-
-impl Recordable for BatchNorm {
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn forward_output(&self, x: &Tensor) -> Result<Tensor> {
-        Tensor::empty_of(&self.ctx, x.shape(), x.dtype(), x.memory_format())
-    }
-
-    fn record_forward(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        y: &Tensor,
-    ) -> Result<Saved> {
-        self.run_forward(encoder, x, residual, y)
-    }
-
-    fn forget_forward(&mut self) {
-        self.saved.forget();
-    }
-
-    fn last_forward(&self) -> Result<Saved> {
-        self.saved.last_forward.clone().ok_or_else(|| {
-            Error::Backward("no forward to differentiate: call forward first".into())
-        })
-    }
-
-    fn backward_outputs(&self, saved: &Saved) -> Result<Gradients> {
-        let like =
-            |t: &Tensor| Tensor::empty_of(&self.ctx, t.shape(), t.dtype(), t.memory_format());
-        let c = self.num_features;
-        let param = || {
-            self.options
-                .affine
-                .then(|| Tensor::empty(&self.ctx, &[c]))
-                .transpose()
-        };
-        Ok(Gradients {
-            grad_input: like(&saved.x)?,
-            grad_weight: param()?,
-            grad_bias: param()?,
-            grad_residual: saved.residual.as_ref().map(like).transpose()?,
-        })
-    }
-
-    fn record_backward(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        saved: &Saved,
-        grad_output: &Tensor,
-        outputs: GradOutputs<'_>,
-    ) -> Result<()> {
-        self.run_backward(encoder, saved, grad_output, outputs)
     }
 }

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::functional::{
     BackwardArgs, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
 };
-use crate::module::{blocking, next_module_id, GradOutputs, Saved, SavedBuffers, SavedState};
+use crate::module::{
+    blocking, next_module_id, GradOutputs, Gradients, Recordable, Saved, SavedBuffers, SavedState,
+};
 use crate::tensor::{BatchCounter, Tensor};
 
 /// The running buffers of a module with `track_running_stats`.
@@ -332,70 +334,6 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// Checks `x` and `y`, then records the forward into `encoder`; returns the handle for its
-    /// backward. Nothing changes if a check fails.
-    fn run_forward(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        y: &Tensor,
-    ) -> Result<Saved> {
-        let epilogue = (self.activation, residual);
-        self.check_input(x)?;
-        let batch_stats = self.uses_batch_stats();
-        // The functional checks, before any state changes (without the statistics buffers,
-        // which are only picked once the call is known to be valid).
-        let probe = self
-            .state
-            .forward_args(&self.options, self.training, x, y, None, epilogue);
-        let work = self.functional.check(&probe)?;
-        // Release this module's own references first, so steady-state calls reuse buffers;
-        // `previous` remembers them, to be put back if recording fails.
-        let previous = self.saved.release(batch_stats);
-        let batch = if batch_stats {
-            match self.saved.buffers(&self.ctx, self.num_features) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    self.saved.restore(previous);
-                    return Err(e);
-                }
-            }
-        } else {
-            None
-        };
-        let args = self.state.forward_args(
-            &self.options,
-            self.training,
-            x,
-            y,
-            batch.as_deref(),
-            epilogue,
-        );
-        if let Err(e) = self
-            .functional
-            .encode_checked_forward(encoder, &args, &work)
-        {
-            // Nothing was submitted: the previous forward's statistics are intact.
-            self.saved.restore(previous);
-            return Err(e);
-        }
-        if batch.is_some() {
-            self.saved.last_batch = batch.clone();
-        }
-        let saved = Saved {
-            module: self.id,
-            x: x.clone(),
-            batch,
-            training: self.training,
-            version: self.version,
-            activation: self.activation,
-            residual: residual.cloned(),
-        };
-        self.saved.last_forward = Some(saved.clone());
-        Ok(saved)
-    }
-
     /// The activation applied after the normalization (default Identity), like following the
     /// module with `nn.ReLU()` etc., but in the same pass.
     pub fn set_activation(&mut self, activation: Activation) -> &mut Self {
@@ -493,10 +431,112 @@ impl BatchNorm {
         }
         Ok(())
     }
+}
+
+impl Recordable for BatchNorm {
+    fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    fn forward_output(&self, x: &Tensor) -> Result<Tensor> {
+        Tensor::empty_of(&self.ctx, x.shape(), x.dtype(), x.memory_format())
+    }
+
+    /// Checks `x` and `y`, then records the forward into `encoder`; returns the handle for its
+    /// backward. Nothing changes if a check fails.
+    fn record_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<Saved> {
+        let epilogue = (self.activation, residual);
+        self.check_input(x)?;
+        let batch_stats = self.uses_batch_stats();
+        // The functional checks, before any state changes (without the statistics buffers,
+        // which are only picked once the call is known to be valid).
+        let probe = self
+            .state
+            .forward_args(&self.options, self.training, x, y, None, epilogue);
+        let work = self.functional.check(&probe)?;
+        // Release this module's own references first, so steady-state calls reuse buffers;
+        // `previous` remembers them, to be put back if recording fails.
+        let previous = self.saved.release(batch_stats);
+        let batch = if batch_stats {
+            match self.saved.buffers(&self.ctx, self.num_features) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    self.saved.restore(previous);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let args = self.state.forward_args(
+            &self.options,
+            self.training,
+            x,
+            y,
+            batch.as_deref(),
+            epilogue,
+        );
+        if let Err(e) = self
+            .functional
+            .encode_checked_forward(encoder, &args, &work)
+        {
+            // Nothing was submitted: the previous forward's statistics are intact.
+            self.saved.restore(previous);
+            return Err(e);
+        }
+        if batch.is_some() {
+            self.saved.last_batch = batch.clone();
+        }
+        let saved = Saved {
+            module: self.id,
+            x: x.clone(),
+            batch,
+            training: self.training,
+            version: self.version,
+            activation: self.activation,
+            residual: residual.cloned(),
+        };
+        self.saved.last_forward = Some(saved.clone());
+        Ok(saved)
+    }
+
+    fn forget_forward(&mut self) {
+        self.saved.forget();
+    }
+
+    fn last_forward(&self) -> Result<Saved> {
+        self.saved.last_forward.clone().ok_or_else(|| {
+            Error::Backward("no forward to differentiate: call forward first".into())
+        })
+    }
+
+    fn backward_outputs(&self, saved: &Saved) -> Result<Gradients> {
+        let like =
+            |t: &Tensor| Tensor::empty_of(&self.ctx, t.shape(), t.dtype(), t.memory_format());
+        let c = self.num_features;
+        let param = || {
+            self.options
+                .affine
+                .then(|| Tensor::empty(&self.ctx, &[c]))
+                .transpose()
+        };
+        Ok(Gradients {
+            grad_input: like(&saved.x)?,
+            grad_weight: param()?,
+            grad_bias: param()?,
+            grad_residual: saved.residual.as_ref().map(like).transpose()?,
+        })
+    }
 
     /// Checks the backward of `saved` (into `outputs`), then records it into `encoder`.
     /// Nothing changes if a check fails.
-    fn run_backward(
+    fn record_backward(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         saved: &Saved,

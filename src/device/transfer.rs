@@ -7,7 +7,7 @@
 //! the web the browser runs them and polling does nothing.
 
 use super::context::Context;
-use super::staging::{chunk_for, staging_slots, InUse};
+use super::staging::{chunk_for, staging_slots, InUse, StagingSlot};
 use super::wait::submitted;
 use crate::error::{Error, Result};
 
@@ -36,6 +36,32 @@ pub(crate) async fn read_bytes(
     Ok(out)
 }
 
+/// An error unless `buffer` has `usage` (`what` names the transfer).
+fn needs(buffer: &wgpu::Buffer, usage: wgpu::BufferUsages, what: &str) -> Result<()> {
+    if buffer.usage().contains(usage) {
+        Ok(())
+    } else {
+        Err(Error::InvalidBuffer(format!("{what} needs {usage:?}")))
+    }
+}
+
+/// The chunk size of a transfer of `size` bytes and the two staging slots it moves through
+/// (made, inside error scopes, where the held ones are missing or too small).
+async fn slots<'a>(
+    ctx: &Context,
+    in_use: &'a mut InUse<'_>,
+    size: u64,
+    usage: wgpu::BufferUsages,
+    mapped: bool,
+) -> Result<(u64, &'a mut [StagingSlot])> {
+    let chunk = chunk_for(ctx.device(), size);
+    let device = ctx.device();
+    let slots = ctx
+        .scoped_async(|| Ok(staging_slots(device, in_use.slots, chunk, usage, mapped)))
+        .await?;
+    Ok((chunk, slots))
+}
+
 /// Writes `data` (a multiple of 4 bytes) at `offset` of `buffer` through the context's upload
 /// staging buffers, which stay mapped between uploads; returns once the device has the data.
 pub(crate) async fn upload(
@@ -48,27 +74,12 @@ pub(crate) async fn upload(
     if size == 0 {
         return Ok(());
     }
-    if !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
-        return Err(Error::InvalidBuffer(
-            "writing needs BufferUsages::COPY_DST".into(),
-        ));
-    }
+    needs(buffer, wgpu::BufferUsages::COPY_DST, "writing")?;
     // An async lock: on the web, two transfers of one context can be in flight in one thread.
     let mut staging = ctx.inner.staging.lock().await;
-    let in_use = InUse::new(&mut staging.upload);
-    let chunk = chunk_for(ctx.device(), size);
+    let mut in_use = InUse::new(&mut staging.upload);
     let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
-    let slots = ctx
-        .scoped_async(|| {
-            Ok(staging_slots(
-                ctx.device(),
-                in_use.slots,
-                chunk,
-                usage,
-                true,
-            ))
-        })
-        .await?;
+    let (chunk, slots) = slots(ctx, &mut in_use, size, usage, true).await?;
     let mut last = None;
     for (i, piece) in data.chunks(chunk as usize).enumerate() {
         let slot = &mut slots[i % 2];
@@ -122,26 +133,11 @@ pub(crate) async fn download(
     if size == 0 {
         return Ok(());
     }
-    if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-        return Err(Error::InvalidBuffer(
-            "reading back needs BufferUsages::COPY_SRC".into(),
-        ));
-    }
+    needs(buffer, wgpu::BufferUsages::COPY_SRC, "reading back")?;
     let mut staging = ctx.inner.staging.lock().await;
-    let in_use = InUse::new(&mut staging.download);
-    let chunk = chunk_for(ctx.device(), size);
+    let mut in_use = InUse::new(&mut staging.download);
     let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-    let slots = ctx
-        .scoped_async(|| {
-            Ok(staging_slots(
-                ctx.device(),
-                in_use.slots,
-                chunk,
-                usage,
-                false,
-            ))
-        })
-        .await?;
+    let (chunk, slots) = slots(ctx, &mut in_use, size, usage, false).await?;
     let mut pending: Option<(usize, &mut [u8])> = None;
     let mut pieces = out.chunks_mut(chunk as usize).enumerate();
     loop {

@@ -352,24 +352,15 @@ impl Functional {
                 return Err(Error::Aliasing);
             }
         }
-        let (c32, geometry, count) = geometry(
-            a.x,
-            &[
-                ("grad_output", Some(a.grad_output)),
-                ("grad_input", a.grad_input),
-                ("residual", a.residual),
-                ("grad_residual", a.grad_residual),
-            ],
-        )?;
-        check_dtypes(
-            a.x,
-            &[
-                ("grad_output", Some(a.grad_output)),
-                ("grad_input", a.grad_input),
-                ("residual", a.residual),
-                ("grad_residual", a.grad_residual),
-            ],
-        )?;
+        // The tensors shaped like x.
+        let like_x = [
+            ("grad_output", Some(a.grad_output)),
+            ("grad_input", a.grad_input),
+            ("residual", a.residual),
+            ("grad_residual", a.grad_residual),
+        ];
+        let (c32, geometry, count) = geometry(a.x, &like_x)?;
+        check_dtypes(a.x, &like_x)?;
         if let Some(k) = a.global_coefficients {
             k.check_context(ctx, "global_coefficients")?;
             k.expect_shape("global_coefficients (two per channel)", &[2 * c])?;

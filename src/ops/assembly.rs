@@ -60,6 +60,56 @@ pub(crate) struct KernelSpec {
     pub workgroup_size: u32,
 }
 
+impl KernelSpec {
+    /// A kernel named `name` from `source` (the kernel file, with its ending where it has
+    /// one) with `bindings`, assembled as `assembly`; no `USE_RUNNING`, epilogue or `TO_F16`
+    /// constant and no prelude until the methods below add them. `workgroup_size` is the
+    /// non-tensor kernels' (0 for tensor kernels, whose plan sizes their workgroups).
+    pub(crate) const fn new(
+        name: &'static str,
+        source: &'static str,
+        bindings: &'static [BindingSpec],
+        assembly: Assembly,
+        workgroup_size: u32,
+    ) -> Self {
+        KernelSpec {
+            name,
+            source,
+            bindings,
+            assembly,
+            has_statistics: false,
+            has_epilogue: false,
+            has_direction: false,
+            prelude: "",
+            workgroup_size,
+        }
+    }
+
+    /// The shader declares `USE_RUNNING`.
+    pub(crate) const fn statistics(mut self) -> Self {
+        self.has_statistics = true;
+        self
+    }
+
+    /// The shader uses `epilogue.wgsl`.
+    pub(crate) const fn epilogue(mut self) -> Self {
+        self.has_epilogue = true;
+        self
+    }
+
+    /// The shader declares `TO_F16`.
+    pub(crate) const fn direction(mut self) -> Self {
+        self.has_direction = true;
+        self
+    }
+
+    /// `prelude` goes before everything else.
+    pub(crate) const fn prelude(mut self, prelude: &'static str) -> Self {
+        self.prelude = prelude;
+        self
+    }
+}
+
 /// The `HAS_<NAME>` override of an optional binding.
 pub(crate) fn presence_constant(name: &str) -> String {
     format!("HAS_{}", name.to_uppercase())

@@ -22,17 +22,18 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "backward_finalize",
-    source: include_str!("../../shaders/backward_finalize.wgsl"),
-    bindings: BackwardFinalizeBindings::SPEC,
-    assembly: Assembly::PerChannel,
-    has_statistics: true,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 64,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "backward_finalize",
+    concat!(
+        include_str!("../../shaders/backward_finalize.wgsl"),
+        include_str!("../../shaders/pieces/channel_total.wgsl"),
+        include_str!("../../shaders/pieces/param_grads.wgsl")
+    ),
+    BackwardFinalizeBindings::SPEC,
+    Assembly::PerChannel,
+    64,
+)
+.statistics();
 
 impl BackwardFinalizeBindings {
     /// Records one workgroup per channel (`channel_grid` from the plan).

@@ -25,17 +25,17 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "backward_input",
-    source: include_str!("../../shaders/backward_input.wgsl"),
-    bindings: BackwardInputBindings::SPEC,
-    assembly: Assembly::TensorMap,
-    has_statistics: true,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 0,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "backward_input",
+    concat!(
+        include_str!("../../shaders/backward_input.wgsl"),
+        include_str!("../../shaders/pieces/lane_coefficients.wgsl")
+    ),
+    BackwardInputBindings::SPEC,
+    Assembly::TensorMap,
+    0,
+)
+.statistics();
 
 impl BackwardInputBindings {
     /// Records one dispatch per block of `prepared`.

@@ -29,17 +29,14 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "backward_reduce",
-    source: include_str!("../../shaders/backward_reduce.wgsl"),
-    bindings: BackwardReduceBindings::SPEC,
-    assembly: Assembly::TensorReduce,
-    has_statistics: false,
-    has_epilogue: true,
-    has_direction: false,
-    workgroup_size: 0,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "backward_reduce",
+    include_str!("../../shaders/backward_reduce.wgsl"),
+    BackwardReduceBindings::SPEC,
+    Assembly::TensorReduce,
+    0,
+)
+.epilogue();
 
 impl BackwardReduceBindings {
     /// Records one dispatch per block of `prepared`.

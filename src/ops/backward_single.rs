@@ -50,36 +50,31 @@ binding_family! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "backward_single",
-    source: concat!(
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "backward_single",
+    concat!(
         include_str!("../../shaders/backward_single.wgsl"),
+        include_str!("../../shaders/pieces/param_grads.wgsl"),
         include_str!("../../shaders/pieces/backward_single_plain.wgsl")
     ),
-    bindings: BackwardSingleBindings::SPEC,
-    assembly: Assembly::ChannelTensor,
-    has_statistics: false,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 256,
-};
+    BackwardSingleBindings::SPEC,
+    Assembly::ChannelTensor,
+    256,
+);
 
 /// The backward through the epilogue in one dispatch.
-pub(crate) const EPILOGUE_SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "backward_single_epilogue",
-    source: concat!(
+pub(crate) const EPILOGUE_SPEC: KernelSpec = KernelSpec::new(
+    "backward_single_epilogue",
+    concat!(
         include_str!("../../shaders/backward_single.wgsl"),
+        include_str!("../../shaders/pieces/param_grads.wgsl"),
         include_str!("../../shaders/pieces/backward_single_epilogue.wgsl")
     ),
-    bindings: BackwardSingleEpilogueBindings::SPEC,
-    assembly: Assembly::ChannelTensor,
-    has_statistics: false,
-    has_epilogue: true,
-    has_direction: false,
-    workgroup_size: 256,
-};
+    BackwardSingleEpilogueBindings::SPEC,
+    Assembly::ChannelTensor,
+    256,
+)
+.epilogue();
 
 impl BackwardSingleBindings {
     /// Records the dispatch for `channels` channels, per `how`.

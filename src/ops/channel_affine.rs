@@ -26,17 +26,14 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "channel_affine",
-    source: include_str!("../../shaders/channel_affine.wgsl"),
-    bindings: ChannelAffineBindings::SPEC,
-    assembly: Assembly::Single,
-    has_statistics: true,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 256,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "channel_affine",
+    include_str!("../../shaders/channel_affine.wgsl"),
+    ChannelAffineBindings::SPEC,
+    Assembly::Single,
+    256,
+)
+.statistics();
 
 impl ChannelAffineBindings {
     /// Records the map: one workgroup (see the shader).

@@ -29,35 +29,30 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    name: "convert",
-    prelude: "",
-    source: concat!(
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "convert",
+    concat!(
         include_str!("../../shaders/pieces/convert_packed.wgsl"),
         include_str!("../../shaders/convert.wgsl")
     ),
-    bindings: ConvertBindings::SPEC,
-    assembly: Assembly::Single,
-    has_statistics: false,
-    has_epilogue: false,
-    has_direction: true,
-    workgroup_size: 256,
-};
+    ConvertBindings::SPEC,
+    Assembly::Single,
+    256,
+)
+.direction();
 
-pub(crate) const NATIVE_SPEC: KernelSpec = KernelSpec {
-    name: "convert_native",
-    prelude: "enable f16;\n",
-    source: concat!(
+pub(crate) const NATIVE_SPEC: KernelSpec = KernelSpec::new(
+    "convert_native",
+    concat!(
         include_str!("../../shaders/pieces/convert_native.wgsl"),
         include_str!("../../shaders/convert.wgsl")
     ),
-    bindings: ConvertNativeBindings::SPEC,
-    assembly: Assembly::Single,
-    has_statistics: false,
-    has_epilogue: false,
-    has_direction: true,
-    workgroup_size: 256,
-};
+    ConvertNativeBindings::SPEC,
+    Assembly::Single,
+    256,
+)
+.direction()
+.prelude("enable f16;\n");
 
 /// The conversion of `count` values, as dispatched: windows of at most one binding of the f32
 /// copy, starting at multiples of 128 values (256-byte offsets on both sides; f16 tensors start

@@ -20,17 +20,16 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "finalize_stats",
-    source: include_str!("../../shaders/finalize_stats.wgsl"),
-    bindings: FinalizeStatsBindings::SPEC,
-    assembly: Assembly::PerChannel,
-    has_statistics: false,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 64,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "finalize_stats",
+    concat!(
+        include_str!("../../shaders/finalize_stats.wgsl"),
+        include_str!("../../shaders/pieces/channel_total.wgsl")
+    ),
+    FinalizeStatsBindings::SPEC,
+    Assembly::PerChannel,
+    64,
+);
 
 impl FinalizeStatsBindings {
     /// Records one workgroup per channel (`channel_grid` from the plan).

@@ -55,36 +55,32 @@ binding_family! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "forward_single",
-    source: concat!(
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "forward_single",
+    concat!(
         include_str!("../../shaders/forward_single.wgsl"),
         include_str!("../../shaders/pieces/forward_single_m2.wgsl")
     ),
-    bindings: ForwardSingleBindings::SPEC,
-    assembly: Assembly::ChannelTensor,
-    has_statistics: true,
-    has_epilogue: true,
-    has_direction: false,
-    workgroup_size: 256,
-};
+    ForwardSingleBindings::SPEC,
+    Assembly::ChannelTensor,
+    256,
+)
+.statistics()
+.epilogue();
 
 /// The training forward with the running update in its own dispatch.
-pub(crate) const UPDATE_SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "forward_single_update",
-    source: concat!(
+pub(crate) const UPDATE_SPEC: KernelSpec = KernelSpec::new(
+    "forward_single_update",
+    concat!(
         include_str!("../../shaders/forward_single.wgsl"),
         include_str!("../../shaders/pieces/forward_single_update.wgsl")
     ),
-    bindings: ForwardSingleUpdateBindings::SPEC,
-    assembly: Assembly::ChannelTensor,
-    has_statistics: true,
-    has_epilogue: true,
-    has_direction: false,
-    workgroup_size: 256,
-};
+    ForwardSingleUpdateBindings::SPEC,
+    Assembly::ChannelTensor,
+    256,
+)
+.statistics()
+.epilogue();
 
 /// `Single` in `shaders/forward_single.wgsl`.
 #[repr(C)]

@@ -25,17 +25,18 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "normalize",
-    source: include_str!("../../shaders/normalize.wgsl"),
-    bindings: NormalizeBindings::SPEC,
-    assembly: Assembly::TensorMap,
-    has_statistics: true,
-    has_epilogue: true,
-    has_direction: false,
-    workgroup_size: 0,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "normalize",
+    concat!(
+        include_str!("../../shaders/normalize.wgsl"),
+        include_str!("../../shaders/pieces/lane_coefficients.wgsl")
+    ),
+    NormalizeBindings::SPEC,
+    Assembly::TensorMap,
+    0,
+)
+.statistics()
+.epilogue();
 
 impl NormalizeBindings {
     /// Records one dispatch per block of `prepared`.

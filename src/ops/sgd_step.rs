@@ -18,17 +18,13 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "sgd_step",
-    source: include_str!("../../shaders/sgd_step.wgsl"),
-    bindings: SgdStepBindings::SPEC,
-    assembly: Assembly::Single,
-    has_statistics: false,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 256,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "sgd_step",
+    include_str!("../../shaders/sgd_step.wgsl"),
+    SgdStepBindings::SPEC,
+    Assembly::Single,
+    256,
+);
 
 /// `Sgd` in `sgd_step.wgsl`.
 #[repr(C)]

@@ -13,17 +13,13 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "stats",
-    source: include_str!("../../shaders/stats.wgsl"),
-    bindings: StatsBindings::SPEC,
-    assembly: Assembly::TensorReduce,
-    has_statistics: false,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 0,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "stats",
+    include_str!("../../shaders/stats.wgsl"),
+    StatsBindings::SPEC,
+    Assembly::TensorReduce,
+    0,
+);
 
 impl StatsBindings {
     /// Records one dispatch per block of `prepared`.

@@ -13,17 +13,13 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "stream",
-    source: include_str!("../../shaders/stream.wgsl"),
-    bindings: StreamBindings::SPEC,
-    assembly: Assembly::TensorMap,
-    has_statistics: false,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 0,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "stream",
+    include_str!("../../shaders/stream.wgsl"),
+    StreamBindings::SPEC,
+    Assembly::TensorMap,
+    0,
+);
 
 impl StreamBindings {
     /// Records one dispatch per block of `prepared`.

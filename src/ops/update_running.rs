@@ -22,17 +22,13 @@ bindings! {
     }
 }
 
-pub(crate) const SPEC: KernelSpec = KernelSpec {
-    prelude: "",
-    name: "update_running",
-    source: include_str!("../../shaders/update_running.wgsl"),
-    bindings: UpdateRunningBindings::SPEC,
-    assembly: Assembly::Single,
-    has_statistics: false,
-    has_epilogue: false,
-    has_direction: false,
-    workgroup_size: 256,
-};
+pub(crate) const SPEC: KernelSpec = KernelSpec::new(
+    "update_running",
+    include_str!("../../shaders/update_running.wgsl"),
+    UpdateRunningBindings::SPEC,
+    Assembly::Single,
+    256,
+);
 
 /// `Update` in `update_running.wgsl`.
 #[repr(C)]
