@@ -9,13 +9,13 @@ pub use options::{BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, Flavo
 pub use params::ModuleTensors;
 
 use crate::activation::Activation;
-use crate::device::Context;
+use crate::device::{blocking, Context};
 use crate::error::{Error, Result};
 use crate::functional::{
     BackwardArgs, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
 };
 use crate::module::{
-    blocking, next_module_id, GradOutputs, Gradients, Recordable, Saved, SavedBuffers, SavedState,
+    next_module_id, GradOutputs, Gradients, Recordable, Saved, SavedBuffers, SavedState,
 };
 use crate::tensor::{BatchCounter, Tensor};
 

@@ -3,8 +3,8 @@
 //! themselves ([`ModuleTensors`]).
 
 use super::BatchNorm;
+use crate::device::blocking;
 use crate::error::{Error, Result};
-use crate::module::blocking;
 use crate::tensor::{BatchCounter, Tensor};
 
 impl BatchNorm {

@@ -20,5 +20,6 @@ pub(crate) use transfer::read_bytes;
 pub(crate) use transfer::{download, read_f32, upload};
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use wait::block_on;
+pub(crate) use wait::blocking;
 #[cfg(feature = "bench")]
 pub(crate) use wait::submitted;

@@ -25,6 +25,57 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     pollster::block_on(future)
 }
 
+/// The blocking form of each async method listed, written once: `pub fn name(&self, ..) -> T
+/// = name_async;` gives a native-only `name` that blocks on `name_async` (`&mut self` and
+/// associated functions, `pub fn name(args..) -> T = name_async;`, too), documented as the
+/// blocking form of its async one.
+macro_rules! blocking {
+    () => {};
+    (
+        $(#[doc = $doc:literal])*
+        pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $async_name:ident;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        ///
+        #[doc = concat!("Blocks until done; the async form is [`Self::", stringify!($async_name), "`]. Native only.")]
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn $name($($arg: $ty),*) -> $ret {
+            $crate::device::block_on(Self::$async_name($($arg),*))
+        }
+        $crate::device::blocking!($($rest)*);
+    };
+    (
+        $(#[doc = $doc:literal])*
+        pub fn $name:ident(&mut $s:ident $(, $arg:ident: $ty:ty)*) -> $ret:ty = $async_name:ident;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        ///
+        #[doc = concat!("Blocks until done; the async form is [`Self::", stringify!($async_name), "`]. Native only.")]
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn $name(&mut $s $(, $arg: $ty)*) -> $ret {
+            $crate::device::block_on($s.$async_name($($arg),*))
+        }
+        $crate::device::blocking!($($rest)*);
+    };
+    (
+        $(#[doc = $doc:literal])*
+        pub fn $name:ident(&$s:ident $(, $arg:ident: $ty:ty)*) -> $ret:ty = $async_name:ident;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        ///
+        #[doc = concat!("Blocks until done; the async form is [`Self::", stringify!($async_name), "`]. Native only.")]
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn $name(&$s $(, $arg: $ty)*) -> $ret {
+            $crate::device::block_on($s.$async_name($($arg),*))
+        }
+        $crate::device::blocking!($($rest)*);
+    };
+}
+pub(crate) use blocking;
+
 /// A one-shot completion flag that a wgpu callback sets and an async caller awaits.
 #[derive(Clone)]
 pub(crate) struct Signal {

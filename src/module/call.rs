@@ -287,38 +287,3 @@ impl BackwardInto<'_, '_> {
         block_on(self.run_async())
     }
 }
-
-/// The blocking form of each async method listed, written once: `pub fn name(&self, ..) -> T
-/// = name_async;` gives a native-only `name` that blocks on `name_async` (`&mut self` too).
-macro_rules! blocking {
-    () => {};
-    (
-        $(#[doc = $doc:literal])*
-        pub fn $name:ident(&mut $s:ident $(, $arg:ident: $ty:ty)*) -> $ret:ty = $async_name:ident;
-        $($rest:tt)*
-    ) => {
-        $(#[doc = $doc])*
-        ///
-        #[doc = concat!("Blocks until done; the async form is [`Self::", stringify!($async_name), "`]. Native only.")]
-        #[cfg(not(target_arch = "wasm32"))]
-        pub fn $name(&mut $s $(, $arg: $ty)*) -> $ret {
-            $crate::device::block_on($s.$async_name($($arg),*))
-        }
-        $crate::module::blocking!($($rest)*);
-    };
-    (
-        $(#[doc = $doc:literal])*
-        pub fn $name:ident(&$s:ident $(, $arg:ident: $ty:ty)*) -> $ret:ty = $async_name:ident;
-        $($rest:tt)*
-    ) => {
-        $(#[doc = $doc])*
-        ///
-        #[doc = concat!("Blocks until done; the async form is [`Self::", stringify!($async_name), "`]. Native only.")]
-        #[cfg(not(target_arch = "wasm32"))]
-        pub fn $name(&$s $(, $arg: $ty)*) -> $ret {
-            $crate::device::block_on($s.$async_name($($arg),*))
-        }
-        $crate::module::blocking!($($rest)*);
-    };
-}
-pub(crate) use blocking;

@@ -8,7 +8,7 @@ mod call;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use call::{blocking, Recordable};
+pub(crate) use call::Recordable;
 pub use call::{BackwardCall, BackwardInto, ForwardCall};
 
 use crate::activation::Activation;

@@ -1,10 +1,12 @@
 //! f32 GPU tensors: a buffer (or a window of one) holding an (N, C, *spatial) array in
 //! contiguous (NCHW) or channels-last (NHWC) memory order.
 
-#[cfg(not(target_arch = "wasm32"))]
-use crate::device::block_on;
+mod counter;
+mod host;
+
+pub use counter::BatchCounter;
+
 use crate::device::Context;
-use crate::device::{download, read_f32, upload};
 use crate::error::{Error, Result};
 
 pub use crate::dtype::{DType, MemoryFormat};
@@ -100,77 +102,6 @@ fn check_fits(ctx: &Context, shape: &[usize], bytes: u64) -> Result<()> {
 }
 
 impl Tensor {
-    /// Uploads `data` as a tensor of `shape` (`data.len()` must equal the product of `shape`);
-    /// blocks until the device has it. Native only; on the web use
-    /// [`Tensor::from_slice_async`].
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn from_slice(ctx: &Context, data: &[f32], shape: &[usize]) -> Result<Self> {
-        block_on(Tensor::from_slice_async(ctx, data, shape))
-    }
-
-    /// Async form of [`Tensor::from_slice`].
-    pub async fn from_slice_async(ctx: &Context, data: &[f32], shape: &[usize]) -> Result<Self> {
-        let len = numel(shape)?;
-        if data.len() != len {
-            return Err(Error::ShapeMismatch {
-                what: "Tensor::from_slice data length".into(),
-                expected: vec![len],
-                got: vec![data.len()],
-            });
-        }
-        let tensor = Tensor::empty(ctx, shape)?;
-        tensor.write_async(ctx, data).await?;
-        Ok(tensor)
-    }
-
-    /// Overwrites the tensor with `data` (its length must equal the tensor's), through a reused
-    /// staging buffer; blocks until the copy is done. Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn write(&self, ctx: &Context, data: &[f32]) -> Result<()> {
-        block_on(self.write_async(ctx, data))
-    }
-
-    /// Async form of [`Tensor::write`].
-    pub async fn write_async(&self, ctx: &Context, data: &[f32]) -> Result<()> {
-        self.check_context(ctx, "the tensor")?;
-        self.expect_dtype("Tensor::write (f16 tensors: write_f16)", DType::F32)?;
-        if data.len() != self.numel() {
-            return Err(Error::ShapeMismatch {
-                what: "Tensor::write data length".into(),
-                expected: vec![self.numel()],
-                got: vec![data.len()],
-            });
-        }
-        upload(ctx, &self.buffer, self.offset, bytemuck::cast_slice(data)).await
-    }
-
-    /// Reads the tensor into `out` (its length must equal the tensor's), through a reused
-    /// staging buffer; blocks until the GPU is done with the tensor. Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn read_into(&self, ctx: &Context, out: &mut [f32]) -> Result<()> {
-        block_on(self.read_into_async(ctx, out))
-    }
-
-    /// Async form of [`Tensor::read_into`].
-    pub async fn read_into_async(&self, ctx: &Context, out: &mut [f32]) -> Result<()> {
-        self.expect_dtype("Tensor::read_into (f16 tensors: to_host_f16)", DType::F32)?;
-        self.check_context(ctx, "the tensor")?;
-        if out.len() != self.numel() {
-            return Err(Error::ShapeMismatch {
-                what: "Tensor::read_into output length".into(),
-                expected: vec![self.numel()],
-                got: vec![out.len()],
-            });
-        }
-        download(
-            ctx,
-            &self.buffer,
-            self.offset,
-            bytemuck::cast_slice_mut(out),
-        )
-        .await
-    }
-
     /// A new tensor holding `data`, written through the queue: nothing waits, and the data is
     /// there before the next submitted command buffer runs (small parameter tensors).
     pub(crate) fn from_slice_queued(ctx: &Context, data: &[f32], shape: &[usize]) -> Result<Self> {
@@ -261,115 +192,6 @@ impl Tensor {
             format: MemoryFormat::Contiguous,
             dtype,
         })
-    }
-
-    /// Reads the tensor back into host memory (blocks until the GPU is done with it). `ctx`
-    /// must be the tensor's context (or wrap the same device); [`Tensor::to_host`] needs none.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn to_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
-        self.check_context(ctx, "the tensor")?;
-        self.to_host()
-    }
-
-    /// Reads the tensor back into host memory through its own context (blocks until the GPU is
-    /// done with it). Native only; on the web use [`Tensor::to_host_async`].
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn to_host(&self) -> Result<Vec<f32>> {
-        block_on(self.to_host_async())
-    }
-
-    /// Async form of [`Tensor::to_host`].
-    pub async fn to_host_async(&self) -> Result<Vec<f32>> {
-        match self.dtype {
-            DType::F32 => read_f32(&self.ctx, &self.buffer, self.offset, self.numel()).await,
-            DType::F16 => Ok(self
-                .to_host_f16_async()
-                .await?
-                .iter()
-                .map(|v| v.to_f32())
-                .collect()),
-        }
-    }
-
-    /// The values of an f16 tensor (blocks until the GPU is done with it). Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn to_host_f16(&self) -> Result<Vec<half::f16>> {
-        block_on(self.to_host_f16_async())
-    }
-
-    /// Async form of [`Tensor::to_host_f16`].
-    pub async fn to_host_f16_async(&self) -> Result<Vec<half::f16>> {
-        self.expect_dtype("Tensor::to_host_f16", DType::F16)?;
-        let mut words = vec![0u8; byte_len(&self.shape, DType::F16)? as usize];
-        download(&self.ctx, &self.buffer, self.offset, &mut words).await?;
-        Ok(words
-            .chunks_exact(2)
-            .take(self.numel())
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
-            .collect())
-    }
-
-    /// Uploads f16 `data` as a tensor of `shape` (see [`DType::F16`]).
-    ///
-    /// ```no_run
-    /// use wgpu_batchnorm::{Context, DType, Tensor};
-    /// let ctx = Context::new()?;
-    /// let x = Tensor::from_f16(&ctx, &[half::f16::from_f32(0.5); 6], &[2, 3])?;
-    /// assert_eq!(x.dtype(), DType::F16);
-    /// assert_eq!(x.to_host()?, vec![0.5; 6]);
-    /// # Ok::<(), wgpu_batchnorm::Error>(())
-    /// ```
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn from_f16(ctx: &Context, data: &[half::f16], shape: &[usize]) -> Result<Self> {
-        block_on(Tensor::from_f16_async(ctx, data, shape))
-    }
-
-    /// Async form of [`Tensor::from_f16`].
-    pub async fn from_f16_async(
-        ctx: &Context,
-        data: &[half::f16],
-        shape: &[usize],
-    ) -> Result<Self> {
-        let tensor = Tensor::empty_of(ctx, shape, DType::F16, MemoryFormat::Contiguous)?;
-        tensor.write_f16_async(data).await?;
-        Ok(tensor)
-    }
-
-    /// Uploads f16 values given as their bit patterns.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn from_f16_bits(ctx: &Context, data: &[u16], shape: &[usize]) -> Result<Self> {
-        let values: Vec<half::f16> = data.iter().map(|&b| half::f16::from_bits(b)).collect();
-        Tensor::from_f16(ctx, &values, shape)
-    }
-
-    /// Uploads f32 `data` rounded to f16 (to nearest, ties to even).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn from_f32_as_f16(ctx: &Context, data: &[f32], shape: &[usize]) -> Result<Self> {
-        let values: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
-        Tensor::from_f16(ctx, &values, shape)
-    }
-
-    /// Overwrites an f16 tensor with `data`; blocks until the copy is done. Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn write_f16(&self, data: &[half::f16]) -> Result<()> {
-        block_on(self.write_f16_async(data))
-    }
-
-    /// Async form of [`Tensor::write_f16`].
-    pub async fn write_f16_async(&self, data: &[half::f16]) -> Result<()> {
-        self.expect_dtype("Tensor::write_f16", DType::F16)?;
-        if data.len() != self.numel() {
-            return Err(Error::ShapeMismatch {
-                what: "Tensor::write_f16 data length".into(),
-                expected: vec![self.numel()],
-                got: vec![data.len()],
-            });
-        }
-        // Whole words: an odd count is padded with a zero half, inside the tensor's own
-        // rounded-up allocation.
-        let mut bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        bytes.resize(byte_len(&self.shape, DType::F16)? as usize, 0);
-        upload(&self.ctx, &self.buffer, self.offset, &bytes).await
     }
 
     /// A new zeroed tensor of `shape`, `dtype` and memory `format`.
@@ -550,84 +372,5 @@ impl std::fmt::Debug for Tensor {
             .field("buffer_size", &self.buffer.size())
             .field("adapter", &self.ctx.adapter().name)
             .finish()
-    }
-}
-
-/// `num_batches_tracked`: a 64-bit counter on the GPU (two u32 words, low then high), which a
-/// training forward increments.
-#[derive(Clone)]
-pub struct BatchCounter {
-    ctx: Context,
-    buffer: wgpu::Buffer,
-}
-
-impl std::fmt::Debug for BatchCounter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchCounter")
-            .field("adapter", &self.ctx.adapter().name)
-            .finish()
-    }
-}
-
-impl BatchCounter {
-    /// A counter at 0.
-    pub fn new(ctx: &Context) -> Result<Self> {
-        ctx.scoped(|| {
-            let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("num_batches_tracked"),
-                size: 8,
-                usage: TENSOR_USAGE,
-                mapped_at_creation: false,
-            });
-            Ok(BatchCounter {
-                ctx: ctx.clone(),
-                buffer,
-            })
-        })
-    }
-
-    /// The count (blocks until the GPU is done with it). Native only.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn get(&self) -> Result<u64> {
-        block_on(self.get_async())
-    }
-
-    /// Async form of [`BatchCounter::get`].
-    pub async fn get_async(&self) -> Result<u64> {
-        let mut words = [0u32; 2];
-        download(
-            &self.ctx,
-            &self.buffer,
-            0,
-            bytemuck::cast_slice_mut(&mut words),
-        )
-        .await?;
-        Ok(u64::from(words[0]) | (u64::from(words[1]) << 32))
-    }
-
-    /// Sets the count; takes effect before the next submitted command buffer.
-    pub fn set(&self, value: u64) -> Result<()> {
-        let words = [value as u32, (value >> 32) as u32];
-        self.ctx.scoped(|| {
-            self.ctx
-                .queue()
-                .write_buffer(&self.buffer, 0, bytemuck::cast_slice(&words));
-            Ok(())
-        })
-    }
-
-    /// The buffer (8 bytes).
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
-    }
-
-    pub(crate) fn check_context(&self, ctx: &Context) -> Result<()> {
-        if self.ctx.same(ctx) {
-            Ok(())
-        } else {
-            Err(Error::WrongDevice(
-                "num_batches_tracked was made on another device than this call's".into(),
-            ))
-        }
     }
 }
