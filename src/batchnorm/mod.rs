@@ -459,7 +459,7 @@ impl Recordable for BatchNorm {
         let probe = self
             .state
             .forward_args(&self.options, self.training, x, y, None, epilogue);
-        let work = self.functional.check(&probe)?;
+        let work = self.functional.check_forward(&probe)?;
         // Release this module's own references first, so steady-state calls reuse buffers;
         // `previous` remembers them, to be put back if recording fails.
         let previous = self.saved.release(batch_stats);

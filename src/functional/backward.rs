@@ -11,8 +11,8 @@ use crate::ops::channel_affine::ChannelAffineBindings;
 use crate::ops::convert::Direction;
 use crate::ops::forward_single::SingleParams;
 use crate::ops::{Activation, ChannelTensor, Statistics};
-use crate::planner::{self, CallKind};
-use crate::tensor::{DType, Tensor};
+use crate::planner::CallKind;
+use crate::tensor::Tensor;
 use crate::workspace::Geometry;
 
 use super::validate::*;
@@ -228,15 +228,7 @@ impl Functional {
         args: &BackwardArgs<'_>,
         work: &BackwardWork,
     ) -> Result<()> {
-        // As in the forward, but see `planner::f16_through_copies` for the epilogue.
-        let copies = args.x.dtype() == DType::F16
-            && planner::f16_through_copies(
-                CallKind::Backward,
-                work.through_epilogue,
-                self.single_backward_plan(args, work).is_some(),
-                &self.ctx.caps(),
-            );
-        if !copies {
+        if !work.copies {
             self.record_backward(encoder, args, work);
             return Ok(());
         }
@@ -258,7 +250,7 @@ impl Functional {
             grad_residual: dr32.as_ref(),
             ..*a
         };
-        let work = self.check_backward(&args32)?;
+        let work = work.on_f32_copies();
         self.record_convert(encoder, a.x, &x32, Direction::ToF32);
         self.record_convert(encoder, a.grad_output, &dy32, Direction::ToF32);
         if let (Some(r), Some(r32)) = (a.residual, &r32) {

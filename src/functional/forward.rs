@@ -11,7 +11,7 @@ use crate::ops::stats::StatsBindings;
 use crate::ops::update_running::UpdateRunningBindings;
 use crate::ops::{Activation, Binding, ChannelTensor, Specialize, Statistics};
 use crate::planner::{self, CallDesc, CallKind};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 use crate::workspace::Geometry;
 
 use super::validate::*;
@@ -240,14 +240,7 @@ impl Functional {
     ) -> Result<()> {
         // f32, and f16 where the adapter has SHADER_F16: the kernels load and store the
         // tensors' own type (f16 widened exactly on load, rounded once on store).
-        let epilogue = args.activation != Activation::Identity || args.residual.is_some();
-        let kind = if args.training {
-            CallKind::TrainingForward
-        } else {
-            CallKind::EvalForward
-        };
-        let copies = planner::f16_through_copies(kind, epilogue, false, &self.ctx.caps());
-        if args.input.dtype() == DType::F32 || !copies {
+        if !work.copies {
             self.record_forward(encoder, args, work);
             return Ok(());
         }
@@ -266,7 +259,7 @@ impl Functional {
             residual: r32.as_ref(),
             ..*a
         };
-        let work = self.check_forward(&args32)?;
+        let work = work.on_f32_copies();
         self.record_convert(encoder, a.input, &x32, Direction::ToF32);
         if let (Some(r), Some(r32)) = (a.residual, &r32) {
             self.record_convert(encoder, r, r32, Direction::ToF32);

@@ -5,12 +5,14 @@ use crate::device::Context;
 use crate::error::{Error, Result};
 use crate::ops::update_running::UpdateParams;
 use crate::ops::{Activation, Epilogue, Statistics};
+use crate::planner::{self, CallKind};
 use crate::tensor::{DType, MemoryFormat, Tensor};
 use crate::workspace::{Geometry, Workspace};
 
 use super::*;
 
 /// A forward that passed every check: what recording it needs to know.
+#[derive(Clone, Copy)]
 pub(crate) struct ForwardWork {
     pub(super) c: u32,
     /// None for an empty input.
@@ -20,9 +22,12 @@ pub(crate) struct ForwardWork {
     pub(super) statistics: Statistics,
     pub(super) update: Option<UpdateParams>,
     pub(super) epilogue: Epilogue,
+    /// Whether its f16 activations go through f32 copies (`planner::f16_through_copies`).
+    pub(super) copies: bool,
 }
 
 /// What a checked backward will record.
+#[derive(Clone, Copy)]
 pub(super) struct BackwardWork {
     pub(super) c: u32,
     pub(super) geometry: Option<Geometry>,
@@ -32,6 +37,41 @@ pub(super) struct BackwardWork {
     pub(super) epilogue: Epilogue,
     /// Whether dz = dy * act'(z) must be computed (an activation, or grad_residual wanted).
     pub(super) through_epilogue: bool,
+    /// Whether its f16 activations go through f32 copies (`planner::f16_through_copies`).
+    pub(super) copies: bool,
+}
+
+/// The geometry of the same call on f32 copies of its f16 activations (scratch buffers at
+/// offset 0, so vec4 reads are aligned).
+fn on_f32_copies(g: Option<Geometry>) -> Option<Geometry> {
+    g.map(|g| Geometry {
+        dtype: DType::F32,
+        vec4_ok: true,
+        ..g
+    })
+}
+
+impl ForwardWork {
+    /// This call's work on f32 copies of its f16 activations (what was checked holds for
+    /// them: same shapes, fresh buffers).
+    pub(super) fn on_f32_copies(&self) -> ForwardWork {
+        ForwardWork {
+            geometry: on_f32_copies(self.geometry),
+            copies: false,
+            ..*self
+        }
+    }
+}
+
+impl BackwardWork {
+    /// As [`ForwardWork::on_f32_copies`].
+    pub(super) fn on_f32_copies(&self) -> BackwardWork {
+        BackwardWork {
+            geometry: on_f32_copies(self.geometry),
+            copies: false,
+            ..*self
+        }
+    }
 }
 
 /// The geometry the kernels see for `x`, with every tensor in `others` (named) read or written
@@ -145,7 +185,9 @@ pub(super) fn check_eps(eps: f64, batch_stats: bool) -> Result<()> {
 }
 
 impl Functional {
-    pub(super) fn check_forward(&self, a: &ForwardArgs<'_>) -> Result<ForwardWork> {
+    /// Runs every check of a forward without recording anything; what it returns lets
+    /// [`Functional::encode_checked_forward`] record the call without checking it again.
+    pub(crate) fn check_forward(&self, a: &ForwardArgs<'_>) -> Result<ForwardWork> {
         let ctx = &self.ctx;
         check_rank("forward input", a.input)?;
         a.input.check_context(ctx, "input")?;
@@ -268,15 +310,21 @@ impl Functional {
             },
             update,
             epilogue: Epilogue::new(a.activation),
+            copies: false,
         };
         self.check_scratch(work.geometry, work.c)?;
-        Ok(work)
-    }
-
-    /// Runs every check of a forward without recording anything; what it returns lets
-    /// [`Functional::encode_checked_forward`] record the call without checking it again.
-    pub(crate) fn check(&self, args: &ForwardArgs<'_>) -> Result<ForwardWork> {
-        self.check_forward(args)
+        let epilogue = a.activation != Activation::Identity || a.residual.is_some();
+        let kind = if a.training {
+            CallKind::TrainingForward
+        } else {
+            CallKind::EvalForward
+        };
+        let copies = a.input.dtype() == DType::F16
+            && planner::f16_through_copies(kind, epilogue, false, &ctx.caps());
+        if copies {
+            self.check_scratch(on_f32_copies(work.geometry), work.c)?;
+        }
+        Ok(ForwardWork { copies, ..work })
     }
 
     /// Every scratch buffer a call will need fits the device.
@@ -372,7 +420,7 @@ impl Functional {
             self.ws
                 .check_fits("the dz scratch buffer", a.x.size_bytes())?;
         }
-        Ok(BackwardWork {
+        let work = BackwardWork {
             c: c32,
             geometry,
             count,
@@ -380,7 +428,20 @@ impl Functional {
             statistics,
             epilogue: Epilogue::new(a.activation),
             through_epilogue,
-        })
+            copies: false,
+        };
+        // As in the forward, but see `planner::f16_through_copies` for the epilogue.
+        let copies = a.x.dtype() == DType::F16
+            && planner::f16_through_copies(
+                CallKind::Backward,
+                through_epilogue,
+                self.single_backward_plan(a, &work).is_some(),
+                &ctx.caps(),
+            );
+        if copies {
+            self.check_scratch(on_f32_copies(work.geometry), work.c)?;
+        }
+        Ok(BackwardWork { copies, ..work })
     }
 
     pub(super) fn check_fold(&self, a: &FoldArgs<'_>) -> Result<u32> {
