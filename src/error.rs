@@ -121,6 +121,18 @@ pub enum Error {
         /// The tensor's.
         got: crate::MemoryFormat,
     },
+    /// A collective exchange failed (a rank that never joined within the wait, a malformed
+    /// message): the group's state is not to be trusted.
+    Collective(String),
+    /// A SyncBN call that one rank of the group could not make (its input was invalid, or it
+    /// disagrees with its peers on the module or the call): every rank returns this same error
+    /// from the same exchange, and no rank's module changed.
+    Rank {
+        /// The first offending rank, in rank order.
+        rank: usize,
+        /// What is wrong there.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -137,7 +149,8 @@ impl Error {
             | Error::InvalidArgument(_)
             | Error::MemoryFormatMismatch { .. }
             | Error::DTypeMismatch { .. }
-            | Error::StateDict { .. } => Some("RuntimeError"),
+            | Error::StateDict { .. }
+            | Error::Rank { .. } => Some("RuntimeError"),
             _ => None,
         }
     }
@@ -239,6 +252,8 @@ impl fmt::Display for Error {
                 "{what} is stored {got:?}, the input {expected:?}; elementwise tensors of one \
                  call share the input's memory format"
             ),
+            Error::Collective(msg) => write!(f, "collective: {msg}"),
+            Error::Rank { rank, reason } => write!(f, "rank {rank}: {reason}"),
         }
     }
 }

@@ -45,6 +45,8 @@
 
 mod activation;
 mod batchnorm;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod collective;
 // Native only: it times with `std::time::Instant`, which the browser target lacks.
 #[cfg(all(feature = "bench", not(target_arch = "wasm32")))]
 pub mod bench;
@@ -61,6 +63,8 @@ pub mod profile;
 pub mod reference;
 pub mod state_dict;
 pub mod sync;
+#[cfg(not(target_arch = "wasm32"))]
+mod syncbn;
 mod tensor;
 #[doc(hidden)]
 pub mod testing;
@@ -84,6 +88,8 @@ pub use module::{BackwardCall, BackwardInto, ForwardCall, GradOutputs, Gradients
 pub use profile::PassPlan;
 #[doc(hidden)]
 pub use profile::Walk;
+#[cfg(not(target_arch = "wasm32"))]
+pub use syncbn::SyncBatchNorm;
 pub use tensor::{BatchCounter, Tensor, TENSOR_USAGE};
 
 /// The README's code blocks, compiled as doc tests so that they stay true.

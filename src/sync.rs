@@ -13,24 +13,8 @@
 //!    gradients of the whole batch), and [`backward_coefficients`] gives what
 //!    `BackwardArgs::global_coefficients` takes for `grad_input`.
 
-use crate::device::Context;
 use crate::error::{Error, Result};
-use crate::functional::GlobalStats;
-pub use crate::functional::LocalStats;
-use crate::tensor::Tensor;
-
-/// The statistics of the whole batch, as every device uses them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MergedStats {
-    /// Values per channel over all devices.
-    pub count: u64,
-    /// `[C]` batch mean.
-    pub mean: Vec<f32>,
-    /// `[C]` `1 / sqrt(M2 / count + eps)`.
-    pub invstd: Vec<f32>,
-    /// `[C]` sum of squared deviations.
-    pub m2: Vec<f32>,
-}
+pub use crate::functional::{LocalStats, MergedStats, UploadedStats};
 
 /// Merges the devices' shares in the order given (Chan et al.'s formula in f64); the same
 /// inputs give the same bits on every host. `eps` as the module's. Errors: shares of different
@@ -82,52 +66,6 @@ pub fn merge_stats(parts: &[LocalStats], eps: f64) -> Result<MergedStats> {
         merged.invstd[ch] = (1.0 / (m2 / n + eps).sqrt()) as f32;
     }
     Ok(merged)
-}
-
-/// The merged statistics on a device: `(mean, invstd, m2)` tensors for
-/// [`UploadedStats::global`].
-#[derive(Debug)]
-pub struct UploadedStats {
-    count: u64,
-    mean: Tensor,
-    invstd: Tensor,
-    m2: Tensor,
-}
-
-impl MergedStats {
-    /// Uploads the statistics to `ctx`'s device, through the queue: nothing waits, and they
-    /// are there before the next submitted command buffer runs.
-    pub fn upload(&self, ctx: &Context) -> Result<UploadedStats> {
-        let c = self.mean.len();
-        Ok(UploadedStats {
-            count: self.count,
-            mean: Tensor::from_slice_queued(ctx, &self.mean, &[c])?,
-            invstd: Tensor::from_slice_queued(ctx, &self.invstd, &[c])?,
-            m2: Tensor::from_slice_queued(ctx, &self.m2, &[c])?,
-        })
-    }
-}
-
-impl UploadedStats {
-    /// What `ForwardArgs::global_stats` takes.
-    pub fn global(&self) -> GlobalStats<'_> {
-        GlobalStats {
-            mean: &self.mean,
-            invstd: &self.invstd,
-            m2: &self.m2,
-            count: self.count,
-        }
-    }
-
-    /// The mean, for `SavedStats::Batch` in the backward.
-    pub fn mean(&self) -> &Tensor {
-        &self.mean
-    }
-
-    /// The invstd, for `SavedStats::Batch` in the backward.
-    pub fn invstd(&self) -> &Tensor {
-        &self.invstd
-    }
 }
 
 /// The devices' `(sum(dy * xhat), sum(dy))` per channel (their `grad_weight`, `grad_bias`)

@@ -3,9 +3,9 @@
 
 use super::BatchNorm;
 use crate::error::Result;
-use crate::module::{BackwardCall, ForwardCall, GradOutputs, Gradients};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::module::Saved;
+use crate::module::{BackwardCall, ForwardCall, GradOutputs, Gradients};
 use crate::tensor::Tensor;
 
 impl BatchNorm {

@@ -12,7 +12,8 @@ use crate::activation::Activation;
 use crate::device::{blocking, Context};
 use crate::error::{Error, Result};
 use crate::functional::{
-    BackwardArgs, FoldArgs, ForwardArgs, Functional, RunningStats, SavedStats,
+    BackwardArgs, FoldArgs, ForwardArgs, ForwardWork, Functional, GlobalStats, MergedStats,
+    RunningStats, SavedStats,
 };
 use crate::module::{
     next_module_id, GradOutputs, Gradients, Recordable, Saved, SavedBuffers, SavedState,
@@ -74,6 +75,21 @@ pub struct BatchNorm {
     saved: SavedState,
     /// Applied after the normalization (and the residual add), in the same pass.
     activation: Activation,
+    /// What a SyncBN call adds to the next recorded call (taken by it).
+    pub(crate) group: GroupInputs,
+}
+
+/// What a SyncBN call (`crate::syncbn`) adds to the module's next recorded call: the group's
+/// statistics for a training forward, the group's backward coefficients for a backward.
+#[derive(Debug, Default)]
+pub(crate) struct GroupInputs {
+    /// The statistics merged over the group, and a `[C]` tensor for their M2: the forward
+    /// writes the mean and invstd into its saved statistics (which its backward reads), M2
+    /// into the tensor, and normalizes and updates the running statistics with them. The
+    /// rank's own batch may then hold a single value per channel.
+    pub stats: Option<(MergedStats, Tensor)>,
+    /// `[2C]` `(sum(dz) / n, sum(dz * xhat) / n)` over the group, for grad_input.
+    pub coefficients: Option<Tensor>,
 }
 
 /// A `[C]` tensor with every value `v`.
@@ -220,6 +236,7 @@ impl BatchNorm {
             version: 0,
             saved: SavedState::default(),
             activation: Activation::Identity,
+            group: GroupInputs::default(),
         })
     }
 
@@ -298,10 +315,11 @@ impl BatchNorm {
     }
 
     /// Checks an input the way PyTorch does, in PyTorch's order.
-    fn check_input(&self, x: &Tensor) -> Result<()> {
+    fn check_input(&self, x: &Tensor, group: bool) -> Result<()> {
         let shape = x.shape();
         self.flavor.check_rank(shape.len())?;
-        let batch_stats = self.uses_batch_stats();
+        // With the group's statistics the group's count is what must exceed 1.
+        let batch_stats = self.uses_batch_stats() && !group;
         let (n, c) = (shape[0], shape[1]);
         let s: usize = shape[2..].iter().product();
         if batch_stats && n.checked_mul(s) == Some(1) {
@@ -433,6 +451,105 @@ impl BatchNorm {
     }
 }
 
+/// The checks of a call, apart from its recording: what SyncBN (`crate::syncbn`) asks of every
+/// rank before the exchange, and what the recorded calls run first.
+impl BatchNorm {
+    /// Every check of a forward of `x` (+ `residual`) into `y`, PyTorch's and the functional
+    /// layer's; `group` is the group's M2 tensor and count where SyncBN gives the statistics
+    /// (the M2 tensor stands in for their mean and invstd until the statistics buffers are
+    /// picked: same shape and type, the same outcome).
+    pub(crate) fn check_forward_call(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        y: &Tensor,
+        group: Option<(&Tensor, u64)>,
+    ) -> Result<ForwardWork> {
+        self.check_input(x, group.is_some())?;
+        let mut probe = self.state.forward_args(
+            &self.options,
+            self.training,
+            x,
+            y,
+            None,
+            (self.activation, residual),
+        );
+        probe.global_stats = group.map(|(m2, count)| GlobalStats {
+            mean: m2,
+            invstd: m2,
+            m2,
+            count,
+        });
+        self.functional.check_forward(&probe)
+    }
+
+    /// The module's own checks of the backward of `saved` into `outputs` (the functional
+    /// layer checks its arguments as it records them).
+    fn check_backward_module(
+        &self,
+        saved: &Saved,
+        grad_output: &Tensor,
+        outputs: GradOutputs<'_>,
+    ) -> Result<()> {
+        self.check_saved(saved, outputs.grad_weight, outputs.grad_bias)?;
+        if outputs.grad_residual.is_some() && saved.residual.is_none() {
+            return Err(Error::Backward(
+                "grad_residual: the forward was given no residual".into(),
+            ));
+        }
+        grad_output.expect_shape(
+            "grad_output (must match the forward input)",
+            saved.x.shape(),
+        )
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    /// Every check of the backward of `saved` into `outputs`, recording nothing.
+    pub(crate) fn check_backward_call(
+        &self,
+        saved: &Saved,
+        grad_output: &Tensor,
+        outputs: GradOutputs<'_>,
+    ) -> Result<()> {
+        self.check_backward_module(saved, grad_output, outputs)?;
+        let args = self
+            .state
+            .backward_args(self.options.eps, saved, grad_output, outputs)?;
+        self.functional.check_backward(&args).map(drop)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    /// This rank's `sum(dz * xhat)` and `sum(dz)` per channel for the backward of `saved`,
+    /// written to `sum_dz_xhat` and `sum_dz` (`[C]`), submitted and waited for.
+    pub(crate) async fn backward_sums_async(
+        &mut self,
+        saved: &Saved,
+        grad_output: &Tensor,
+        sum_dz_xhat: &Tensor,
+        sum_dz: &Tensor,
+    ) -> Result<()> {
+        let outputs = GradOutputs {
+            grad_weight: Some(sum_dz_xhat),
+            grad_bias: Some(sum_dz),
+            ..GradOutputs::default()
+        };
+        // The functional arguments directly: the sums are wanted without `affine` too.
+        let args = self
+            .state
+            .backward_args(self.options.eps, saved, grad_output, outputs)?;
+        self.functional.run_async(&args).await
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    /// This rank's per-channel count, mean and M2 of `x`, read back.
+    pub(crate) async fn local_stats_async(
+        &mut self,
+        x: &Tensor,
+    ) -> Result<crate::functional::LocalStats> {
+        self.functional.local_stats_async(x).await
+    }
+}
+
 impl Recordable for BatchNorm {
     fn context(&self) -> &Context {
         &self.ctx
@@ -452,14 +569,19 @@ impl Recordable for BatchNorm {
         y: &Tensor,
     ) -> Result<Saved> {
         let epilogue = (self.activation, residual);
-        self.check_input(x)?;
+        let group = self.group.stats.take();
+        let work =
+            self.check_forward_call(x, residual, y, group.as_ref().map(|(m, m2)| (m2, m.count)))?;
         let batch_stats = self.uses_batch_stats();
-        // The functional checks, before any state changes (without the statistics buffers,
-        // which are only picked once the call is known to be valid).
-        let probe = self
-            .state
-            .forward_args(&self.options, self.training, x, y, None, epilogue);
-        let work = self.functional.check_forward(&probe)?;
+        // The group's statistics as the functional layer takes them.
+        let global = |mean, invstd| {
+            group.as_ref().map(|(m, m2)| GlobalStats {
+                mean,
+                invstd,
+                m2,
+                count: m.count,
+            })
+        };
         // Release this module's own references first, so steady-state calls reuse buffers;
         // `previous` remembers them, to be put back if recording fails.
         let previous = self.saved.release(batch_stats);
@@ -474,7 +596,7 @@ impl Recordable for BatchNorm {
         } else {
             None
         };
-        let args = self.state.forward_args(
+        let mut args = self.state.forward_args(
             &self.options,
             self.training,
             x,
@@ -482,6 +604,15 @@ impl Recordable for BatchNorm {
             batch.as_deref(),
             epilogue,
         );
+        if let (Some((merged, m2)), Some(b)) = (&group, batch.as_deref()) {
+            // Through the queue: written before this call's commands run.
+            let queue = self.ctx.queue();
+            for (t, values) in [(&b.mean, &merged.mean), (&b.invstd, &merged.invstd)] {
+                queue.write_buffer(t.buffer(), t.offset(), bytemuck::cast_slice(values));
+            }
+            queue.write_buffer(m2.buffer(), m2.offset(), bytemuck::cast_slice(&merged.m2));
+            args.global_stats = global(&b.mean, &b.invstd);
+        }
         if let Err(e) = self
             .functional
             .encode_checked_forward(encoder, &args, &work)
@@ -543,19 +674,12 @@ impl Recordable for BatchNorm {
         grad_output: &Tensor,
         outputs: GradOutputs<'_>,
     ) -> Result<()> {
-        self.check_saved(saved, outputs.grad_weight, outputs.grad_bias)?;
-        if outputs.grad_residual.is_some() && saved.residual.is_none() {
-            return Err(Error::Backward(
-                "grad_residual: the forward was given no residual".into(),
-            ));
-        }
-        grad_output.expect_shape(
-            "grad_output (must match the forward input)",
-            saved.x.shape(),
-        )?;
-        let args = self
+        self.check_backward_module(saved, grad_output, outputs)?;
+        let coefficients = self.group.coefficients.take();
+        let mut args = self
             .state
             .backward_args(self.options.eps, saved, grad_output, outputs)?;
+        args.global_coefficients = coefficients.as_ref();
         self.functional.encode_backward(encoder, &args)
     }
 }

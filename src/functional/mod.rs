@@ -49,7 +49,8 @@ mod stats;
 mod validate;
 
 pub use args::{BackwardArgs, FoldArgs, ForwardArgs, GlobalStats, RunningStats, SavedStats};
-pub use stats::{LocalStats, LocalStatsArgs};
+pub use stats::{LocalStats, LocalStatsArgs, MergedStats, UploadedStats};
+pub(crate) use validate::ForwardWork;
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::device::block_on;

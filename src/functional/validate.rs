@@ -28,7 +28,7 @@ pub(crate) struct ForwardWork {
 
 /// What a checked backward will record.
 #[derive(Clone, Copy)]
-pub(super) struct BackwardWork {
+pub(crate) struct BackwardWork {
     pub(super) c: u32,
     pub(super) geometry: Option<Geometry>,
     pub(super) count: u32,
@@ -342,7 +342,7 @@ impl Functional {
         Ok(())
     }
 
-    pub(super) fn check_backward(&self, a: &BackwardArgs<'_>) -> Result<BackwardWork> {
+    pub(crate) fn check_backward(&self, a: &BackwardArgs<'_>) -> Result<BackwardWork> {
         let ctx = &self.ctx;
         check_rank("backward input x", a.x)?;
         let shape = a.x.shape();
