@@ -36,6 +36,36 @@ pub trait Collective {
     fn all_gather(&self, message: &[f64]) -> Result<Vec<Vec<f64>>>;
 }
 
+/// A shared group serves several modules (each SyncBatchNorm takes its group by value).
+impl<T: Collective + ?Sized> Collective for std::rc::Rc<T> {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+
+    fn all_gather(&self, message: &[f64]) -> Result<Vec<Vec<f64>>> {
+        (**self).all_gather(message)
+    }
+}
+
+/// As for `Rc`: a group shared by modules, across threads where the group allows it.
+impl<T: Collective + ?Sized> Collective for Arc<T> {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+
+    fn all_gather(&self, message: &[f64]) -> Result<Vec<Vec<f64>>> {
+        (**self).all_gather(message)
+    }
+}
+
 /// How long a [`LocalGroup`] rank waits for the others by default before it fails with
 /// [`Error::Collective`] (a rank that never calls is a bug no message can detect).
 pub const LOCAL_TIMEOUT: Duration = Duration::from_secs(300);

@@ -90,7 +90,7 @@ pub fn f64s(v: &Value) -> Option<Vec<f64>> {
         .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
 }
 
-fn usizes(v: &Value) -> Option<Vec<usize>> {
+pub fn usizes(v: &Value) -> Option<Vec<usize>> {
     v.as_array()
         .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
 }
@@ -407,7 +407,7 @@ async fn check_backward(
 }
 
 /// ||got - want||_2.
-fn l2_diff(got: &[f32], want: &[f64]) -> f64 {
+pub fn l2_diff(got: &[f32], want: &[f64]) -> f64 {
     got.iter()
         .zip(want)
         .map(|(&g, &w)| (f64::from(g) - w).powi(2))
@@ -417,25 +417,25 @@ fn l2_diff(got: &[f32], want: &[f64]) -> f64 {
 
 /// The extended schema's fields (`dtype`, `layout`, `activation`, `residual`); absent fields
 /// have the base meaning.
-struct Extended {
-    format: MemoryFormat,
-    activation: Activation,
-    residual: bool,
-    dtype: DType,
-    tol: Tolerances,
+pub struct Extended {
+    pub format: MemoryFormat,
+    pub activation: Activation,
+    pub residual: bool,
+    pub dtype: DType,
+    pub tol: Tolerances,
 }
 
 /// The golden README's TOL per quantity: float16 cases loosen the elementwise outputs (one
 /// rounding to f16) and the parameter gradients; statistics and the fold keep 1e-5.
-struct Tolerances {
-    elementwise: f64,
-    parameter_grads: f64,
+pub struct Tolerances {
+    pub elementwise: f64,
+    pub parameter_grads: f64,
 }
 
 impl Extended {
     /// An elementwise array of the case as a tensor of its dtype and layout (float16 values
     /// are parsed as f64, then rounded to f16, as the README requires).
-    async fn upload(
+    pub async fn upload(
         &self,
         ctx: &Context,
         v: &Value,
@@ -455,7 +455,7 @@ impl Extended {
 
 impl Extended {
     /// The case's extended fields, or why they cannot be replayed.
-    fn parse(case: &Value) -> Result<Self, String> {
+    pub fn parse(case: &Value) -> Result<Self, String> {
         let (dtype, tol) = match case["dtype"].as_str() {
             None | Some("float32") => (
                 DType::F32,
