@@ -50,11 +50,14 @@ fn run(group: Group) -> i32 {
     let (rank, size) = (group.rank(), group.size());
     let mut split = Split::Even;
     let mut errors = false;
+    let mut bench = false;
     let mut paths = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--errors" {
             errors = true;
+        } else if a == "--bench" {
+            bench = true;
         } else if a == "--split" {
             let v = args.next().unwrap_or_default();
             split = if v == "even" {
@@ -76,7 +79,7 @@ fn run(group: Group) -> i32 {
             paths.push(PathBuf::from(a));
         }
     }
-    if paths.is_empty() && !errors {
+    if paths.is_empty() && !errors && !bench {
         eprintln!(
             "usage: mpirun -n K sync_mpi [--errors] [--split even|A,B,...] FOLDER_OR_FILE..."
         );
@@ -170,10 +173,80 @@ fn run(group: Group) -> i32 {
             failed += 1;
         }
     }
+    if bench {
+        if let Err(e) = timings(&ctx, &group) {
+            eprintln!("rank {rank}: bench: {e}");
+            failed += 1;
+        }
+    }
     if rank == 0 {
         println!("{passed} passed, {failed} failed ({skipped} skipped)");
     }
     i32::from(failed > 0)
+}
+
+/// Median of `reps` timings of `f`, in microseconds.
+fn median_us(reps: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = std::time::Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[reps / 2])
+}
+
+/// `--bench`: the exchange's cost per layer (one forward message of C channels: header,
+/// count, mean and M2), and a training step of 32x64x56x56 split across the ranks, with
+/// SyncBatchNorm and with a plain BatchNorm on the same rows, both blocking (forward, then
+/// backward). Rank 0 prints the medians.
+fn timings(ctx: &Context, group: &Group) -> Result<(), String> {
+    use wgpu_batchnorm::BatchNorm2d;
+    let err = |e: wgpu_batchnorm::Error| e.to_string();
+    let (rank, size) = (group.rank(), group.size());
+    for c in [64usize, 256, 1024, 2048] {
+        let message = vec![0.5f64; 9 + 2 * c];
+        group.all_gather(&message).map_err(err)?;
+        let us = median_us(200, || group.all_gather(&message).map(drop).map_err(err))?;
+        if rank == 0 {
+            println!(
+                "exchange, {size} ranks, C = {c}: {us:.1} us per layer and direction ({} bytes per rank)",
+                8 * message.len()
+            );
+        }
+    }
+    let (n, c, hw) = (32usize, 64usize, 56 * 56);
+    let rows = n / size + usize::from(rank < n % size);
+    let shape = [rows, c, 56, 56];
+    let x = Tensor::from_slice(ctx, &vec![0.5; rows * c * hw], &shape).map_err(err)?;
+    let dy = Tensor::from_slice(ctx, &vec![0.25; rows * c * hw], &shape).map_err(err)?;
+    let mut sync =
+        SyncBatchNorm::new(BatchNorm2d::new(ctx, c).map_err(err)?, group.clone()).map_err(err)?;
+    let mut local = BatchNorm2d::new(ctx, c).map_err(err)?;
+    let mut sync_step = || -> Result<(), String> {
+        sync.forward(&x).map_err(err)?;
+        sync.backward(&dy).map(drop).map_err(err)
+    };
+    sync_step()?;
+    let synced = median_us(15, &mut sync_step)?;
+    let mut local_step = || -> Result<(), String> {
+        local.forward(&x).map_err(err)?;
+        local.backward(&dy).map(drop).map_err(err)
+    };
+    local_step()?;
+    let alone = median_us(15, &mut local_step)?;
+    let all = group.all_gather(&[synced, alone]).map_err(err)?;
+    if rank == 0 {
+        for (r, t) in all.iter().enumerate() {
+            println!(
+                "training step, {n}x{c}x56x56 split over {size} ranks, rank {r}: SyncBatchNorm {:.2} ms, BatchNorm on the same rows {:.2} ms",
+                t[0] / 1e3,
+                t[1] / 1e3
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A bad input on each rank in turn: every rank gets the same `Error::Rank` naming it, no
