@@ -228,14 +228,21 @@ fn timings(ctx: &Context, group: &Group) -> Result<(), String> {
         sync.forward(&x).map_err(err)?;
         sync.backward(&dy).map(drop).map_err(err)
     };
-    sync_step()?;
-    let synced = median_us(15, &mut sync_step)?;
     let mut local_step = || -> Result<(), String> {
         local.forward(&x).map_err(err)?;
         local.backward(&dy).map(drop).map_err(err)
     };
+    // Alternating rounds, so that neither kind always runs on a warmer (or busier) machine.
+    let (mut synced, mut alone) = (Vec::new(), Vec::new());
+    sync_step()?;
     local_step()?;
-    let alone = median_us(15, &mut local_step)?;
+    for _ in 0..3 {
+        synced.push(median_us(5, &mut sync_step)?);
+        alone.push(median_us(5, &mut local_step)?);
+    }
+    synced.sort_by(f64::total_cmp);
+    alone.sort_by(f64::total_cmp);
+    let (synced, alone) = (synced[1], alone[1]);
     let all = group.all_gather(&[synced, alone]).map_err(err)?;
     if rank == 0 {
         for (r, t) in all.iter().enumerate() {
