@@ -36,23 +36,13 @@ pub trait Collective {
     fn all_gather(&self, message: &[f64]) -> Result<Vec<Vec<f64>>>;
 }
 
-/// A shared group serves several modules (each SyncBatchNorm takes its group by value).
-impl<T: Collective + ?Sized> Collective for std::rc::Rc<T> {
-    fn rank(&self) -> usize {
-        (**self).rank()
-    }
-
-    fn size(&self) -> usize {
-        (**self).size()
-    }
-
-    fn all_gather(&self, message: &[f64]) -> Result<Vec<Vec<f64>>> {
-        (**self).all_gather(message)
-    }
-}
-
-/// As for `Rc`: a group shared by modules, across threads where the group allows it.
-impl<T: Collective + ?Sized> Collective for Arc<T> {
+/// A group behind a pointer (`Rc`, `Arc`, `Box`, `&`) is the group: one group can serve
+/// several modules (each SyncBatchNorm takes its group by value).
+impl<P> Collective for P
+where
+    P: std::ops::Deref,
+    P::Target: Collective,
+{
     fn rank(&self) -> usize {
         (**self).rank()
     }
