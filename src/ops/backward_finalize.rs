@@ -2,11 +2,11 @@
 //! order into grad_weight, grad_bias and the coefficients of grad_input, pass 2 of the
 //! backward. CPU oracle: [`crate::reference::backward_finalize`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, Recorder, Statistics};
+use super::{bindings, Assembly, KernelSpec, Recorder, Statistics};
 
 bindings! {
     /// The bindings of `backward_finalize.wgsl`.
-    BackwardFinalizeBindings {
+    BackwardFinalizeBindings for BackwardFinalize {
         /// Channels, totals and eps (`ChannelParams`).
         chan: Uniform Whole "Channels",
         /// C * total_tasks partial sums from `backward_reduce`.
@@ -43,12 +43,7 @@ impl BackwardFinalizeBindings {
         channel_grid: [u32; 2],
         statistics: Statistics,
     ) {
-        rec.dispatch(
-            Kernel::BackwardFinalize,
-            statistics,
-            &self.resolve(None),
-            channel_grid,
-        );
+        rec.dispatch(self, statistics, channel_grid);
     }
 }
 

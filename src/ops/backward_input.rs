@@ -1,11 +1,11 @@
 //! Host side of `shaders/backward_input.wgsl`: grad_input in one fused elementwise pass, pass 3
 //! of the backward. CPU oracle: [`crate::reference::backward_input`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, PreparedPlan, Recorder, Statistics};
+use super::{bindings, Assembly, KernelSpec, PreparedPlan, Recorder, Statistics};
 
 bindings! {
     /// The bindings of `backward_input.wgsl`.
-    BackwardInputBindings, per_block geo {
+    BackwardInputBindings for BackwardInput, per_block geo {
         /// Channels and eps (`ChannelParams`; eps is read with running statistics).
         chan: Uniform Whole "Channels",
         /// The forward's input (not read with running statistics).
@@ -45,9 +45,7 @@ impl BackwardInputBindings {
         prepared: &PreparedPlan,
         statistics: Statistics,
     ) {
-        rec.dispatch_blocks(Kernel::BackwardInput, prepared, statistics, |at| {
-            self.resolve(at)
-        });
+        rec.dispatch_blocks(self, prepared, statistics);
     }
 }
 

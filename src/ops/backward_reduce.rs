@@ -3,13 +3,12 @@
 //! [`crate::reference::backward_sums`].
 
 use super::{
-    bindings, Assembly, Epilogue, Kernel, KernelSpec, PreparedPlan, Recorder, Specialize,
-    Statistics,
+    bindings, Assembly, Epilogue, KernelSpec, PreparedPlan, Recorder, Specialize, Statistics,
 };
 
 bindings! {
     /// The bindings of `backward_reduce.wgsl`.
-    BackwardReduceBindings, per_block geo {
+    BackwardReduceBindings for BackwardReduce, per_block geo {
         /// The forward's input.
         x: Read Window "array<Item>",
         /// The gradient of the output.
@@ -47,9 +46,7 @@ impl BackwardReduceBindings {
             to_f16: false,
             channel_tensor: None,
         };
-        rec.dispatch_blocks(Kernel::BackwardReduce, prepared, special, |at| {
-            self.resolve(at)
-        });
+        rec.dispatch_blocks(self, prepared, special);
     }
 }
 

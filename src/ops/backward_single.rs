@@ -7,9 +7,9 @@
 //! [`super::forward_single::single_pass`].
 
 use super::{
-    binding_family, Assembly, Binding, ChannelTensor, Kernel, KernelSpec, Recorder, Specialize,
+    binding_family, Assembly, ChannelTensor, KernelBindings, KernelSpec, Recorder, Specialize,
 };
-use super::{Epilogue, Statistics, MAX_BINDINGS};
+use super::{Epilogue, Statistics};
 
 binding_family! {
     /// What both single-dispatch backwards bind, in this order, before their own bindings.
@@ -35,11 +35,11 @@ binding_family! {
     }
 
     /// The bindings of `backward_single.wgsl` + `backward_single_plain.wgsl` (dz = dy).
-    BackwardSingleBindings {}
+    BackwardSingleBindings for BackwardSingle {}
 
     /// The bindings of `backward_single.wgsl` + `backward_single_epilogue.wgsl`: the backward
     /// through the epilogue (11 storage buffers).
-    BackwardSingleEpilogueBindings {
+    BackwardSingleEpilogueBindings for BackwardSingleEpilogue {
         /// Per-channel shift; absent: 0.
         bias: Read Optional "array<f32>",
         /// The forward's residual, for the pre-activation; absent: none added (or not needed:
@@ -85,9 +85,7 @@ impl BackwardSingleBindings {
         channels: u32,
         max_grid: u32,
     ) {
-        let bound = self.resolve(None);
-        let kernel = Kernel::BackwardSingle;
-        dispatch(rec, kernel, how, Epilogue::NONE, &bound, channels, max_grid);
+        dispatch(rec, self, how, Epilogue::NONE, channels, max_grid);
     }
 }
 
@@ -102,19 +100,16 @@ impl BackwardSingleEpilogueBindings {
         channels: u32,
         max_grid: u32,
     ) {
-        let bound = self.resolve(None);
-        let kernel = Kernel::BackwardSingleEpilogue;
-        dispatch(rec, kernel, how, epilogue, &bound, channels, max_grid);
+        dispatch(rec, self, how, epilogue, channels, max_grid);
     }
 }
 
 /// One single-dispatch backward, folded into a 2-D grid.
 fn dispatch(
     rec: &mut Recorder<'_, '_>,
-    kernel: Kernel,
+    bindings: &impl KernelBindings,
     how: ChannelTensor,
     epilogue: Epilogue,
-    bound: &[Option<Binding>; MAX_BINDINGS],
     channels: u32,
     max_grid: u32,
 ) {
@@ -125,7 +120,7 @@ fn dispatch(
         channel_tensor: Some(how),
     };
     let grid = super::plan::grid(u64::from(how.workgroups(channels)), max_grid);
-    rec.dispatch(kernel, special, bound, grid);
+    rec.dispatch(bindings, special, grid);
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! can have, and the windows a plan binds of a tensor.
 
 use super::plan::{self, Plan};
+use super::Kernel;
 use crate::tensor::Binding;
 
 /// The most bindings any kernel has.
@@ -99,14 +100,26 @@ pub(crate) struct BindingSpec {
     pub role: RoleKind,
 }
 
-/// Declares a kernel's bindings struct: one field per binding, in binding order (the first,
-/// `per_block NAME`, is the tensor passes' per-block uniform, which the plan supplies). Each
-/// field is `name: Access Role "WGSL type"`. Generates `SPEC` (the order, for the layout and
-/// the shader's declarations) and `resolve` (the bound ranges of one dispatch, in that order).
+/// A kernel's bindings struct, tied to its kernel by [`bindings!`]: what the recorder needs to
+/// dispatch it, so that an op names its kernel once, where it declares its bindings.
+pub(crate) trait KernelBindings {
+    /// The kernel these bindings are for.
+    const KERNEL: Kernel;
+
+    /// The ranges bound for block `at` (None: the per-channel passes), in binding order; None
+    /// where an optional binding is absent.
+    fn resolve(&self, at: Option<(&PreparedPlan, usize)>) -> [Option<Binding>; MAX_BINDINGS];
+}
+
+/// Declares a kernel's bindings struct, `NAME for KERNEL`: one field per binding, in binding
+/// order (the first, `per_block NAME`, is the tensor passes' per-block uniform, which the plan
+/// supplies). Each field is `name: Access Role "WGSL type"`. Generates `SPEC` (the order, for
+/// the layout and the shader's declarations) and its [`KernelBindings`] (the kernel, and the
+/// bound ranges of one dispatch in that order).
 macro_rules! bindings {
     (
         $(#[$meta:meta])*
-        $name:ident $(, per_block $geo:ident)? {
+        $name:ident for $kernel:ident $(, per_block $geo:ident)? {
             $( $(#[$fmeta:meta])* $field:ident : $access:ident $role:ident $wgsl:literal ),* $(,)?
         }
     ) => {
@@ -132,11 +145,13 @@ macro_rules! bindings {
                     role: <$crate::ops::$role as $crate::ops::Role>::KIND,
                 }, )*
             ];
+        }
 
-            /// The ranges bound for block `at` (None: the per-channel passes), in binding
-            /// order; None where an optional binding is absent.
+        impl $crate::ops::KernelBindings for $name {
+            const KERNEL: $crate::ops::Kernel = $crate::ops::Kernel::$kernel;
+
             #[allow(unused_mut, unused_assignments)]
-            pub(crate) fn resolve(
+            fn resolve(
                 &self,
                 at: Option<(&$crate::ops::PreparedPlan, usize)>,
             ) -> [Option<$crate::ops::Binding>; $crate::ops::MAX_BINDINGS] {
@@ -160,9 +175,9 @@ macro_rules! bindings {
 pub(crate) use bindings;
 
 /// Declares kernels whose bindings begin with the same fields, the shared ones written once:
-/// `shared NAME { fields }` gives a plain struct of those fields, then each `KERNEL { fields }`
-/// a bindings struct (as [`bindings!`]) of the shared fields followed by its own, with
-/// `KERNEL::new(shared, own fields..)`.
+/// `shared NAME { fields }` gives a plain struct of those fields, then each `STRUCT for KERNEL
+/// { fields }` a bindings struct (as [`bindings!`]) of the shared fields followed by its own,
+/// with `STRUCT::new(shared, own fields..)`.
 macro_rules! binding_family {
     (
         $(#[$smeta:meta])*
@@ -184,12 +199,14 @@ macro_rules! binding_family {
     (
         @kernels [$($shared_fields:tt)*] $shared:ident
         $(#[$meta:meta])*
-        $name:ident { $( $(#[$fm:meta])* $f:ident : $a:ident $r:ident $w:literal ),* $(,)? }
+        $name:ident for $kernel:ident {
+            $( $(#[$fm:meta])* $f:ident : $a:ident $r:ident $w:literal ),* $(,)?
+        }
         $($rest:tt)*
     ) => {
         $crate::ops::bindings! {
             $(#[$meta])*
-            $name { $($shared_fields)* $( $(#[$fm])* $f : $a $r $w, )* }
+            $name for $kernel { $($shared_fields)* $( $(#[$fm])* $f : $a $r $w, )* }
         }
         $crate::ops::binding_family!(@new [$($shared_fields)*] $shared $name [$($f : $r),*]);
         $crate::ops::binding_family!(@kernels [$($shared_fields)*] $shared $($rest)*);

@@ -2,11 +2,11 @@
 //! invstd * weight, shift = bias), for the backward through an activation and for the eval
 //! fold. CPU oracle: [`crate::reference::channel_affine`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, Recorder, Statistics};
+use super::{bindings, Assembly, KernelSpec, Recorder, Statistics};
 
 bindings! {
     /// The bindings of `channel_affine.wgsl`.
-    ChannelAffineBindings {
+    ChannelAffineBindings for ChannelAffine {
         /// Channels and eps (`ChannelParams`; eps is read with running statistics).
         chan: Uniform Whole "Channels",
         /// save_mean, or running_mean with running statistics.
@@ -38,12 +38,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec::new(
 impl ChannelAffineBindings {
     /// Records the map: one workgroup (see the shader).
     pub fn encode(&self, rec: &mut Recorder<'_, '_>, statistics: Statistics) {
-        rec.dispatch(
-            Kernel::ChannelAffine,
-            statistics,
-            &self.resolve(None),
-            [1, 1],
-        );
+        rec.dispatch(self, statistics, [1, 1]);
     }
 }
 

@@ -3,11 +3,11 @@
 //! `convert_native.wgsl` (`enable f16`, on adapters with SHADER_F16). CPU oracle:
 //! `half::f16::from_f32` / `to_f32` (round to nearest even, exact widening).
 
-use super::{bindings, Assembly, Kernel, KernelSpec, Recorder, Specialize, Statistics};
+use super::{bindings, Assembly, KernelSpec, Recorder, Specialize, Statistics};
 
 bindings! {
     /// The bindings of `convert.wgsl` with `convert_packed.wgsl`.
-    ConvertBindings {
+    ConvertBindings for Convert {
         /// `count`: the number of elements (`ChannelParams`).
         chan: Uniform Whole "Channels",
         /// The f16 tensor, two elements per word.
@@ -19,7 +19,7 @@ bindings! {
 
 bindings! {
     /// The bindings of `convert.wgsl` with `convert_native.wgsl`.
-    ConvertNativeBindings {
+    ConvertNativeBindings for ConvertNative {
         /// `count`: the number of elements (`ChannelParams`).
         chan: Uniform Whole "Channels",
         /// The f16 tensor.
@@ -83,24 +83,14 @@ impl ConvertBindings {
     /// Records the conversion of `count` elements: one invocation per word, `grid` from
     /// [`super::plan::grid`] over `count.div_ceil(512)` workgroups.
     pub fn encode(&self, rec: &mut Recorder<'_, '_>, direction: Direction, grid: [u32; 2]) {
-        rec.dispatch(
-            Kernel::Convert,
-            special(direction),
-            &self.resolve(None),
-            grid,
-        );
+        rec.dispatch(self, special(direction), grid);
     }
 }
 
 impl ConvertNativeBindings {
     /// As [`ConvertBindings::encode`], through f16 storage.
     pub fn encode(&self, rec: &mut Recorder<'_, '_>, direction: Direction, grid: [u32; 2]) {
-        rec.dispatch(
-            Kernel::ConvertNative,
-            special(direction),
-            &self.resolve(None),
-            grid,
-        );
+        rec.dispatch(self, special(direction), grid);
     }
 }
 

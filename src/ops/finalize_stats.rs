@@ -2,11 +2,11 @@
 //! into save_mean, save_invstd and M2, pass 2 of the batch statistics. CPU oracle:
 //! [`crate::reference::finalize_stats`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, Recorder, Statistics};
+use super::{bindings, Assembly, KernelSpec, Recorder, Statistics};
 
 bindings! {
     /// The bindings of `finalize_stats.wgsl`.
-    FinalizeStatsBindings {
+    FinalizeStatsBindings for FinalizeStats {
         /// Channels, totals and eps (`ChannelParams`).
         chan: Uniform Whole "Channels",
         /// C * total_tasks partials from `stats`.
@@ -34,12 +34,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec::new(
 impl FinalizeStatsBindings {
     /// Records one workgroup per channel (`channel_grid` from the plan).
     pub fn encode(&self, rec: &mut Recorder<'_, '_>, channel_grid: [u32; 2]) {
-        rec.dispatch(
-            Kernel::FinalizeStats,
-            Statistics::Batch,
-            &self.resolve(None),
-            channel_grid,
-        );
+        rec.dispatch(self, Statistics::Batch, channel_grid);
     }
 }
 

@@ -7,8 +7,8 @@
 //! picks it is [`single_pass`].
 
 use super::{
-    binding_family, Assembly, ChannelTensor, Epilogue, ItemWidth, Kernel, KernelSpec, Recorder,
-    Specialize, Statistics,
+    binding_family, Assembly, ChannelTensor, Epilogue, ItemWidth, KernelBindings, KernelSpec,
+    Recorder, Specialize, Statistics,
 };
 use crate::profile::DeviceProfile;
 pub use crate::profile::PassPlan;
@@ -36,14 +36,14 @@ binding_family! {
     }
 
     /// The bindings of `forward_single.wgsl` + `forward_single_m2.wgsl`.
-    ForwardSingleBindings {
+    ForwardSingleBindings for ForwardSingle {
         /// M2 per channel, for the running-statistics update (written).
         m2: ReadWrite Whole "array<f32>",
     }
 
     /// The bindings of `forward_single.wgsl` + `forward_single_update.wgsl`: the training
     /// forward that also updates the running statistics (10 storage buffers).
-    ForwardSingleUpdateBindings {
+    ForwardSingleUpdateBindings for ForwardSingleUpdate {
         /// Momentum, count, biased (`UpdateParams`).
         upd: Uniform Whole "Update",
         /// Updated in place.
@@ -185,17 +185,7 @@ impl ForwardSingleBindings {
         channels: u32,
         max_grid: u32,
     ) {
-        let bound = self.resolve(None);
-        let special = (statistics, epilogue);
-        dispatch(
-            rec,
-            Kernel::ForwardSingle,
-            how,
-            special,
-            &bound,
-            channels,
-            max_grid,
-        );
+        dispatch(rec, self, how, (statistics, epilogue), channels, max_grid);
     }
 }
 
@@ -210,17 +200,8 @@ impl ForwardSingleUpdateBindings {
         channels: u32,
         max_grid: u32,
     ) {
-        let bound = self.resolve(None);
         let special = (Statistics::Batch, epilogue);
-        dispatch(
-            rec,
-            Kernel::ForwardSingleUpdate,
-            how,
-            special,
-            &bound,
-            channels,
-            max_grid,
-        );
+        dispatch(rec, self, how, special, channels, max_grid);
     }
 }
 
@@ -228,10 +209,9 @@ impl ForwardSingleUpdateBindings {
 /// each, folded into a 2-D grid.
 fn dispatch(
     rec: &mut Recorder<'_, '_>,
-    kernel: Kernel,
+    bindings: &impl KernelBindings,
     how: ChannelTensor,
     (statistics, epilogue): (Statistics, Epilogue),
-    bound: &[Option<super::Binding>; super::MAX_BINDINGS],
     channels: u32,
     max_grid: u32,
 ) {
@@ -243,9 +223,8 @@ fn dispatch(
     };
     let workgroups = how.workgroups(channels);
     rec.dispatch(
-        kernel,
+        bindings,
         special,
-        bound,
         super::plan::grid(u64::from(workgroups), max_grid),
     );
 }

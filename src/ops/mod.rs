@@ -67,8 +67,8 @@ pub(crate) use crate::profile::{KernelLimits, Target};
 pub(crate) use crate::tensor::Binding;
 pub(crate) use assembly::{Assembly, KernelSpec};
 pub(crate) use bindings::{
-    binding_family, bindings, Access, BindingSpec, ChannelParams, Optional, OptionalWindow,
-    PreparedPlan, Role, RoleKind, Whole, Window, MAX_BINDINGS,
+    binding_family, bindings, Access, BindingSpec, ChannelParams, KernelBindings, Optional,
+    OptionalWindow, PreparedPlan, Role, RoleKind, Whole, Window, MAX_BINDINGS,
 };
 pub(crate) use pipelines::Pipelines;
 pub(crate) use plan::Plan;

@@ -1,11 +1,11 @@
 //! Host side of `shaders/normalize.wgsl`: the fused normalize-scale-shift pass,
 //! `y = (x - mean) * (invstd * weight) + bias`. CPU oracle: [`crate::reference::normalize`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, PreparedPlan, Recorder, Specialize};
+use super::{bindings, Assembly, KernelSpec, PreparedPlan, Recorder, Specialize};
 
 bindings! {
     /// The bindings of `normalize.wgsl`.
-    NormalizeBindings, per_block geo {
+    NormalizeBindings for Normalize, per_block geo {
         /// Channels and eps (`ChannelParams`; eps is read with running statistics).
         chan: Uniform Whole "Channels",
         /// The input.
@@ -41,7 +41,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec::new(
 impl NormalizeBindings {
     /// Records one dispatch per block of `prepared`.
     pub fn encode(&self, rec: &mut Recorder<'_, '_>, prepared: &PreparedPlan, special: Specialize) {
-        rec.dispatch_blocks(Kernel::Normalize, prepared, special, |at| self.resolve(at));
+        rec.dispatch_blocks(self, prepared, special);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::bindings::{Access, PreparedPlan, MAX_BINDINGS};
+use super::bindings::{Access, KernelBindings, PreparedPlan, MAX_BINDINGS};
 use super::pipelines::Pipelines;
 use super::variant::Specialize;
 use super::Kernel;
@@ -103,17 +103,17 @@ pub struct DispatchTally {
 
 impl Recorder<'_, '_> {
     /// One dispatch per block of `prepared`, each with the bindings `resolve` gives for it.
-    pub fn dispatch_blocks(
+    pub fn dispatch_blocks<B: KernelBindings>(
         &mut self,
-        kernel: Kernel,
+        bindings: &B,
         prepared: &PreparedPlan,
         special: impl Into<Specialize>,
-        resolve: impl Fn(Option<(&PreparedPlan, usize)>) -> [Option<Binding>; MAX_BINDINGS],
     ) {
+        let kernel = B::KERNEL;
         let special = special.into();
         let plan = &prepared.plan;
         for (i, block) in plan.blocks.iter().enumerate() {
-            let bound = resolve(Some((prepared, i)));
+            let bound = bindings.resolve(Some((prepared, i)));
             if i == 0 {
                 let v = self.pipelines.variant(kernel, Some(plan), special, &bound);
                 let Some(pipeline) = self.pipelines.pipeline(&v) else {
@@ -131,14 +131,15 @@ impl Recorder<'_, '_> {
         }
     }
 
-    /// One dispatch of `grid` workgroups with `bound`.
-    pub fn dispatch(
+    /// One dispatch of `grid` workgroups with `bindings`.
+    pub fn dispatch<B: KernelBindings>(
         &mut self,
-        kernel: Kernel,
+        bindings: &B,
         special: impl Into<Specialize>,
-        bound: &[Option<Binding>; MAX_BINDINGS],
         grid: [u32; 2],
     ) {
+        let kernel = B::KERNEL;
+        let bound = &bindings.resolve(None);
         let v = self.pipelines.variant(kernel, None, special.into(), bound);
         let (Some(pipeline), Some(group)) = (
             self.pipelines.pipeline(&v),

@@ -1,11 +1,11 @@
 //! Host side of `shaders/sgd_step.wgsl`: one `torch.optim.SGD` step on a per-channel
 //! parameter. CPU oracle: [`crate::reference::sgd_step`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, Recorder, Statistics};
+use super::{bindings, Assembly, KernelSpec, Recorder, Statistics};
 
 bindings! {
     /// The bindings of `sgd_step.wgsl`.
-    SgdStepBindings {
+    SgdStepBindings for SgdStep {
         /// Hyperparameters and the channel count (`SgdParams`).
         step: Uniform Whole "Sgd",
         /// The parameter, updated in place.
@@ -43,11 +43,6 @@ pub(crate) struct SgdParams {
 impl SgdStepBindings {
     /// Records the step: one workgroup (see the shader).
     pub fn encode(&self, rec: &mut Recorder<'_, '_>) {
-        rec.dispatch(
-            Kernel::SgdStep,
-            Statistics::Batch,
-            &self.resolve(None),
-            [1, 1],
-        );
+        rec.dispatch(self, Statistics::Batch, [1, 1]);
     }
 }

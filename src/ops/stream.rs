@@ -1,11 +1,11 @@
 //! Host side of `shaders/stream.wgsl`: `y = x` through the tensor kernels' walk, the
 //! benchmark's second floor (`crate::bench::StreamKernel`). CPU oracle: the identity.
 
-use super::{bindings, Assembly, Kernel, KernelSpec, PreparedPlan, Recorder, Statistics};
+use super::{bindings, Assembly, KernelSpec, PreparedPlan, Recorder, Statistics};
 
 bindings! {
     /// The bindings of `stream.wgsl`.
-    StreamBindings, per_block geo {
+    StreamBindings for Stream, per_block geo {
         /// The input, (N, C, S).
         x: Read Window "array<Item>",
         /// The output, same shape (written).
@@ -24,9 +24,7 @@ pub(crate) const SPEC: KernelSpec = KernelSpec::new(
 impl StreamBindings {
     /// Records one dispatch per block of `prepared`.
     pub fn encode(&self, rec: &mut Recorder<'_, '_>, prepared: &PreparedPlan) {
-        rec.dispatch_blocks(Kernel::Stream, prepared, Statistics::Batch, |at| {
-            self.resolve(at)
-        });
+        rec.dispatch_blocks(self, prepared, Statistics::Batch);
     }
 }
 

@@ -1,11 +1,11 @@
 //! Host side of `shaders/update_running.wgsl`: the running-statistics update, a separate
 //! one-workgroup dispatch after the statistics. CPU oracle: [`crate::reference::update_running`].
 
-use super::{bindings, Assembly, Kernel, KernelSpec, Recorder, Statistics};
+use super::{bindings, Assembly, KernelSpec, Recorder, Statistics};
 
 bindings! {
     /// The bindings of `update_running.wgsl`.
-    UpdateRunningBindings {
+    UpdateRunningBindings for UpdateRunning {
         /// Channels, count and momentum (`UpdateParams`).
         upd: Uniform Whole "Update",
         /// Batch mean per channel.
@@ -47,12 +47,7 @@ pub(crate) struct UpdateParams {
 impl UpdateRunningBindings {
     /// Records the update: always exactly one workgroup (see the shader).
     pub fn encode(&self, rec: &mut Recorder<'_, '_>) {
-        rec.dispatch(
-            Kernel::UpdateRunning,
-            Statistics::Batch,
-            &self.resolve(None),
-            [1, 1],
-        );
+        rec.dispatch(self, Statistics::Batch, [1, 1]);
     }
 }
 

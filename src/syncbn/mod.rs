@@ -80,6 +80,17 @@ impl std::fmt::Debug for SyncBatchNorm {
     }
 }
 
+/// The wrapped module's getters under PyTorch's names (`running_mean()`, `weight()`,
+/// `num_batches_tracked()`, `tensors()`, ...); calls that change it go through
+/// [`SyncBatchNorm::module_mut`].
+impl std::ops::Deref for SyncBatchNorm {
+    type Target = BatchNorm;
+
+    fn deref(&self) -> &BatchNorm {
+        &self.bn
+    }
+}
+
 impl SyncBatchNorm {
     /// `bn` (its parameters, buffers, options and mode kept) synchronised over `group`, like
     /// `nn.SyncBatchNorm.convert_sync_batchnorm` on one layer; [`SyncBatchNorm::into_inner`]
