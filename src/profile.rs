@@ -234,9 +234,10 @@ impl Walk {
     pub const ALL: [Walk; 3] = [Walk::Planes, Walk::Runs, Walk::Columns];
 }
 
-/// How a training forward and backward run; `ContextOptions::force_pass_plan` pins it (tests
-/// cover each). The backward follows the forward's plan where it has no epilogue (identity, no
-/// residual) and uses this batch's statistics; otherwise it runs multi-pass.
+/// How a training forward and backward run; `Forced::pass_plan` (through
+/// `ContextOptions::forced`) pins it, so that tests cover each. The backward follows the
+/// forward's plan where it has no epilogue (identity, no residual) and uses this batch's
+/// statistics; otherwise it runs multi-pass.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum PassPlan {
     /// The passes as separate dispatches through the tensor walks (the forward's statistics,
