@@ -19,7 +19,8 @@
 //! sequence out of step) still joins the exchange, with its reason: every rank then returns
 //! the same [`Error::Rank`] naming it, from the same exchange, and no rank's module changes. A
 //! program that calls the module on some ranks and not others cannot be saved by any header:
-//! the others wait for it (set `MPIEXEC_TIMEOUT` so that such a job ends). The bytes per
+//! the others wait for it (set `MPIEXEC_TIMEOUT` so that such a job ends). A rank in eval mode
+//! while its peers train is such a program: eval exchanges nothing. The bytes per
 //! exchange: see the `message` module (`8 * (9 + 2C)` per rank and direction).
 //!
 //! Native only: the exchange blocks.
