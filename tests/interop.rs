@@ -142,3 +142,46 @@ fn uploads_and_readbacks_round_trip_through_chunked_staging() {
         assert_eq!(back, other);
     }
 }
+
+#[test]
+fn an_f16_buffer_of_the_caller_takes_the_f16_path() {
+    use wgpu::util::DeviceExt;
+    use wgpu_batchnorm::{half::f16, DType, Error};
+    let ctx = support::context();
+    let shape = [3, 2, 5];
+    let mut rng = Rng::new(16);
+    let halves: Vec<f16> = rng
+        .vec_f32(30, -2.0, 2.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let buffer = ctx
+        .device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("a framework's f16 tensor"),
+            contents: bytemuck::cast_slice(
+                &halves.iter().map(|h| h.to_bits()).collect::<Vec<u16>>(),
+            ),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        });
+    let wrapped = Tensor::from_buffer_of(&ctx, &buffer, 0, &shape, DType::F16).unwrap();
+    assert_eq!(wrapped.dtype(), DType::F16);
+    let uploaded = Tensor::from_f16(&ctx, &halves, &shape).unwrap();
+    let mut a = wgpu_batchnorm::BatchNorm1d::new(&ctx, 2).unwrap();
+    let mut b = wgpu_batchnorm::BatchNorm1d::new(&ctx, 2).unwrap();
+    let ya = a.forward(&wrapped).unwrap();
+    let yb = b.forward(&uploaded).unwrap();
+    assert_eq!(ya.dtype(), DType::F16);
+    assert_eq!(ya.to_host_f16().unwrap(), yb.to_host_f16().unwrap());
+    // Odd f16 counts need the rest of their last word inside the buffer.
+    let exact = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 6,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    assert!(matches!(
+        Tensor::from_buffer_of(&ctx, &exact, 0, &[1, 3], DType::F16),
+        Err(Error::InvalidBuffer(_))
+    ));
+}

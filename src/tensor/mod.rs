@@ -164,7 +164,20 @@ impl Tensor {
         offset: u64,
         shape: &[usize],
     ) -> Result<Self> {
-        let dtype = DType::F32;
+        Self::from_buffer_of(ctx, buffer, offset, shape, DType::F32)
+    }
+
+    /// [`Tensor::from_buffer`] for values of `dtype`, e.g. a framework's f16 tensor, which
+    /// then takes the f16 path of every call. The kernels bind whole 4-byte words, so an f16
+    /// tensor of an odd number of values needs the 2 bytes after its last value inside the
+    /// buffer too (they are read, never written).
+    pub fn from_buffer_of(
+        ctx: &Context,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
         let bytes = byte_len(shape, dtype)?;
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::InvalidBuffer(
@@ -180,7 +193,8 @@ impl Tensor {
         let end = offset.saturating_add(bytes);
         if end > buffer.size() {
             return Err(Error::InvalidBuffer(format!(
-                "shape {shape:?} needs {bytes} bytes at offset {offset}, but the buffer holds {} bytes",
+                "shape {shape:?} of {dtype:?} needs {bytes} bytes at offset {offset} (whole \
+                 4-byte words), but the buffer holds {} bytes",
                 buffer.size()
             )));
         }
