@@ -328,7 +328,9 @@ fn f16_channels_last_and_the_epilogue_synchronise_too() {
                 range,
             )
         });
-        let tol = if dtype == DType::F16 { 1e-2 } else { 1e-4 };
+        // f16 values hold 11 significant bits: one f16 rounding (about 5e-4 relative) plus the
+        // different summation orders of the split; f32, the orders alone.
+        let tol = if dtype == DType::F16 { 2e-3 } else { 1e-4 };
         for (rank, (y, dx)) in got.iter().enumerate() {
             let what = format!("{dtype:?} {format:?} rank {rank}");
             let (a, b) = parts[rank];
@@ -336,7 +338,7 @@ fn f16_channels_last_and_the_epilogue_synchronise_too() {
             close(
                 dx,
                 &want.1[a * per..b * per],
-                tol * 10.0,
+                tol,
                 &format!("{what} grad_input"),
             );
         }
