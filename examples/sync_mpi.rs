@@ -26,11 +26,11 @@ mod golden;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use golden::{f32s, f64s, flavor_of, per_channel_ratio, ratio, usizes, Extended, TOL};
+use golden::{f64s, ratio, TOL};
 use mpi::traits::Communicator;
 use serde_json::Value;
 use wgpu_batchnorm::collective::{Collective, MpiGroup};
-use wgpu_batchnorm::{BatchNorm, BatchNormOptions, Context, DType, SyncBatchNorm, Tensor};
+use wgpu_batchnorm::{Context, DType, SyncBatchNorm, Tensor};
 
 type Group = Rc<MpiGroup<mpi::topology::SimpleCommunicator>>;
 
@@ -420,19 +420,11 @@ impl Replay<'_> {
     /// Returns Some(reason) for a case it skips.
     fn case(&mut self, case: &Value, split: &Split) -> Result<Option<String>, String> {
         let err = |e: wgpu_batchnorm::Error| e.to_string();
-        let flavor = flavor_of(case["module"].as_str().unwrap_or("")).ok_or("unknown module")?;
-        let shape = usizes(&case["shape"]).ok_or("no shape")?;
-        let c = case["num_features"].as_u64().ok_or("no num_features")? as usize;
-        let options = BatchNormOptions {
-            eps: case["eps"].as_f64().ok_or("no eps")?,
-            momentum: case["momentum"].as_f64(),
-            affine: case["affine"].as_bool().ok_or("no affine")?,
-            track_running_stats: case["track_running_stats"].as_bool().ok_or("no track")?,
-        };
-        let ext = match Extended::parse(case) {
-            Ok(ext) => ext,
+        let (bn, shape, ext) = match golden::case_module(self.ctx, case)? {
+            Ok(m) => m,
             Err(why) => return Ok(Some(why)),
         };
+        let (options, c) = (bn.options(), bn.num_features());
         let size = self.group.size();
         let Some(ranges) = split.ranges(shape[0], size) else {
             return Ok(Some(format!(
@@ -448,22 +440,6 @@ impl Replay<'_> {
             let all = v.as_array()?;
             Some(Value::Array(all.get(a * per..b * per)?.to_vec()))
         };
-        let mut bn = BatchNorm::new(self.ctx, flavor, c, options).map_err(err)?;
-        bn.set_activation(ext.activation);
-        if options.affine {
-            bn.set_weight(&f32s(&case["weight"]).ok_or("no weight")?)
-                .map_err(err)?;
-            bn.set_bias(&f32s(&case["bias"]).ok_or("no bias")?)
-                .map_err(err)?;
-        }
-        if options.track_running_stats {
-            bn.set_running_mean(&f32s(&case["running_mean_init"]).ok_or("no running_mean_init")?)
-                .map_err(err)?;
-            bn.set_running_var(&f32s(&case["running_var_init"]).ok_or("no running_var_init")?)
-                .map_err(err)?;
-            bn.set_num_batches_tracked(case["num_batches_tracked_init"].as_u64().unwrap_or(0))
-                .map_err(err)?;
-        }
         let mut sbn = SyncBatchNorm::new(bn, self.group.clone()).map_err(err)?;
         let upload = |v: &Value| -> Result<Tensor, String> {
             let part = slice(v).ok_or("an array shorter than its shape")?;
@@ -539,27 +515,15 @@ impl Replay<'_> {
                         );
                     }
                 }
-                let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_default();
-                let k_c = |ch: usize| 1.0 + kappa_c.get(ch).copied().unwrap_or(0.0) / 30.0;
                 for (field, got) in [
                     ("grad_weight", &grads.grad_weight),
                     ("grad_bias", &grads.grad_bias),
                 ] {
-                    let (Some(got), Some(want)) = (got, f64s(&step[format!("{field}_f64")])) else {
-                        continue;
-                    };
-                    let scales = f64s(&step[format!("{field}_scale")]).ok_or("no scale")?;
+                    let Some(got) = got else { continue };
                     let got = got.to_host().map_err(err)?;
-                    let weighted = field == "grad_weight";
-                    if comparable {
-                        self.check(
-                            format!("step {i} {field} (summed over ranks)"),
-                            per_channel_ratio(&got, &want, |ch| {
-                                ext.tol.parameter_grads
-                                    * if weighted { k_c(ch) } else { 1.0 }
-                                    * scales[ch]
-                            }),
-                        );
+                    let ratio = golden::param_grad_ratio(step, field, &got, &ext)?;
+                    if let (true, Some(ratio)) = (comparable, ratio) {
+                        self.check(format!("step {i} {field} (summed over ranks)"), ratio);
                     }
                 }
             }
@@ -579,22 +543,9 @@ impl Replay<'_> {
         let bn = sbn.module();
         let rm = bn.running_mean().map_err(err)?.unwrap_or_default();
         let rv = bn.running_var().map_err(err)?.unwrap_or_default();
-        let rm64 = f64s(&step["running_mean_f64"]).ok_or("no running_mean_f64")?;
-        let rv64 = f64s(&step["running_var_f64"]).ok_or("no running_var_f64")?;
-        let kappa = step["kappa"].as_f64().unwrap_or(0.0);
-        let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_else(|| vec![kappa; c]);
-        self.check(
-            format!("step {i} running_mean"),
-            per_channel_ratio(&rm, &rm64, |ch| {
-                TOL * (rm64[ch].abs() + rv64[ch].max(0.0).sqrt())
-            }),
-        );
-        self.check(
-            format!("step {i} running_var"),
-            per_channel_ratio(&rv, &rv64, |ch| {
-                TOL * (1.0 + kappa_c.get(ch).copied().unwrap_or(kappa) / 30.0) * rv64[ch]
-            }),
-        );
+        let (mean_ratio, var_ratio) = golden::running_ratios(step, (&rm, &rv), c)?;
+        self.check(format!("step {i} running_mean"), mean_ratio);
+        self.check(format!("step {i} running_var"), var_ratio);
         let mine: Vec<f64> = rm.iter().chain(&rv).map(|&v| f64::from(v)).collect();
         let all = self.group.all_gather(&mine).map_err(err)?;
         if all.iter().any(|m| m != &mine) {

@@ -182,7 +182,12 @@ pub async fn replay_text(ctx: &Context, name: &str, text: &str) -> CaseReport {
     report
 }
 
-async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<(), String> {
+/// A case's module as the case sets it up (options, activation, parameters, running buffers),
+/// with its shape and extended fields; `Ok(Err(why))` for a case that cannot be replayed.
+pub fn case_module(
+    ctx: &Context,
+    case: &Value,
+) -> Result<Result<(BatchNorm, Vec<usize>, Extended), String>, String> {
     let flavor = flavor_of(case["module"].as_str().unwrap_or(""))
         .ok_or_else(|| format!("unknown module {}", case["module"]))?;
     let shape = usizes(&case["shape"]).ok_or("no shape")?;
@@ -197,10 +202,7 @@ async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> R
     };
     let ext = match Extended::parse(case) {
         Ok(ext) => ext,
-        Err(why) => {
-            report.skipped = Some(why);
-            return Ok(());
-        }
+        Err(why) => return Ok(Err(why)),
     };
     let mut bn = BatchNorm::new(ctx, flavor, c, options).map_err(|e| e.to_string())?;
     bn.set_activation(ext.activation);
@@ -219,6 +221,68 @@ async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> R
         let nbt = case["num_batches_tracked_init"].as_u64().unwrap_or(0);
         bn.set_num_batches_tracked(nbt).map_err(err)?;
     }
+    Ok(Ok((bn, shape, ext)))
+}
+
+/// The step's checks of `(running_mean, running_var)` on `c` channels, with the golden
+/// README's tolerances.
+pub fn running_ratios(
+    step: &Value,
+    (rm, rv): (&[f32], &[f32]),
+    c: usize,
+) -> Result<(f64, f64), String> {
+    let kappa = step["kappa"].as_f64().unwrap_or(0.0);
+    let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_else(|| vec![kappa; c]);
+    let rm64 = f64s(&step["running_mean_f64"]).ok_or("no running_mean_f64")?;
+    let rv64 = f64s(&step["running_var_f64"]).ok_or("no running_var_f64")?;
+    Ok((
+        per_channel_ratio(rm, &rm64, |ch| {
+            TOL * (rm64[ch].abs() + rv64[ch].max(0.0).sqrt())
+        }),
+        per_channel_ratio(rv, &rv64, |ch| {
+            TOL * (1.0 + kappa_c.get(ch).copied().unwrap_or(kappa) / 30.0) * rv64[ch]
+        }),
+    ))
+}
+
+/// The step's check of `grad_weight` or `grad_bias` (`field`) against the case's, with the
+/// golden README's per-channel tolerance; None where the case has no such field.
+pub fn param_grad_ratio(
+    step: &Value,
+    field: &str,
+    got: &[f32],
+    ext: &Extended,
+) -> Result<Option<f64>, String> {
+    let Some(want) = f64s(&step[format!("{field}_f64")]) else {
+        return Ok(None);
+    };
+    let scales =
+        f64s(&step[format!("{field}_scale")]).ok_or_else(|| format!("no {field}_scale"))?;
+    let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_default();
+    let k_c = |c: usize| 1.0 + kappa_c.get(c).copied().unwrap_or(0.0) / 30.0;
+    let weighted = field == "grad_weight";
+    Ok(Some(
+        if got.len() == want.len() && scales.len() == want.len() {
+            per_channel_ratio(got, &want, |c| {
+                ext.tol.parameter_grads * if weighted { k_c(c) } else { 1.0 } * scales[c]
+            })
+        } else {
+            f64::INFINITY
+        },
+    ))
+}
+
+async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> Result<(), String> {
+    let (mut bn, shape, ext) = match case_module(ctx, case)? {
+        Ok(m) => m,
+        Err(why) => {
+            report.skipped = Some(why);
+            return Ok(());
+        }
+    };
+    let options = bn.options();
+    let c = bn.num_features();
+    let err = |e: wgpu_batchnorm::Error| e.to_string();
     let steps = case["steps"].as_array().ok_or("no steps")?;
     for (i, step) in steps.iter().enumerate() {
         bn.set_training(step["training"].as_bool().ok_or("step without training")?);
@@ -262,9 +326,6 @@ async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> R
             ratio: rel_l2_ratio(&y, &y64, k * ext.tol.elementwise / TOL),
         });
         if options.track_running_stats {
-            let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_else(|| vec![kappa; c]);
-            let rm64 = f64s(&step["running_mean_f64"]).ok_or("no running_mean_f64")?;
-            let rv64 = f64s(&step["running_var_f64"]).ok_or("no running_var_f64")?;
             let rm = bn
                 .running_mean_async()
                 .await
@@ -275,19 +336,16 @@ async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> R
                 .await
                 .map_err(err)?
                 .unwrap_or_default();
+            let (mean_ratio, var_ratio) = running_ratios(step, (&rm, &rv), c)?;
             report.checks.push(Check {
                 step: i,
                 field: "running_mean",
-                ratio: per_channel_ratio(&rm, &rm64, |ch| {
-                    TOL * (rm64[ch].abs() + rv64[ch].max(0.0).sqrt())
-                }),
+                ratio: mean_ratio,
             });
             report.checks.push(Check {
                 step: i,
                 field: "running_var",
-                ratio: per_channel_ratio(&rv, &rv64, |ch| {
-                    TOL * (1.0 + kappa_c.get(ch).copied().unwrap_or(kappa) / 30.0) * rv64[ch]
-                }),
+                ratio: var_ratio,
             });
             let want = step["num_batches_tracked"].as_u64();
             let got = bn.num_batches_tracked_async().await.map_err(err)?;
@@ -367,38 +425,29 @@ async fn check_backward(
             want.is_some()
         )),
     }
-    let kappa_c = f64s(&step["kappa_per_channel"]).unwrap_or_default();
-    let k_c = |c: usize| 1.0 + kappa_c.get(c).copied().unwrap_or(0.0) / 30.0;
     let fields = [
         ("grad_weight", grads.grad_weight.as_ref()),
         ("grad_bias", grads.grad_bias.as_ref()),
     ];
     for (field, got) in fields {
-        let weighted = field == "grad_weight";
-        let want = f64s(&step[format!("{field}_f64")]);
-        match (got, want) {
-            (None, None) => {}
-            (Some(got), Some(want)) => {
-                let got = got.to_host_async().await.map_err(err)?;
-                let scales = f64s(&step[format!("{field}_scale")])
-                    .ok_or_else(|| format!("no {field}_scale"))?;
-                report.checks.push(Check {
-                    step: i,
-                    field: if weighted { "grad_weight" } else { "grad_bias" },
-                    ratio: if got.len() == want.len() && scales.len() == want.len() {
-                        per_channel_ratio(&got, &want, |c| {
-                            ext.tol.parameter_grads
-                                * if weighted { k_c(c) } else { 1.0 }
-                                * scales[c]
-                        })
-                    } else {
-                        f64::INFINITY
-                    },
-                });
-            }
+        let got = match got {
+            Some(g) => Some(g.to_host_async().await.map_err(err)?),
+            None => None,
+        };
+        let ratio = param_grad_ratio(step, field, got.as_deref().unwrap_or(&[]), ext)?;
+        match (got.is_some(), ratio) {
+            (false, None) => {}
+            (true, Some(ratio)) => report.checks.push(Check {
+                step: i,
+                field: if field == "grad_weight" {
+                    "grad_weight"
+                } else {
+                    "grad_bias"
+                },
+                ratio,
+            }),
             (got, want) => report.failures.push(format!(
-                "step {i}: {field} computed: {}, in the case: {}",
-                got.is_some(),
+                "step {i}: {field} computed: {got}, in the case: {}",
                 want.is_some()
             )),
         }
