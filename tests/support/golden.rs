@@ -182,12 +182,15 @@ pub async fn replay_text(ctx: &Context, name: &str, text: &str) -> CaseReport {
     report
 }
 
+/// A case's module, shape and extended fields.
+pub type CaseSetup = (BatchNorm, Vec<usize>, Extended);
+
 /// A case's module as the case sets it up (options, activation, parameters, running buffers),
 /// with its shape and extended fields; `Ok(Err(why))` for a case that cannot be replayed.
 pub fn case_module(
     ctx: &Context,
     case: &Value,
-) -> Result<Result<(BatchNorm, Vec<usize>, Extended), String>, String> {
+) -> Result<Result<CaseSetup, String>, String> {
     let flavor = flavor_of(case["module"].as_str().unwrap_or(""))
         .ok_or_else(|| format!("unknown module {}", case["module"]))?;
     let shape = usizes(&case["shape"]).ok_or("no shape")?;
