@@ -372,6 +372,27 @@ fn eval_and_a_group_of_one_exchange_nothing() {
     close(&host(&y), &[-1.0, 1.0, -1.0, 1.0], 1e-3, "group of one");
 }
 
+/// `values` of an (N, C, *spatial) tensor reordered between NCHW and channels-last
+/// (`to_channels_last`), or back.
+fn reorder(values: &[f32], shape: &[usize], to_channels_last: bool) -> Vec<f32> {
+    let (n, c) = (shape[0], shape[1]);
+    let sp: usize = shape[2..].iter().product();
+    let mut out = vec![0.0; values.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for p in 0..sp {
+                let (nchw, nhwc) = ((b * c + ch) * sp + p, (b * sp + p) * c + ch);
+                if to_channels_last {
+                    out[nhwc] = values[nchw];
+                } else {
+                    out[nchw] = values[nhwc];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A tensor's values, f16 widened, in NCHW order.
 fn host(t: &Tensor) -> Vec<f32> {
     let v = match t.dtype() {
@@ -385,20 +406,7 @@ fn host(t: &Tensor) -> Vec<f32> {
     };
     match t.memory_format() {
         MemoryFormat::Contiguous => v,
-        MemoryFormat::ChannelsLast => {
-            let s = t.shape();
-            let (n, c) = (s[0], s[1]);
-            let sp: usize = s[2..].iter().product();
-            let mut out = vec![0.0; v.len()];
-            for b in 0..n {
-                for ch in 0..c {
-                    for p in 0..sp {
-                        out[(b * c + ch) * sp + p] = v[(b * sp + p) * c + ch];
-                    }
-                }
-            }
-            out
-        }
+        MemoryFormat::ChannelsLast => reorder(&v, t.shape(), false),
     }
 }
 
@@ -407,24 +415,11 @@ fn to_format(ctx: &Context, t: Tensor, format: MemoryFormat) -> Tensor {
     if format == MemoryFormat::Contiguous {
         return t;
     }
-    let values = host(&t);
-    let s = t.shape().to_vec();
-    let (n, c) = (s[0], s[1]);
-    let sp: usize = s[2..].iter().product();
-    let mut nhwc = vec![0.0; values.len()];
-    for b in 0..n {
-        for ch in 0..c {
-            for p in 0..sp {
-                nhwc[(b * sp + p) * c + ch] = values[(b * c + ch) * sp + p];
-            }
-        }
-    }
+    let nhwc = reorder(&host(&t), t.shape(), true);
+    let s = t.shape();
     match t.dtype() {
-        DType::F16 => Tensor::from_f32_as_f16(ctx, &nhwc, &s)
-            .unwrap()
-            .with_memory_format(format),
-        DType::F32 => Tensor::from_slice(ctx, &nhwc, &s)
-            .unwrap()
-            .with_memory_format(format),
+        DType::F16 => Tensor::from_f32_as_f16(ctx, &nhwc, s).unwrap(),
+        DType::F32 => Tensor::from_slice(ctx, &nhwc, s).unwrap(),
     }
+    .with_memory_format(format)
 }

@@ -40,13 +40,7 @@ impl Tensor {
     /// Async form of [`Tensor::from_slice`].
     pub async fn from_slice_async(ctx: &Context, data: &[f32], shape: &[usize]) -> Result<Self> {
         let len = numel(shape)?;
-        if data.len() != len {
-            return Err(Error::ShapeMismatch {
-                what: "Tensor::from_slice data length".into(),
-                expected: vec![len],
-                got: vec![data.len()],
-            });
-        }
+        expect_len("Tensor::from_slice data length", len, data.len())?;
         let tensor = Tensor::empty(ctx, shape)?;
         tensor.write_async(ctx, data).await?;
         Ok(tensor)
@@ -56,13 +50,7 @@ impl Tensor {
     pub async fn write_async(&self, ctx: &Context, data: &[f32]) -> Result<()> {
         self.check_context(ctx, "the tensor")?;
         self.expect_dtype("Tensor::write (f16 tensors: write_f16)", DType::F32)?;
-        if data.len() != self.numel() {
-            return Err(Error::ShapeMismatch {
-                what: "Tensor::write data length".into(),
-                expected: vec![self.numel()],
-                got: vec![data.len()],
-            });
-        }
+        expect_len("Tensor::write data length", self.numel(), data.len())?;
         upload(ctx, &self.buffer, self.offset, bytemuck::cast_slice(data)).await
     }
 
@@ -70,13 +58,7 @@ impl Tensor {
     pub async fn read_into_async(&self, ctx: &Context, out: &mut [f32]) -> Result<()> {
         self.expect_dtype("Tensor::read_into (f16 tensors: to_host_f16)", DType::F32)?;
         self.check_context(ctx, "the tensor")?;
-        if out.len() != self.numel() {
-            return Err(Error::ShapeMismatch {
-                what: "Tensor::read_into output length".into(),
-                expected: vec![self.numel()],
-                got: vec![out.len()],
-            });
-        }
+        expect_len("Tensor::read_into output length", self.numel(), out.len())?;
         download(
             ctx,
             &self.buffer,
@@ -147,17 +129,24 @@ impl Tensor {
     /// Async form of [`Tensor::write_f16`].
     pub async fn write_f16_async(&self, data: &[half::f16]) -> Result<()> {
         self.expect_dtype("Tensor::write_f16", DType::F16)?;
-        if data.len() != self.numel() {
-            return Err(Error::ShapeMismatch {
-                what: "Tensor::write_f16 data length".into(),
-                expected: vec![self.numel()],
-                got: vec![data.len()],
-            });
-        }
+        expect_len("Tensor::write_f16 data length", self.numel(), data.len())?;
         // Whole words: an odd count is padded with a zero half, inside the tensor's own
         // rounded-up allocation.
         let mut bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         bytes.resize(byte_len(&self.shape, DType::F16)? as usize, 0);
         upload(&self.ctx, &self.buffer, self.offset, &bytes).await
+    }
+}
+
+/// A typed error unless the host slice's length `got` equals the tensor's `len` values.
+fn expect_len(what: &str, len: usize, got: usize) -> Result<()> {
+    if got == len {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            what: what.to_string(),
+            expected: vec![len],
+            got: vec![got],
+        })
     }
 }

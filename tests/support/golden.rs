@@ -187,10 +187,7 @@ pub type CaseSetup = (BatchNorm, Vec<usize>, Extended);
 
 /// A case's module as the case sets it up (options, activation, parameters, running buffers),
 /// with its shape and extended fields; `Ok(Err(why))` for a case that cannot be replayed.
-pub fn case_module(
-    ctx: &Context,
-    case: &Value,
-) -> Result<Result<CaseSetup, String>, String> {
+pub fn case_module(ctx: &Context, case: &Value) -> Result<Result<CaseSetup, String>, String> {
     let flavor = flavor_of(case["module"].as_str().unwrap_or(""))
         .ok_or_else(|| format!("unknown module {}", case["module"]))?;
     let shape = usizes(&case["shape"]).ok_or("no shape")?;
