@@ -185,3 +185,67 @@ fn an_f16_buffer_of_the_caller_takes_the_f16_path() {
         Err(Error::InvalidBuffer(_))
     ));
 }
+
+#[test]
+fn a_counter_in_a_callers_buffer_drives_the_cumulative_average() {
+    use wgpu_batchnorm::functional::{ForwardArgs, RunningStats};
+    use wgpu_batchnorm::{BatchCounter, Error, Functional};
+    let ctx = support::context();
+    let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
+    // A framework's buffer with the count's two words one alignment step in.
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("a framework's integer tensor"),
+        size: align + 8,
+        usage: wgpu_batchnorm::TENSOR_USAGE,
+        mapped_at_creation: false,
+    });
+    let counter = BatchCounter::from_buffer(&ctx, &buffer, align).unwrap();
+    counter.set(3).unwrap();
+    let shape = [4, 2, 3];
+    let mut rng = Rng::new(21);
+    let x_host = rng.vec_f32(24, -2.0, 2.0);
+    let x = Tensor::from_slice(&ctx, &x_host, &shape).unwrap();
+    let y = Tensor::empty(&ctx, &shape).unwrap();
+    let mean = Tensor::from_slice(&ctx, &[1.0, -1.0], &[2]).unwrap();
+    let var = Tensor::from_slice(&ctx, &[2.0, 0.5], &[2]).unwrap();
+    let args = ForwardArgs {
+        running: Some(RunningStats {
+            mean: &mean,
+            var: &var,
+            num_batches_tracked: Some(&counter),
+        }),
+        momentum: None,
+        ..ForwardArgs::new(&x, &y)
+    };
+    Functional::new(&ctx).run(&args).unwrap();
+    assert_eq!(counter.get().unwrap(), 4);
+    // The 4th batch enters the cumulative average with factor 1/4.
+    let mut cpu = ReferenceBatchNorm::new(
+        2,
+        BatchNormOptions {
+            momentum: None,
+            ..BatchNormOptions::default()
+        },
+    );
+    cpu.running_mean = vec![1.0, -1.0];
+    cpu.running_var = vec![2.0, 0.5];
+    cpu.num_batches_tracked = 3;
+    cpu.forward(&x_host, &shape).unwrap();
+    let got = mean.to_vec(&ctx).unwrap();
+    for (g, w) in got.iter().zip(&cpu.running_mean) {
+        assert!(
+            (f64::from(*g) - w).abs() < 1e-6,
+            "{got:?} vs {:?}",
+            cpu.running_mean
+        );
+    }
+    // The words must lie inside the buffer, at an aligned offset.
+    assert!(matches!(
+        BatchCounter::from_buffer(&ctx, &buffer, align + 4),
+        Err(Error::InvalidBuffer(_))
+    ));
+    assert!(matches!(
+        BatchCounter::from_buffer(&ctx, &buffer, 2 * align),
+        Err(Error::InvalidBuffer(_))
+    ));
+}

@@ -9,7 +9,7 @@ use crate::ops::forward_single::{
 use crate::ops::normalize::NormalizeBindings;
 use crate::ops::stats::StatsBindings;
 use crate::ops::update_running::UpdateRunningBindings;
-use crate::ops::{Activation, Binding, ChannelTensor, Specialize, Statistics};
+use crate::ops::{Activation, ChannelTensor, Specialize, Statistics};
 use crate::planner::{self, CallDesc, CallKind};
 use crate::tensor::Tensor;
 use crate::workspace::Geometry;
@@ -85,7 +85,7 @@ impl Functional {
                     ws.update_params(update),
                     r.mean.slot(),
                     r.var.slot(),
-                    r.num_batches_tracked.map(|t| Binding::whole(t.buffer())),
+                    r.num_batches_tracked.map(|t| t.binding()),
                 )),
                 None => SingleForward::Plain(ForwardSingleBindings::new(tensors, m2.clone())),
             };
@@ -133,7 +133,7 @@ impl Functional {
                 m2: a.global_stats.map_or(m2, |g| g.m2.slot()),
                 running_mean: r.mean.slot(),
                 running_var: r.var.slot(),
-                tracked: r.num_batches_tracked.map(|t| Binding::whole(t.buffer())),
+                tracked: r.num_batches_tracked.map(|t| t.binding()),
             }),
             _ => None,
         };

@@ -1,6 +1,6 @@
 //! `num_batches_tracked` on the GPU.
 
-use super::TENSOR_USAGE;
+use super::{Binding, TENSOR_USAGE};
 use crate::device::{blocking, download, Context};
 use crate::error::{Error, Result};
 
@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 pub struct BatchCounter {
     ctx: Context,
     buffer: wgpu::Buffer,
+    offset: u64,
 }
 
 impl std::fmt::Debug for BatchCounter {
@@ -38,7 +39,38 @@ impl BatchCounter {
             Ok(BatchCounter {
                 ctx: ctx.clone(),
                 buffer,
+                offset: 0,
             })
+        })
+    }
+
+    /// Wraps 8 bytes of a caller's buffer at byte `offset` as the counter, without copying
+    /// (e.g. a framework's two-word integer tensor). The buffer needs `STORAGE` usage (and
+    /// `COPY_SRC` / `COPY_DST` for [`BatchCounter::get`] / [`BatchCounter::set`]); `offset`
+    /// must be a multiple of the device's `min_storage_buffer_offset_alignment`.
+    pub fn from_buffer(ctx: &Context, buffer: &wgpu::Buffer, offset: u64) -> Result<Self> {
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::InvalidBuffer(
+                "the counter's buffer lacks BufferUsages::STORAGE".into(),
+            ));
+        }
+        let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
+        if !offset.is_multiple_of(align) {
+            return Err(Error::InvalidBuffer(format!(
+                "counter offset {offset} is not a multiple of \
+                 min_storage_buffer_offset_alignment ({align})"
+            )));
+        }
+        if offset.saturating_add(8) > buffer.size() {
+            return Err(Error::InvalidBuffer(format!(
+                "the counter needs 8 bytes at offset {offset}, but the buffer holds {} bytes",
+                buffer.size()
+            )));
+        }
+        Ok(BatchCounter {
+            ctx: ctx.clone(),
+            buffer: buffer.clone(),
+            offset,
         })
     }
 
@@ -48,7 +80,7 @@ impl BatchCounter {
         download(
             &self.ctx,
             &self.buffer,
-            0,
+            self.offset,
             bytemuck::cast_slice_mut(&mut words),
         )
         .await?;
@@ -61,14 +93,27 @@ impl BatchCounter {
         self.ctx.scoped(|| {
             self.ctx
                 .queue()
-                .write_buffer(&self.buffer, 0, bytemuck::cast_slice(&words));
+                .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(&words));
             Ok(())
         })
     }
 
-    /// The buffer (8 bytes).
+    /// The buffer holding the counter (8 bytes at [`BatchCounter::offset`]).
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+
+    /// Where the counter's 8 bytes start in [`BatchCounter::buffer`].
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub(crate) fn binding(&self) -> Binding {
+        Binding {
+            buffer: self.buffer.clone(),
+            offset: self.offset,
+            size: 8,
+        }
     }
 
     pub(crate) fn check_context(&self, ctx: &Context) -> Result<()> {
