@@ -249,3 +249,51 @@ fn a_counter_in_a_callers_buffer_drives_the_cumulative_average() {
         Err(Error::InvalidBuffer(_))
     ));
 }
+
+/// A framework's pool: input and output as two ranges of one `wgpu::Buffer`. wgpu refuses a
+/// buffer bound read-only and read-write in one dispatch, so this needs
+/// `ContextOptions::read_write_bindings`; with it the results are the reference's.
+#[test]
+fn read_write_bindings_let_input_and_output_share_one_buffer() {
+    use wgpu_batchnorm::ContextOptions;
+    let (device, queue) = own_device();
+    let shared = Context::from_device_with_options(
+        device.clone(),
+        queue.clone(),
+        &ContextOptions {
+            read_write_bindings: true,
+            ..ContextOptions::default()
+        },
+    );
+    let plain = Context::from_device(device, queue);
+    let shape = [5, 3, 7, 9];
+    let n: usize = shape.iter().product();
+    let align = u64::from(shared.device().limits().min_storage_buffer_offset_alignment);
+    let bytes = (n as u64 * 4).div_ceil(align) * align;
+    let mut rng = Rng::new(33);
+    let x_host = rng.vec_f32(n, -3.0, 3.0);
+    for (ctx, works) in [(&shared, true), (&plain, false)] {
+        let pool = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("a framework's memory pool"),
+            size: 2 * bytes,
+            usage: wgpu_batchnorm::TENSOR_USAGE,
+            mapped_at_creation: false,
+        });
+        ctx.queue()
+            .write_buffer(&pool, 0, bytemuck::cast_slice(&x_host));
+        let x = Tensor::from_buffer(ctx, &pool, 0, &shape).unwrap();
+        let y = Tensor::from_buffer(ctx, &pool, bytes, &shape).unwrap();
+        let mut bn = BatchNorm2d::new(ctx, 3).unwrap();
+        let result = bn.forward_with(&x).output(&y).run();
+        if works {
+            result.unwrap();
+            let mut cpu = ReferenceBatchNorm::new(3, BatchNormOptions::default());
+            check_against_reference(&x_host, &shape, &y.to_vec(ctx).unwrap(), &mut cpu);
+        } else {
+            assert!(
+                result.is_err(),
+                "wgpu accepted one buffer bound read-only and read-write"
+            );
+        }
+    }
+}

@@ -42,6 +42,12 @@ pub struct ContextOptions {
     /// software adapters, GPU otherwise), or what `WGPU_BATCHNORM_PROFILE` says
     /// ([`ContextOptions::from_env`]).
     pub profile: Option<ProfileKind>,
+    /// Bind every storage buffer `read_write`, inputs included. For buffers a framework
+    /// sub-allocates (Burn's cubecl pools many tensors into one `wgpu::Buffer`), where a call's
+    /// input and output can be ranges of the same buffer: wgpu forbids one buffer bound both
+    /// read-only and read-write in a dispatch, whatever the ranges. The kernels still only read
+    /// their inputs. Default false (read-only inputs).
+    pub read_write_bindings: bool,
     /// What tests pin instead of the planner's choice (the walk, the pass plan); see
     /// [`crate::testing`]. Default: nothing.
     #[doc(hidden)]
@@ -155,6 +161,8 @@ pub(crate) struct ContextInner {
     pub compiled: Compiled,
     pub limits: KernelLimits,
     pub forced: Forced,
+    /// See [`ContextOptions::read_write_bindings`].
+    pub read_write_bindings: bool,
     /// See [`ContextOptions::wait_timeout`] (a browser never blocks, so never times out).
     #[cfg(not(target_arch = "wasm32"))]
     pub wait_timeout: std::time::Duration,
@@ -321,8 +329,8 @@ impl Context {
     }
 
     /// Like [`Context::from_device`], with the kernel options of `options`
-    /// (`disable_subgroups`, `max_binding_window`, `max_workgroups_per_dimension`; the adapter
-    /// fields are ignored).
+    /// (`disable_subgroups`, `max_binding_window`, `max_workgroups_per_dimension`,
+    /// `read_write_bindings`, ...; the adapter fields are ignored).
     pub fn from_device_with_options(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -382,6 +390,7 @@ impl Context {
                 compiled: Compiled::default(),
                 limits,
                 forced: options.forced,
+                read_write_bindings: options.read_write_bindings,
                 #[cfg(not(target_arch = "wasm32"))]
                 wait_timeout: options.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
                 uncaptured,

@@ -120,7 +120,7 @@ pub(crate) fn presence_constant(name: &str) -> String {
 /// item's width, and gets accessors that widen to and round from the f32 `Item`:
 /// `load_<name>(i)` and, where written, `store_<name>(i, v)`; kernels use those, never the
 /// array directly.
-fn declarations(spec: &KernelSpec, v: &Variant) -> String {
+fn declarations(spec: &KernelSpec, v: &Variant, read_write: bool) -> String {
     let mut out = String::new();
     let stored = match (v.dtype, v.item) {
         (DType::F32, ItemWidth::Scalar) => "f32",
@@ -135,6 +135,7 @@ fn declarations(spec: &KernelSpec, v: &Variant) -> String {
     for (i, b) in spec.bindings.iter().enumerate() {
         let class = match b.access {
             Access::Uniform => "uniform",
+            Access::Read if read_write => "storage, read_write",
             Access::Read => "storage, read",
             Access::ReadWrite => "storage, read_write",
         };
@@ -167,7 +168,9 @@ fn declarations(spec: &KernelSpec, v: &Variant) -> String {
 }
 
 /// The full WGSL source of a variant.
-pub(crate) fn source(v: &Variant) -> String {
+/// `read_write`: every storage binding declared read_write
+/// ([`crate::ContextOptions::read_write_bindings`]).
+pub(crate) fn source(v: &Variant, read_write: bool) -> String {
     let spec = v.kernel.spec();
     let reduce = match v.reduction {
         Some(Reduction::Subgroup) => REDUCE_SUBGROUP,
@@ -190,7 +193,7 @@ pub(crate) fn source(v: &Variant) -> String {
     if v.dtype == DType::F16 {
         src.push_str("enable f16;\n");
     }
-    src.push_str(&declarations(spec, v));
+    src.push_str(&declarations(spec, v, read_write));
     for piece in pieces {
         src.push_str(piece);
     }
@@ -227,7 +230,7 @@ mod tests {
                 own_channel: false,
                 present: 0,
             };
-            let decls = declarations(spec, &v);
+            let decls = declarations(spec, &v, false);
             let tensor = spec.assembly.binds_tensors();
             for (i, b) in spec.bindings.iter().enumerate() {
                 assert!(decls.contains(&format!("@binding({i}) var")));

@@ -19,6 +19,9 @@ pub(crate) struct Pipelines<'a> {
     reduction: Reduction,
     /// Invocations per run of the walks (`LANES` in walk.wgsl): the profile's run width.
     run_width: u32,
+    /// [`crate::ContextOptions::read_write_bindings`]: the context's layouts and shaders
+    /// declare every storage binding read_write.
+    read_write: bool,
 }
 
 impl std::fmt::Debug for Pipelines<'_> {
@@ -38,13 +41,16 @@ impl<'a> Pipelines<'a> {
         Pipelines {
             device,
             compiled,
-            layouts: compiled.layouts.get_or_init(|| layouts(device)),
+            layouts: compiled
+                .layouts
+                .get_or_init(|| layouts(device, ctx.inner.read_write_bindings)),
             reduction: if ctx.adapter().subgroups {
                 Reduction::Subgroup
             } else {
                 Reduction::Workgroup
             },
             run_width: ctx.profile().run_width,
+            read_write: ctx.inner.read_write_bindings,
         }
     }
 
@@ -104,7 +110,7 @@ impl<'a> Pipelines<'a> {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(spec.name),
-                source: wgpu::ShaderSource::Wgsl(source(v).into()),
+                source: wgpu::ShaderSource::Wgsl(source(v, self.read_write).into()),
             });
         let mut constants: Vec<(String, f64)> = vec![("WG".into(), f64::from(v.workgroup_size))];
         if let Some(walk) = v.walk {
@@ -155,7 +161,7 @@ impl<'a> Pipelines<'a> {
 /// Every kernel's bind-group and pipeline layout, from its bindings struct (a kernel the
 /// device cannot bind gets none; [`Pipelines::has`] tells its callers), and the buffers absent
 /// optional bindings bind.
-fn layouts(device: &wgpu::Device) -> Layouts {
+fn layouts(device: &wgpu::Device, read_write: bool) -> Layouts {
     let mut bind_groups = Vec::new();
     let mut pipelines = Vec::new();
     let max_storage = device.limits().max_storage_buffers_per_shader_stage;
@@ -177,7 +183,9 @@ fn layouts(device: &wgpu::Device) -> Layouts {
                 ty: wgpu::BindingType::Buffer {
                     ty: match b.access {
                         Access::Uniform => wgpu::BufferBindingType::Uniform,
-                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Access::Read => wgpu::BufferBindingType::Storage {
+                            read_only: !read_write,
+                        },
                         Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                     },
                     has_dynamic_offset: false,

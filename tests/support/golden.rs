@@ -656,16 +656,13 @@ async fn replay_probe(ctx: &Context, probe: &Value) -> Result<(), String> {
             }
         }
         (false, Ok(y)) => {
-            if let Some(want) = usizes(&probe["output_shape"]) {
-                if y.shape() != want.as_slice() {
-                    return Err(format!("output shape {:?}, torch {want:?}", y.shape()));
-                }
+            if let Some(want) = usizes(&probe["output_shape"]).filter(|w| y.shape() != w) {
+                return Err(format!("output shape {:?}, torch {want:?}", y.shape()));
             }
             let exact = |field: &str, got: Option<Vec<f32>>| -> Result<(), String> {
-                if let Some(want) = f32s(&probe[field]) {
-                    if got.as_deref() != Some(want.as_slice()) {
-                        return Err(format!("{field} {got:?}, torch {want:?}"));
-                    }
+                let want = f32s(&probe[field]);
+                if let Some(want) = want.filter(|w| got.as_deref() != Some(w.as_slice())) {
+                    return Err(format!("{field} {got:?}, torch {want:?}"));
                 }
                 Ok(())
             };
