@@ -125,6 +125,51 @@ impl BatchNorm {
         t.dims()[0]
     }
 
+    /// Loads the keys under `prefix` of a PyTorch safetensors `state_dict` (`weight`, `bias`,
+    /// `running_mean`, `running_var`, `num_batches_tracked`), as
+    /// `module.load_state_dict(sd, strict=True)` does on that prefix, through the core crate's
+    /// [`wgpu_batchnorm::state_dict::load`] (its checks of keys, shapes and dtypes, f16 keys
+    /// widened). The values pass through the host once: a checkpoint load, not a step. On an
+    /// error nothing changes. Returns the keys loaded.
+    pub fn try_load_state_dict(
+        &mut self,
+        bytes: &[u8],
+        prefix: &str,
+        device: &Device,
+    ) -> BnResult<Vec<String>> {
+        let wgpu = crate::device::wgpu_of(device)
+            .ok_or_else(|| Error::WrongDevice(format!("{device:?} is not a wgpu device")))?;
+        let ctx = crate::device::context_of(&wgpu)?;
+        let options = wgpu_batchnorm::BatchNormOptions {
+            eps: self.epsilon,
+            momentum: self.momentum,
+            affine: self.gamma.is_some(),
+            track_running_stats: self.running_mean.is_some(),
+        };
+        let c = self.num_features();
+        // The flavor only decides which input ranks a core module takes; loading ignores it.
+        let mut core =
+            wgpu_batchnorm::BatchNorm::new(&ctx, wgpu_batchnorm::Flavor::TwoD, c, options)?;
+        let keys = wgpu_batchnorm::state_dict::load(&mut core, bytes, prefix, true)?;
+        let tensor =
+            |v: Vec<f32>| Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [c]), device);
+        if let (Some(w), Some(b)) = (core.weight()?, core.bias()?) {
+            self.gamma = Some(Param::from_tensor(tensor(w)));
+            self.beta = Some(Param::from_tensor(tensor(b)));
+        }
+        if let (Some(m), Some(v)) = (core.running_mean()?, core.running_var()?) {
+            self.running_mean = Some(RunningState::new(tensor(m)));
+            self.running_var = Some(RunningState::new(tensor(v)));
+        }
+        if let Some(n) = core.num_batches_tracked()? {
+            self.num_batches_tracked = Some(RunningState::new(Tensor::from_data(
+                burn::tensor::TensorData::new(vec![n as f32], [1]),
+                device,
+            )));
+        }
+        Ok(keys)
+    }
+
     /// Whether this call normalizes with batch statistics and updates the running buffers:
     /// on a device that records gradients with the training flag on, as Burn's `BatchNorm`.
     pub fn is_training(&self, device: &Device) -> bool {

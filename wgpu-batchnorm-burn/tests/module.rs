@@ -219,3 +219,41 @@ fn bad_calls_are_typed_errors_that_change_nothing() {
         vec![0.0]
     );
 }
+
+#[test]
+fn a_pytorch_state_dict_loads_through_the_core_crate() {
+    let device = device();
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/state_dict/model.safetensors"
+    ))
+    .unwrap();
+    let mut bn = BatchNormConfig::new(16).init(&device);
+    let keys = bn.try_load_state_dict(&bytes, "stem.bn.", &device).unwrap();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    // The same keys through the core crate's own module.
+    let ctx =
+        wgpu_batchnorm_burn::context_of(&wgpu_batchnorm_burn::wgpu_of(&device).unwrap()).unwrap();
+    let mut core = wgpu_batchnorm::BatchNorm2d::new(&ctx, 16).unwrap();
+    wgpu_batchnorm::state_dict::load(&mut core, &bytes, "stem.bn.", true).unwrap();
+    assert_eq!(
+        values(bn.gamma.as_ref().unwrap().val()),
+        core.weight().unwrap().unwrap()
+    );
+    assert_eq!(
+        values(bn.running_var.as_ref().unwrap().value_sync()),
+        core.running_var().unwrap().unwrap()
+    );
+    let n = values(bn.num_batches_tracked.as_ref().unwrap().value_sync())[0];
+    assert_eq!(Some(n as u64), core.num_batches_tracked().unwrap());
+    // A wrong prefix is the core crate's error, and changes nothing.
+    let before = values(bn.running_mean.as_ref().unwrap().value_sync());
+    assert!(matches!(
+        bn.try_load_state_dict(&bytes, "no.such.layer.", &device),
+        Err(Error::StateDict { .. })
+    ));
+    assert_eq!(
+        values(bn.running_mean.as_ref().unwrap().value_sync()),
+        before
+    );
+}
