@@ -10,8 +10,9 @@
 //! `Context::wait`), so each is one whole call, queue to completion. Ops: `train_forward`
 //! (batch statistics and the running update, on an autodiff device), `eval_forward` (running
 //! statistics, no autodiff) and `train_forward_backward` (`(y * dy).sum().backward()` in
-//! Burn, `forward` + `backward` in the core crate). Prints a table and writes JSON rows
-//! `{"impl", "op", "shape", "median_ms"}`.
+//! Burn, `forward` + `backward` into preallocated outputs in the core crate; `"burn-loss-only"`
+//! times the loss and its backward with no batch norm, Burn's share of that op). Prints a
+//! table and writes JSON rows `{"impl", "op", "shape", "median_ms"}`.
 
 use std::time::Instant;
 
@@ -80,56 +81,66 @@ fn burn_rows<const D: usize>(
     let burns = burn::nn::BatchNormConfig::new(c).init(autodiff);
     let burns_eval = burn::nn::BatchNormConfig::new(c).init(plain);
 
+    // Each output stays alive until the sync: fusion may drop work whose result is unused.
     push(
         "burn-nn",
         "train_forward",
         time(reps, || {
-            let _ = burns.forward(x.clone());
+            let y = burns.forward(x.clone());
             sync(autodiff);
+            drop(y);
         }),
     );
     push(
         "wgpu-batchnorm-burn",
         "train_forward",
         time(reps, || {
-            let _ = ours.forward(x.clone());
+            let y = ours.forward(x.clone());
             sync(autodiff);
+            drop(y);
         }),
     );
     push(
         "burn-nn",
         "eval_forward",
         time(reps, || {
-            let _ = burns_eval.forward(x_eval.clone());
+            let y = burns_eval.forward(x_eval.clone());
             sync(plain);
+            drop(y);
         }),
     );
     push(
         "wgpu-batchnorm-burn",
         "eval_forward",
         time(reps, || {
-            let _ = ours_eval.forward(x_eval.clone());
+            let y = ours_eval.forward(x_eval.clone());
             sync(plain);
+            drop(y);
         }),
     );
     let xg = x.clone().require_grad();
+    let step = |y: Tensor<D>| {
+        let grads = (y * dy.clone()).sum().backward();
+        let gx = xg.grad(&grads);
+        sync(autodiff);
+        drop(gx);
+    };
     push(
         "burn-nn",
         "train_forward_backward",
-        time(reps, || {
-            let grads = (burns.forward(xg.clone()) * dy.clone()).sum().backward();
-            let _ = xg.grad(&grads);
-            sync(autodiff);
-        }),
+        time(reps, || step(burns.forward(xg.clone()))),
     );
     push(
         "wgpu-batchnorm-burn",
         "train_forward_backward",
-        time(reps, || {
-            let grads = (ours.forward(xg.clone()) * dy.clone()).sum().backward();
-            let _ = xg.grad(&grads);
-            sync(autodiff);
-        }),
+        time(reps, || step(ours.forward(xg.clone()))),
+    );
+    // What the step costs without a batch norm: the loss `(y * dy).sum()` and its backward,
+    // with y = x. Burn's share of the two rows above.
+    push(
+        "burn-loss-only",
+        "train_forward_backward",
+        time(reps, || step(xg.clone())),
     );
 }
 
@@ -153,11 +164,16 @@ fn core_rows(ctx: &wgpu_batchnorm::Context, shape: &[usize], reps: usize, rows: 
             median_ms,
         })
     };
+    // Outputs allocated once, as a framework's step reuses its buffers.
+    let y = wgpu_batchnorm::Tensor::empty(ctx, shape).expect("alloc");
+    let dx = wgpu_batchnorm::Tensor::empty(ctx, shape).expect("alloc");
+    let dw = wgpu_batchnorm::Tensor::empty(ctx, &[c]).expect("alloc");
+    let db = wgpu_batchnorm::Tensor::empty(ctx, &[c]).expect("alloc");
     bn.train();
     push(
         "train_forward",
         time(reps, || {
-            let _ = bn.forward(&x).expect("forward");
+            bn.forward_with(&x).output(&y).run().expect("forward");
             ctx.wait().expect("wait");
         }),
     );
@@ -165,7 +181,7 @@ fn core_rows(ctx: &wgpu_batchnorm::Context, shape: &[usize], reps: usize, rows: 
     push(
         "eval_forward",
         time(reps, || {
-            let _ = bn.forward(&x).expect("forward");
+            bn.forward_with(&x).output(&y).run().expect("forward");
             ctx.wait().expect("wait");
         }),
     );
@@ -173,8 +189,17 @@ fn core_rows(ctx: &wgpu_batchnorm::Context, shape: &[usize], reps: usize, rows: 
     push(
         "train_forward_backward",
         time(reps, || {
-            let _ = bn.forward(&x).expect("forward");
-            let _ = bn.backward(&dy).expect("backward");
+            let (_, saved) = bn.forward_with(&x).output(&y).run().expect("forward");
+            bn.backward_with(&dy)
+                .saved(&saved)
+                .outputs(wgpu_batchnorm::GradOutputs {
+                    grad_input: Some(&dx),
+                    grad_weight: Some(&dw),
+                    grad_bias: Some(&db),
+                    grad_residual: None,
+                })
+                .run()
+                .expect("backward");
             ctx.wait().expect("wait");
         }),
     );
@@ -248,6 +273,13 @@ fn main() {
                 o / core
             );
         }
+        let loss = get("burn-loss-only", "train_forward_backward");
+        println!(
+            "{:<16} the loss and its backward alone: {loss:.3} ms; ours without it / core {:.2}",
+            name.join("x"),
+            (get("wgpu-batchnorm-burn", "train_forward_backward") - loss)
+                / get("wgpu-batchnorm", "train_forward_backward")
+        );
     }
     if let Some(path) = json {
         let lines: Vec<String> = rows

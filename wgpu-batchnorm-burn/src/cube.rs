@@ -187,6 +187,11 @@ fn same_layout(call: &Call, t: CubeTensor, format: MemoryFormat) -> CubeTensor {
     }
 }
 
+/// `t` to be written: itself where nothing else references its buffer, else a copy.
+fn owned(t: CubeTensor) -> CubeTensor {
+    if t.can_mut() { t } else { t.copy() }
+}
+
 impl BatchNormOps for CubeBackend {
     fn bn_forward(
         input: CubeTensor,
@@ -221,9 +226,11 @@ impl BatchNormOps for CubeBackend {
             (Stats::None, None)
         };
 
-        // Eval reads the running buffers as they are. Training updates copies of them, made by
-        // Burn's copy kernel in Burn's stream: Burn's tensors are values (the old buffers may be
-        // shared), and a copy within one of cubecl's pooled buffers cannot be a buffer copy.
+        // Eval reads the running buffers as they are. Training updates them in place where
+        // this call holds the only reference (with fusion, the module has already replaced
+        // them by the time the op runs), else copies made by Burn's copy kernel in Burn's
+        // stream: Burn's tensors are values, and a copy within one of cubecl's pooled buffers
+        // cannot be a buffer-to-buffer copy.
         let (running_out, running_views, counter) = match operands.stats {
             Stats::None | Stats::Batch { .. } => (Stats::None, None, None),
             Stats::Running { mean, var } | Stats::Counted { mean, var, .. } if !spec.training => {
@@ -234,7 +241,7 @@ impl BatchNormOps for CubeBackend {
                 (Stats::None, Some(views), None)
             }
             Stats::Running { mean, var } => {
-                let (mean, var) = (mean.copy(), var.copy());
+                let (mean, var) = (owned(mean), owned(var));
                 let views = (
                     call.bind(&mean, MemoryFormat::Contiguous),
                     call.bind(&var, MemoryFormat::Contiguous),
@@ -242,7 +249,7 @@ impl BatchNormOps for CubeBackend {
                 (Stats::Running { mean, var }, Some(views), None)
             }
             Stats::Counted { mean, var, count } => {
-                let (mean, var, count) = (mean.copy(), var.copy(), count.copy());
+                let (mean, var, count) = (owned(mean), owned(var), owned(count));
                 let views = (
                     call.bind(&mean, MemoryFormat::Contiguous),
                     call.bind(&var, MemoryFormat::Contiguous),

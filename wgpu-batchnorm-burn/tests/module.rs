@@ -257,3 +257,22 @@ fn a_pytorch_state_dict_loads_through_the_core_crate() {
         before
     );
 }
+
+#[test]
+fn a_training_step_leaves_tensors_that_share_the_old_running_buffers_alone() {
+    let device = device().autodiff();
+    let (bn, _) = pair(4, Some(0.1), &device);
+    // A caller's handle on the running buffers (a saved record, a logger): Burn's tensors are
+    // values, so the update must not write through it.
+    let held_mean = bn.running_mean.as_ref().unwrap().value_sync();
+    let held_var = bn.running_var.as_ref().unwrap().value_sync();
+    for _ in 0..2 {
+        let _ = bn.forward(random([3, 4, 5, 5], &device));
+    }
+    assert_eq!(values(held_mean), vec![0.0; 4]);
+    assert_eq!(values(held_var), vec![1.0; 4]);
+    assert_ne!(
+        values(bn.running_mean.as_ref().unwrap().value_sync()),
+        vec![0.0; 4]
+    );
+}
