@@ -310,21 +310,8 @@ async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> R
             .await
             .map_err(|e| format!("step {i}: forward failed: {e}"))?;
         let y = y.to_host_async().await.map_err(err)?;
-        let kappa = step["kappa"].as_f64().unwrap_or(0.0);
-        let k = 1.0 + kappa / 30.0;
-        let y64 = f64s(&step["output_f64"]).ok_or("no output_f64")?;
-        if y64.len() != y.len() {
-            return Err(format!(
-                "step {i}: output_f64 has {} values, not {}",
-                y64.len(),
-                y.len()
-            ));
-        }
-        report.checks.push(Check {
-            step: i,
-            field: "output",
-            ratio: rel_l2_ratio(&y, &y64, k * ext.tol.elementwise / TOL),
-        });
+        let k = step_k(step);
+        report.checks.push(output_check((step, i), &y, &ext)?);
         if options.track_running_stats {
             let rm = bn
                 .running_mean_async()
@@ -336,24 +323,8 @@ async fn replay_steps(ctx: &Context, case: &Value, report: &mut CaseReport) -> R
                 .await
                 .map_err(err)?
                 .unwrap_or_default();
-            let (mean_ratio, var_ratio) = running_ratios(step, (&rm, &rv), c)?;
-            report.checks.push(Check {
-                step: i,
-                field: "running_mean",
-                ratio: mean_ratio,
-            });
-            report.checks.push(Check {
-                step: i,
-                field: "running_var",
-                ratio: var_ratio,
-            });
-            let want = step["num_batches_tracked"].as_u64();
-            let got = bn.num_batches_tracked_async().await.map_err(err)?;
-            if want != got {
-                report.failures.push(format!(
-                    "step {i}: num_batches_tracked {got:?}, expected {want:?}"
-                ));
-            }
+            let count = bn.num_batches_tracked_async().await.map_err(err)?;
+            push_running_checks(report, (step, i), (&rm, &rv), count, c)?;
         }
         if !step["grad_output"].is_null() {
             check_backward(ctx, &mut bn, (step, i), &shape, &ext, k, report).await?;
@@ -383,48 +354,19 @@ async fn check_backward(
         .await
         .map_err(|e| format!("step {i}: backward failed: {e}"))?;
     let gx = grads.grad_input.to_host_async().await.map_err(err)?;
-    let gx64 = f64s(&step["grad_input_f64"]).ok_or("no grad_input_f64")?;
-    let scale = step["grad_input_scale_l2"]
-        .as_f64()
-        .ok_or("no grad_input_scale_l2")?;
-    let diff: f64 = gx
-        .iter()
-        .zip(&gx64)
-        .map(|(&g, &w)| (f64::from(g) - w).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    report.checks.push(Check {
-        step: i,
-        field: "grad_input",
-        ratio: if gx.len() == gx64.len() {
-            ratio(diff, ext.tol.elementwise * k * scale)
-        } else {
-            f64::INFINITY
-        },
-    });
-    match (&grads.grad_residual, f64s(&step["grad_residual_f64"])) {
-        (None, None) => {}
-        (Some(got), Some(want)) => {
-            let got = got.to_host_async().await.map_err(err)?;
-            let scale = step["grad_residual_scale_l2"]
-                .as_f64()
-                .ok_or("no grad_residual_scale_l2")?;
-            report.checks.push(Check {
-                step: i,
-                field: "grad_residual",
-                ratio: if got.len() == want.len() {
-                    ratio(l2_diff(&got, &want), ext.tol.elementwise * scale)
-                } else {
-                    f64::INFINITY
-                },
-            });
-        }
-        (got, want) => report.failures.push(format!(
-            "step {i}: grad_residual computed: {}, in the case: {}",
-            got.is_some(),
-            want.is_some()
-        )),
-    }
+    report.checks.push(gradient_check(
+        (step, i),
+        "grad_input",
+        &gx,
+        ext.tol.elementwise * k,
+    )?);
+    let got = match &grads.grad_residual {
+        Some(g) => Some(g.to_host_async().await.map_err(err)?),
+        None => None,
+    };
+    push_optional_check(report, (step, i), "grad_residual", got, |got| {
+        gradient_check((step, i), "grad_residual", got, ext.tol.elementwise)
+    })?;
     let fields = [
         ("grad_weight", grads.grad_weight.as_ref()),
         ("grad_bias", grads.grad_bias.as_ref()),
@@ -434,25 +376,124 @@ async fn check_backward(
             Some(g) => Some(g.to_host_async().await.map_err(err)?),
             None => None,
         };
-        let ratio = param_grad_ratio(step, field, got.as_deref().unwrap_or(&[]), ext)?;
-        match (got.is_some(), ratio) {
-            (false, None) => {}
-            (true, Some(ratio)) => report.checks.push(Check {
-                step: i,
-                field: if field == "grad_weight" {
-                    "grad_weight"
-                } else {
-                    "grad_bias"
-                },
-                ratio,
-            }),
-            (got, want) => report.failures.push(format!(
-                "step {i}: {field} computed: {got}, in the case: {}",
-                want.is_some()
-            )),
-        }
+        push_param_grad_check(report, (step, i), field, got, ext)?;
     }
     Ok(())
+}
+
+/// `K = 1 + kappa / 30`, the step's conditioning factor (the golden README).
+pub fn step_k(step: &Value) -> f64 {
+    1.0 + step["kappa"].as_f64().unwrap_or(0.0) / 30.0
+}
+
+/// The step's check of `output` (values in the case's memory order).
+pub fn output_check(
+    (step, i): (&Value, usize),
+    y: &[f32],
+    ext: &Extended,
+) -> Result<Check, String> {
+    let y64 = f64s(&step["output_f64"]).ok_or("no output_f64")?;
+    if y64.len() != y.len() {
+        return Err(format!(
+            "step {i}: output_f64 has {} values, not {}",
+            y64.len(),
+            y.len()
+        ));
+    }
+    Ok(Check {
+        step: i,
+        field: "output",
+        ratio: rel_l2_ratio(y, &y64, step_k(step) * ext.tol.elementwise / TOL),
+    })
+}
+
+/// The step's checks of the running buffers and `num_batches_tracked`.
+pub fn push_running_checks(
+    report: &mut CaseReport,
+    (step, i): (&Value, usize),
+    (rm, rv): (&[f32], &[f32]),
+    count: Option<u64>,
+    c: usize,
+) -> Result<(), String> {
+    let (mean_ratio, var_ratio) = running_ratios(step, (rm, rv), c)?;
+    report.checks.push(Check {
+        step: i,
+        field: "running_mean",
+        ratio: mean_ratio,
+    });
+    report.checks.push(Check {
+        step: i,
+        field: "running_var",
+        ratio: var_ratio,
+    });
+    let want = step["num_batches_tracked"].as_u64();
+    if want != count {
+        report.failures.push(format!(
+            "step {i}: num_batches_tracked {count:?}, expected {want:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The step's check of an elementwise gradient (`grad_input` or `grad_residual`):
+/// `||got - want||_2 <= allowed * <field>_scale_l2`.
+pub fn gradient_check(
+    (step, i): (&Value, usize),
+    field: &'static str,
+    got: &[f32],
+    allowed: f64,
+) -> Result<Check, String> {
+    let want = f64s(&step[format!("{field}_f64")]).ok_or_else(|| format!("no {field}_f64"))?;
+    let scale = step[format!("{field}_scale_l2")]
+        .as_f64()
+        .ok_or_else(|| format!("no {field}_scale_l2"))?;
+    Ok(Check {
+        step: i,
+        field,
+        ratio: if got.len() == want.len() {
+            ratio(l2_diff(got, &want), allowed * scale)
+        } else {
+            f64::INFINITY
+        },
+    })
+}
+
+/// Pushes `check(got)` where both the call and the case have `field`, nothing where neither
+/// has, and a failure where only one has.
+pub fn push_optional_check(
+    report: &mut CaseReport,
+    (step, i): (&Value, usize),
+    field: &str,
+    got: Option<Vec<f32>>,
+    check: impl FnOnce(&[f32]) -> Result<Check, String>,
+) -> Result<(), String> {
+    let in_case = !step[format!("{field}_f64")].is_null();
+    match (got, in_case) {
+        (None, false) => {}
+        (Some(got), true) => report.checks.push(check(&got)?),
+        (got, in_case) => report.failures.push(format!(
+            "step {i}: {field} computed: {}, in the case: {in_case}",
+            got.is_some()
+        )),
+    }
+    Ok(())
+}
+
+/// The step's check of `grad_weight` or `grad_bias` (`field`), where computed or in the case.
+pub fn push_param_grad_check(
+    report: &mut CaseReport,
+    (step, i): (&Value, usize),
+    field: &'static str,
+    got: Option<Vec<f32>>,
+    ext: &Extended,
+) -> Result<(), String> {
+    push_optional_check(report, (step, i), field, got, |got| {
+        Ok(Check {
+            step: i,
+            field,
+            ratio: param_grad_ratio(step, field, got, ext)?.unwrap_or(f64::INFINITY),
+        })
+    })
 }
 
 /// ||got - want||_2.

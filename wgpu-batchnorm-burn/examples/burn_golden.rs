@@ -17,7 +17,7 @@ mod golden;
 use std::path::PathBuf;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use golden::{CaseReport, Check, Extended, TOL, f32s, f64s, l2_diff, ratio, rel_l2_ratio, usizes};
+use golden::{CaseReport, Extended, f32s, f64s, usizes};
 use serde_json::Value;
 use wgpu_batchnorm::MemoryFormat;
 use wgpu_batchnorm_burn::{BatchNorm, BatchNormConfig};
@@ -237,42 +237,18 @@ fn replay_rank<const D: usize>(
         let y = bn
             .try_forward_residual(x.clone(), residual.clone(), ext.activation)
             .map_err(|e| format!("step {i}: forward failed: {e}"))?;
-        let kappa = step["kappa"].as_f64().unwrap_or(0.0);
-        let k = 1.0 + kappa / 30.0;
-        let y64 = f64s(&step["output_f64"]).ok_or("no output_f64")?;
-        let got = download(y.clone(), &ext);
-        report.checks.push(Check {
-            step: i,
-            field: "output",
-            ratio: if got.len() == y64.len() {
-                rel_l2_ratio(&got, &y64, k * ext.tol.elementwise / TOL)
-            } else {
-                f64::INFINITY
-            },
-        });
+        report.checks.push(golden::output_check(
+            (step, i),
+            &download(y.clone(), &ext),
+            &ext,
+        )?);
         if let (Some(rm), Some(rv)) = (&bn.running_mean, &bn.running_var) {
             let (rm, rv) = (vec1(rm.value_sync()), vec1(rv.value_sync()));
-            let (mean_ratio, var_ratio) = golden::running_ratios(step, (&rm, &rv), c)?;
-            report.checks.push(Check {
-                step: i,
-                field: "running_mean",
-                ratio: mean_ratio,
-            });
-            report.checks.push(Check {
-                step: i,
-                field: "running_var",
-                ratio: var_ratio,
-            });
-            let want = step["num_batches_tracked"].as_u64();
-            let got = bn
+            let count = bn
                 .num_batches_tracked
                 .as_ref()
                 .map(|n| vec1(n.value_sync())[0] as u64);
-            if want != got {
-                report.failures.push(format!(
-                    "step {i}: num_batches_tracked {got:?}, expected {want:?}"
-                ));
-            }
+            golden::push_running_checks(report, (step, i), (&rm, &rv), count, c)?;
         }
         if step["grad_output"].is_null() {
             continue;
@@ -280,65 +256,28 @@ fn replay_rank<const D: usize>(
         let dy = upload::<D>(&step["grad_output"], shape, &ext, device)?;
         let loss = (y * dy).cast(DType::F32).sum();
         let grads = loss.backward();
-        let gx64 = f64s(&step["grad_input_f64"]).ok_or("no grad_input_f64")?;
-        let scale = step["grad_input_scale_l2"]
-            .as_f64()
-            .ok_or("no grad_input_scale_l2")?;
         let gx = x
             .grad(&grads)
             .map(|g| download(g, &ext))
             .ok_or("no grad_input")?;
-        report.checks.push(Check {
-            step: i,
-            field: "grad_input",
-            ratio: if gx.len() == gx64.len() {
-                ratio(l2_diff(&gx, &gx64), ext.tol.elementwise * k * scale)
-            } else {
-                f64::INFINITY
-            },
-        });
-        if let (Some(r), Some(want)) = (&residual, f64s(&step["grad_residual_f64"])) {
-            let got = r
-                .grad(&grads)
-                .map(|g| download(g, &ext))
-                .ok_or("no grad_residual")?;
-            let scale = step["grad_residual_scale_l2"]
-                .as_f64()
-                .ok_or("no grad_residual_scale_l2")?;
-            report.checks.push(Check {
-                step: i,
-                field: "grad_residual",
-                ratio: if got.len() == want.len() {
-                    ratio(l2_diff(&got, &want), ext.tol.elementwise * scale)
-                } else {
-                    f64::INFINITY
-                },
-            });
-        }
+        let allowed = ext.tol.elementwise * golden::step_k(step);
+        report.checks.push(golden::gradient_check(
+            (step, i),
+            "grad_input",
+            &gx,
+            allowed,
+        )?);
+        let got = residual
+            .as_ref()
+            .and_then(|r| r.grad(&grads))
+            .map(|g| download(g, &ext));
+        golden::push_optional_check(report, (step, i), "grad_residual", got, |got| {
+            golden::gradient_check((step, i), "grad_residual", got, ext.tol.elementwise)
+        })?;
         let params = [("grad_weight", &bn.gamma), ("grad_bias", &bn.beta)];
         for (field, param) in params {
             let got = param.as_ref().and_then(|p| p.val().grad(&grads)).map(vec1);
-            match (got, golden::param_grad_ratio(step, field, &[], &ext)?) {
-                (None, None) => {}
-                (Some(got), Some(_)) => {
-                    let ratio =
-                        golden::param_grad_ratio(step, field, &got, &ext)?.unwrap_or(f64::INFINITY);
-                    report.checks.push(Check {
-                        step: i,
-                        field: if field == "grad_weight" {
-                            "grad_weight"
-                        } else {
-                            "grad_bias"
-                        },
-                        ratio,
-                    });
-                }
-                (got, want) => report.failures.push(format!(
-                    "step {i}: {field} computed: {}, in the case: {}",
-                    got.is_some(),
-                    want.is_some()
-                )),
-            }
+            golden::push_param_grad_check(report, (step, i), field, got, &ext)?;
         }
     }
     Ok(())
