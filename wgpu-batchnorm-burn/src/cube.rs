@@ -53,7 +53,7 @@ fn is_channels_last(t: &CubeTensor) -> bool {
 
 /// One call: the device's context and the Burn resources it binds, held until submitted.
 struct Call {
-    shared: &'static std::sync::Mutex<crate::device::Shared>,
+    shared: std::sync::Arc<std::sync::Mutex<crate::device::Shared>>,
     ctx: wgpu_batchnorm::Context,
     client: cubecl::client::Client,
     device: burn_cubecl::CubeDevice,

@@ -7,7 +7,7 @@
 //! crate (or the caller) opened ([`burn_device_from_wgpu`], [`new_shared_device`], cubecl's
 //! `init_device`).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use burn::backend::wgpu::{
     RuntimeOptions, WgpuDevice, WgpuSetup, graphics::AutoGraphicsApi, init_device, try_init_setup,
@@ -20,9 +20,9 @@ pub(crate) struct Shared {
     pub functional: Functional,
 }
 
-static REGISTRY: Mutex<Vec<(WgpuDevice, &'static Mutex<Shared>)>> = Mutex::new(Vec::new());
+static REGISTRY: Mutex<Vec<(WgpuDevice, Arc<Mutex<Shared>>)>> = Mutex::new(Vec::new());
 
-fn registry() -> MutexGuard<'static, Vec<(WgpuDevice, &'static Mutex<Shared>)>> {
+fn registry() -> MutexGuard<'static, Vec<(WgpuDevice, Arc<Mutex<Shared>>)>> {
     // A panic while holding the lock leaves the list itself intact.
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -42,19 +42,19 @@ fn register(device: &WgpuDevice, ctx: &Context) {
     let mut list = registry();
     list.retain(|(d, _)| d != device);
     // One entry per device for the process's life, as cubecl keeps its clients.
-    let shared: &'static Mutex<Shared> = Box::leak(Box::new(Mutex::new(Shared {
+    let shared = Arc::new(Mutex::new(Shared {
         ctx: ctx.clone(),
         functional: Functional::new(ctx),
-    })));
+    }));
     list.push((device.clone(), shared));
 }
 
 /// The registered device's shared state, or the error a caller sees when it was never set up.
-pub(crate) fn lookup(device: &WgpuDevice) -> Result<&'static Mutex<Shared>> {
+pub(crate) fn lookup(device: &WgpuDevice) -> Result<Arc<Mutex<Shared>>> {
     registry()
         .iter()
         .find(|(d, _)| d == device)
-        .map(|(_, s)| *s)
+        .map(|(_, s)| s.clone())
         .ok_or_else(|| {
             Error::WrongDevice(format!(
                 "Burn device {device:?} was not set up for wgpu-batchnorm: call \
