@@ -1,6 +1,6 @@
 //! `num_batches_tracked` on the GPU.
 
-use super::{Binding, TENSOR_USAGE};
+use super::{check_window, Binding, TENSOR_USAGE};
 use crate::device::{blocking, download, Context};
 use crate::error::{Error, Result};
 
@@ -49,24 +49,7 @@ impl BatchCounter {
     /// `COPY_SRC` / `COPY_DST` for [`BatchCounter::get`] / [`BatchCounter::set`]); `offset`
     /// must be a multiple of the device's `min_storage_buffer_offset_alignment`.
     pub fn from_buffer(ctx: &Context, buffer: &wgpu::Buffer, offset: u64) -> Result<Self> {
-        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::InvalidBuffer(
-                "the counter's buffer lacks BufferUsages::STORAGE".into(),
-            ));
-        }
-        let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
-        if !offset.is_multiple_of(align) {
-            return Err(Error::InvalidBuffer(format!(
-                "counter offset {offset} is not a multiple of \
-                 min_storage_buffer_offset_alignment ({align})"
-            )));
-        }
-        if offset.saturating_add(8) > buffer.size() {
-            return Err(Error::InvalidBuffer(format!(
-                "the counter needs 8 bytes at offset {offset}, but the buffer holds {} bytes",
-                buffer.size()
-            )));
-        }
+        check_window(ctx, buffer, offset, 8, || "the counter".into())?;
         Ok(BatchCounter {
             ctx: ctx.clone(),
             buffer: buffer.clone(),

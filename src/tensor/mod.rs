@@ -34,6 +34,36 @@ impl Binding {
     }
 }
 
+/// Checks that `bytes` at `offset` of a caller's `buffer` can be bound as storage: the usage,
+/// the device's offset alignment, and the size (`what` names the contents in the message).
+pub(crate) fn check_window(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    bytes: u64,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::InvalidBuffer(
+            "the buffer lacks BufferUsages::STORAGE".into(),
+        ));
+    }
+    let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
+    if !offset.is_multiple_of(align) {
+        return Err(Error::InvalidBuffer(format!(
+            "offset {offset} is not a multiple of min_storage_buffer_offset_alignment ({align})"
+        )));
+    }
+    if offset.saturating_add(bytes) > buffer.size() {
+        return Err(Error::InvalidBuffer(format!(
+            "{} needs {bytes} bytes at offset {offset}, but the buffer holds {} bytes",
+            what(),
+            buffer.size()
+        )));
+    }
+    Ok(())
+}
+
 /// A f32 tensor on the GPU with the channel axis at 1 of its shape, stored contiguous (NCHW) or
 /// channels-last (NHWC, see [`MemoryFormat`]).
 ///
@@ -179,25 +209,9 @@ impl Tensor {
         dtype: DType,
     ) -> Result<Self> {
         let bytes = byte_len(shape, dtype)?;
-        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::InvalidBuffer(
-                "the buffer lacks BufferUsages::STORAGE".into(),
-            ));
-        }
-        let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
-        if !offset.is_multiple_of(align) {
-            return Err(Error::InvalidBuffer(format!(
-                "offset {offset} is not a multiple of min_storage_buffer_offset_alignment ({align})"
-            )));
-        }
-        let end = offset.saturating_add(bytes);
-        if end > buffer.size() {
-            return Err(Error::InvalidBuffer(format!(
-                "shape {shape:?} of {dtype:?} needs {bytes} bytes at offset {offset} (whole \
-                 4-byte words), but the buffer holds {} bytes",
-                buffer.size()
-            )));
-        }
+        check_window(ctx, buffer, offset, bytes, || {
+            format!("shape {shape:?} of {dtype:?} (whole 4-byte words)")
+        })?;
         Ok(Tensor {
             ctx: ctx.clone(),
             buffer: buffer.clone(),
