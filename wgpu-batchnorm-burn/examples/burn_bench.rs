@@ -82,9 +82,15 @@ fn burn_rows<const D: usize>(
     let burns_eval = burn::nn::BatchNormConfig::new(c).init(plain);
     // A tensor Burn cannot hold on this adapter fails when read, not when queued: read a sum
     // of each module's output once, untimed, before timing anything.
-    for y in [ours.forward(x.clone()), burns.forward(x.clone())] {
-        y.sum().try_into_data().map_err(|e| format!("{e}"))?;
-    }
+    // Without fusion this crate's op binds Burn's buffers when called, and a buffer Burn could
+    // not allocate is a panic there (a backend op has no error channel), hence catch_unwind.
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for y in [ours.forward(x.clone()), burns.forward(x.clone())] {
+            y.sum().try_into_data().map_err(|e| format!("{e}"))?;
+        }
+        Ok::<(), String>(())
+    }));
+    probe.map_err(|_| "a Burn buffer failed (the panic above)".to_string())??;
 
     // Each output stays alive until the sync: fusion may drop work whose result is unused.
     push(
